@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test` (each sets up .venv when needed).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-all model bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU torch first (from the machine's wheel cache); sentence-transformers then finds it installed
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,st]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/triage demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+TRAIN_ARGS := --data corpora/suggestions.csv --text-col title --text-col text --label-col domain \
+	--scope-col scope --department-col department --group-col topic
+
+# default: words + characters + USE sentence embeddings; lexical: words + characters only (batch speed)
+model: $(STAMP)
+	$(BIN)/triage train $(TRAIN_ARGS) --embeddings --version default-$$(date +%Y.%m.%d) --out models/default
+	$(BIN)/triage train $(TRAIN_ARGS) --version lexical-$$(date +%Y.%m.%d) --out models/lexical
+
+bench: $(STAMP)
+	$(BIN)/python bench/classify_throughput.py --model models/lexical
+	$(BIN)/python bench/classify_throughput.py --model models/default --rows 10000
+	$(BIN)/python bench/topics_scale.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache tests/artifacts

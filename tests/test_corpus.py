@@ -1,0 +1,55 @@
+"""The shipped corpus meets the shape the product needs (it trains and evaluates the models)."""
+
+import re
+
+from triage.config import load_taxonomy
+
+
+def test_corpus_size_and_per_domain_minimum(corpus):
+    assert corpus["text"].nunique() >= 1200
+    counts = corpus["domain"].value_counts()
+    assert set(counts.index) <= set(load_taxonomy().domain_names)
+    assert len(counts) >= 12 and counts.min() >= 60
+
+
+def test_both_scopes_are_well_represented(corpus):
+    share = corpus["scope"].value_counts(normalize=True)
+    assert share["individual"] >= 0.35 and share["group"] >= 0.40
+
+
+def test_every_channel_appears(corpus):
+    assert {"意见箱", "二维码", "网上表单", "委员荐题", "党政交题", "社情民意"} <= set(corpus["channel"])
+
+
+def test_at_least_150_topics_have_three_or_more_messages(corpus):
+    sizes = corpus[corpus["topic"] != ""].groupby("topic").size()
+    assert (sizes >= 3).sum() >= 150
+
+
+def test_lengths_range_from_short_notes_to_long_proposals(corpus):
+    lengths = corpus["text"].str.len()
+    assert lengths.min() <= 15 and (lengths >= 600).sum() >= 10
+
+
+def test_some_messages_are_in_traditional_script(corpus):
+    from triage.text import to_simplified
+
+    trad = sum(1 for t in corpus["text"] if to_simplified(t) != t)
+    assert trad >= 40
+
+
+def test_places_are_taken_from_the_text(corpus):
+    rows = corpus[corpus["place"] != ""]
+    inside = [p in f"{ti}\n{te}" for p, ti, te in zip(rows["place"], rows["title"], rows["text"])]
+    assert sum(inside) / len(rows) >= 0.95
+
+
+def test_committee_column_matches_the_taxonomy(corpus):
+    tax = load_taxonomy()
+    for dom, com in zip(corpus["domain"], corpus["committee"]):
+        assert tax.committee_for(dom).name == com
+
+
+def test_ids_are_unique_and_dates_parse(corpus):
+    assert corpus["id"].is_unique
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", d) for d in corpus["submitted_at"])

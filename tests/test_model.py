@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+import skops.io as sio
+import functools
+
+from triage.errors import ModelError
+from triage.model import ModelBundle
+from triage.pipeline import Triage
+
+
+def test_small_model_round_trips_through_skops(small_model_dir, small_corpus):
+    bundle = ModelBundle.load(small_model_dir)
+    tri = Triage(bundle)
+    texts = small_corpus["text"].head(30).tolist()
+    first = [a.domain for a in tri.assess_texts(texts)]
+    again = [a.domain for a in Triage.load(small_model_dir).assess_texts(texts)]
+    assert first == again
+
+
+def test_manifest_records_version_data_hash_and_labels(small_model_dir):
+    m = json.loads((small_model_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert m["version"] and m["created"] and len(m["training_data_sha256"]) == 64
+    assert len(m["labels"]["domain"]) >= 12
+    assert m["labels"]["scope"] == ["group", "individual"]
+    assert set(m["files"]) >= {"domain", "scope"}
+
+
+def test_a_model_file_with_untrusted_types_is_refused(small_model_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "tampered"
+    shutil.copytree(small_model_dir, d)
+    sio.dump(functools.partial(print), d / "domain.skops")  # asks skops to import and call a builtin
+    with pytest.raises(ModelError, match="不受信任"):
+        ModelBundle.load(d)
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="manifest.json"):
+        ModelBundle.load(tmp_path)
+
+
+def test_assessment_carries_evidence_and_route(small_model_dir):
+    tri = Triage.load(small_model_dir)
+    a = tri.assess_texts(["建议给我们小区的老楼加装电梯，老人上下楼太难了"])[0]
+    assert a.domain and 0 < a.domain_confidence <= 1
+    assert a.domain_evidence and all(isinstance(w, str) for w, _ in a.domain_evidence)
+    assert a.route.kind in ("committee", "department") and a.route.reason
+
+
+def test_masked_text_never_contains_the_phone_number(small_model_dir):
+    a = Triage.load(small_model_dir).assess_texts(["我叫王秀英，电话13908124471，退休金少发了"])[0]
+    assert "13908124471" not in a.text and "王秀英" not in a.text
+    assert set(a.pii_kinds) == {"mobile", "name"}
+
+
+@pytest.mark.parametrize("bad", [None, "", "   ", 12345, "！！！"])
+def test_empty_or_non_text_input_gets_an_error_not_a_guess(small_model_dir, bad):
+    a = Triage.load(small_model_dir).assess_texts([bad, "门口路灯坏了半个月"])
+    assert a[0].error and a[0].domain is None
+    assert a[1].error is None and a[1].domain
+
+
+@pytest.mark.slow
+def test_shipped_model_loads_and_agrees_with_a_fresh_build(shipped_model_dir, corpus, tmp_path):
+    from triage.cli import main
+
+    shipped = Triage.load(shipped_model_dir)
+    assert shipped.bundle.manifest["training_rows"] >= 1200
+    rc = main(["train", "--data", "corpora/suggestions.csv", "--text-col", "title", "--text-col", "text",
+               "--label-col", "domain", "--scope-col", "scope", "--department-col", "department",
+               "--group-col", "topic", "--no-eval", "--out", str(tmp_path / "fresh")])
+    assert rc == 0
+    fresh = Triage.load(tmp_path / "fresh")
+    assert fresh.bundle.manifest["training_data_sha256"] == shipped.bundle.manifest["training_data_sha256"]
+    sample = corpus.sample(200, random_state=1)
+    texts = (sample["title"] + "\n" + sample["text"]).tolist()
+    a = [(x.domain, x.scope) for x in shipped.assess_texts(texts, evidence=False)]
+    b = [(x.domain, x.scope) for x in fresh.assess_texts(texts, evidence=False)]
+    assert np.mean([x == y for x, y in zip(a, b)]) >= 0.99

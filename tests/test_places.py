@@ -1,0 +1,42 @@
+from triage.places import PlaceExtractor
+
+
+def names(text):
+    px = PlaceExtractor()
+    return [p.name for p in px.extract(text)]
+
+
+def test_gazetteer_names_and_full_chains_are_found():
+    assert names("云川市临河县石桥镇上庄村到镇上") == ["云川市", "临河县", "石桥镇", "上庄村"]
+
+
+def test_aliases_map_to_canonical_names():
+    assert names("北辰那边的路灯不亮") == ["北辰社区"]
+
+
+def test_unknown_places_are_found_by_suffix():
+    assert names("东风村和阳光花园小区之间") == ["东风村", "阳光花园小区"]
+
+
+def test_pronoun_places_are_not_places():
+    assert names("我们村的路坏了，农村公交也少") == []
+
+
+def test_primary_place_is_the_most_specific():
+    px = PlaceExtractor()
+    assert px.primary(px.extract("临河县石桥镇上庄村")).name == "上庄村"
+
+
+def test_nested_places_are_compatible_and_sibling_villages_are_not():
+    px = PlaceExtractor()
+    assert px.compatible("上庄村", "石桥镇") is True
+    assert px.compatible("上庄村", "龙潭村") is False
+    assert px.compatible("上庄村", None) is None
+
+
+def test_common_words_ending_like_places_are_not_places():
+    assert names("加强农村公路建设，完善城乡公交，支持返乡创业，坐28路车") == []
+
+
+def test_a_site_inside_a_known_place_is_one_place():
+    assert names("石桥镇卫生院晚上没有医生") == ["石桥镇卫生院"]

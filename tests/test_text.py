@@ -1,0 +1,98 @@
+import pytest
+
+from tests.conftest import valid_id
+from triage.text import clean, id_checksum_ok, luhn_ok, mask_pii, normalize, segment, tokens, unmask
+
+
+def test_traditional_script_becomes_simplified():
+    assert normalize("這個社區的電梯壞了，請儘快維修") == "这个社区的电梯坏了,请尽快维修"
+
+
+def test_full_width_digits_and_letters_become_half_width():
+    assert normalize("ＡＰＰ打不开，１２３４５热线") == "APP打不开,12345热线"
+
+
+def test_html_residue_and_whitespace_are_cleaned():
+    assert normalize("<p>路灯&nbsp;坏了</p><br/>\t\t请修  ") == "路灯 坏了\n请修"
+
+
+def test_normalize_is_idempotent_on_escaped_markup():
+    s = "a&amp;lt;b&amp;gt;c &lt;script&gt;x"
+    assert normalize(normalize(s)) == normalize(s)
+
+
+def test_normalize_accepts_non_strings():
+    assert normalize(None) == ""
+    assert normalize(12345) == "12345"
+
+
+@pytest.mark.parametrize("raw", ["13908124471", "139 0812 4471", "139-0812-4471", "+86 13908124471", "１３９０８１２４４７１"])
+def test_mobile_numbers_are_masked(raw):
+    m = clean(f"电话{raw}谢谢")
+    assert m.text == "电话〔手机号〕谢谢"
+    assert m.kinds == ["mobile"]
+
+
+def test_landline_is_masked():
+    assert clean("座机0837-6623145").text == "座机〔固话〕"
+    assert clean("座机(010)62345678").text == "座机〔固话〕"
+
+
+def test_valid_id_number_is_masked_and_invalid_one_is_not():
+    good = valid_id("51010219900101123")
+    bad = good[:-1] + ("1" if good[-1] != "1" else "2")
+    assert id_checksum_ok(good) and not id_checksum_ok(bad)
+    assert clean(f"身份证{good}").text == "身份证〔身份证号〕"
+    assert "〔身份证号〕" not in clean(f"订单号{bad}").text
+
+
+def test_bank_card_needs_a_valid_luhn_digit():
+    card = "6222021234567890128"
+    assert luhn_ok(card)
+    assert clean(f"卡号 {card}").text == "卡号 〔银行卡号〕"
+    assert clean("金额 1234567890123456").text == "金额 1234567890123456"
+
+
+def test_email_and_plate_are_masked():
+    assert clean("邮箱 li.ming@example.com").text == "邮箱 〔邮箱〕"
+    assert clean("车牌川J·5A821停在消防通道").text == "车牌〔车牌号〕停在消防通道"
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("我叫王秀英，住北辰社区", "我叫〔姓名〕,住北辰社区"),
+        ("联系人：欧阳娜娜", "联系人:〔姓名〕"),
+        ("本人张伟是退休职工", "本人〔姓名〕是退休职工"),
+        ("本人今年七十岁了", "本人今年七十岁了"),
+        ("我是一名乡村教师", "我是一名乡村教师"),
+    ],
+)
+def test_names_after_trigger_words(raw, expected):
+    assert clean(raw).text == expected
+
+
+def test_unmask_restores_the_original():
+    raw = "我叫李建国，电话13908124471，邮箱 a@b.cn，座机0837-6623145"
+    m = clean(raw)
+    assert "13908124471" not in m.text and "李建国" not in m.text
+    assert unmask(m) == normalize(raw)
+
+
+def test_masking_is_idempotent():
+    m = clean("我叫王秀英 13908124471")
+    assert mask_pii(m.text).text == m.text
+
+
+def test_segmentation_keeps_every_character_and_uses_the_user_dictionary():
+    s = "建议老旧小区改造时统一加装电梯"
+    assert "".join(segment(s)) == s
+    assert "老旧小区改造" in segment(s)
+    assert "加装电梯" in segment(s) or "电梯" in segment(s)
+
+
+def test_tokens_drop_stopwords_and_punctuation_but_keep_placeholders():
+    toks = tokens("您好！我叫〔姓名〕，门口的路灯坏了。")
+    assert "路灯" in toks
+    assert "〔姓名〕" in toks
+    assert "！" not in toks and "您好" not in toks

@@ -1,0 +1,125 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from triage.embed import get_encoder
+from triage.places import PlaceExtractor
+from triage.text import clean, tokens
+from triage.topics import TopicBuilder, match_ids, make_label
+
+
+def frame(rows):
+    px = PlaceExtractor()
+    out = []
+    for i, r in enumerate(rows):
+        text = clean(r["text"]).text
+        ps = px.extract(text)
+        out.append({"id": r.get("id", f"m{i}"), "text": text, "tokens": " ".join(tokens(text)),
+                    "submitted_at": pd.Timestamp(r.get("at", "2026-10-01")), "channel": r.get("channel", "网上表单"),
+                    "submitter": r.get("who", f"u{i}"), "support": r.get("support", 0), "scope": r.get("scope", "group"),
+                    "domain": r.get("domain", "城乡建设"), "places": [p.name for p in ps],
+                    "place": px.primary(ps).name if ps else None})
+    return pd.DataFrame(out)
+
+
+LAMPS = [
+    "北辰社区3栋楼道灯坏了一个月没人修，老人晚上摸黑上下楼",
+    "北辰社区3栋的楼道灯还是不亮，物业推社区社区推物业",
+    "北辰社区老楼楼道灯坏了好久了，建议统一换成声控灯",
+]
+BUS = [
+    "上庄村到石桥镇的公交一天只有两趟，老人看病太不方便",
+    "上庄村公交班次太少了，等一趟车要大半天，建议加班次",
+    "俺们上庄村去镇上的公交车太少，娃儿上学没车坐",
+]
+
+
+def build(rows, **kw):
+    f = frame(rows)
+    return TopicBuilder(**kw).fit(f, get_encoder("use").encode(f["text"].tolist()))
+
+
+def test_same_problem_same_place_is_one_topic_and_different_problems_are_not():
+    b = build([{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS])
+    topic = b.topic_of_
+    assert len({topic[f"m{i}"] for i in range(3)}) == 1
+    assert len({topic[f"m{i}"] for i in range(3, 6)}) == 1
+    assert topic["m0"] != topic["m3"]
+
+
+def test_same_problem_at_another_place_is_another_topic():
+    other = [t.replace("上庄村", "龙潭村").replace("石桥镇", "龙潭乡") for t in BUS]
+    b = build([{"text": t, "domain": "交通运输"} for t in BUS + other])
+    assert b.topic_of_["m0"] != b.topic_of_["m3"]
+
+
+def test_same_problem_months_apart_is_another_topic():
+    rows = [{"text": t, "at": "2025-03-01"} for t in LAMPS] + [{"text": t, "at": "2025-12-01"} for t in LAMPS]
+    b = build(rows)
+    assert b.topic_of_["m0"] != b.topic_of_["m3"]
+
+
+def test_near_duplicates_count_as_one_voice_and_campaigns_are_flagged():
+    text = "强烈要求北辰社区3栋楼道灯马上修好，否则我们就一直投诉！"
+    rows = [{"text": text, "who": "u1", "channel": "二维码"}, {"text": text + "！", "who": "u1", "channel": "网上表单"},
+            {"text": text + "！！", "who": "u2"}, {"text": text, "who": "u2"}]
+    b = build(rows)
+    t = b.topics_[0]
+    assert len(b.topics_) == 1 and t.size == 4 and t.voices == 1 and t.duplicates == 3
+    assert t.campaign
+
+
+def test_topic_is_readable_label_keywords_places_representative():
+    b = build([{"text": t} for t in LAMPS])
+    t = b.topics_[0]
+    assert t.label.startswith("北辰社区 · ")
+    assert "楼道灯" in t.keywords or "楼道" in "".join(t.keywords)
+    assert t.place == "北辰社区" and t.representative in t.members
+
+
+def test_topic_ids_are_stable_across_reclustering():
+    rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
+    first = build(rows)
+    previous = {t.id: t.members for t in first.topics_}
+    more = rows + [{"text": "北辰社区楼道灯坏了能不能快点修", "id": "new1"}]
+    f = frame(more)
+    second = TopicBuilder().fit(f, get_encoder("use").encode(f["text"].tolist()), previous)
+    assert second.topic_of_["m0"] == first.topic_of_["m0"]
+    assert second.topic_of_["m3"] == first.topic_of_["m3"]
+    assert second.topic_of_["new1"] == first.topic_of_["m0"]
+
+
+def test_match_ids_gives_new_clusters_fresh_numbers():
+    ids = match_ids(np.array([0, 0, 1]), ["a", "b", "c"], {"T000007": ["a", "b"]}, 0.3, "T")
+    assert ids[0] == "T000007" and ids[1] == "T000008"
+
+
+def test_themes_roll_up_the_same_problem_across_places():
+    other = [t.replace("上庄村", "龙潭村").replace("石桥镇", "龙潭乡") for t in BUS]
+    b = build([{"text": t, "domain": "交通运输"} for t in BUS + other])
+    assert b.topics_[0].theme is not None
+    assert b.topics_[0].theme == b.topics_[1].theme
+
+
+def test_make_label_drops_filler_and_place():
+    assert make_label("上庄村", "建议上庄村增加公交班次，老人出行难", ["公交", "班次"]) == "上庄村 · 增加公交班次"
+
+
+def test_incremental_assignment_joins_the_right_topic_or_opens_a_new_one():
+    from triage.topics import TopicIndex
+
+    rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
+    b = build(rows)
+    index = TopicIndex(b)
+    enc = get_encoder("use")
+
+    def add(text, at="2026-10-05"):
+        m = frame([{"text": text, "at": at}]).iloc[0]
+        return index.assign(m["text"], m["tokens"], enc.encode([m["text"]])[0], m["place"], m["submitted_at"])
+
+    tid, _, new = add("北辰社区3栋楼道灯坏了，晚上黑漆漆的")
+    assert tid == b.topic_of_["m0"] and not new
+    tid2, _, new2 = add("青山县第二小学门口没有红绿灯，孩子过马路很危险")
+    assert new2 and tid2 not in {t.id for t in b.topics_}
+    tid3, _, new3 = add("青山县第二小学门口需要装红绿灯，接孩子太危险了")
+    assert tid3 == tid2 and not new3

@@ -1,0 +1,114 @@
+"""From messages to ranked, routed candidate topics: the composition of the topic stages.
+
+assess (domain, scope) → places → embeddings (cached) → clustering → scorecard → heat → route.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from triage.embed import CachedEncoder, Encoder, get_encoder
+from triage.features import join_columns
+from triage.places import PlaceExtractor
+from triage.principles import PrincipleJudge
+from triage.rank import default_heat_config, heat, period_counts
+from triage.route import RoutingMemory, route_topic
+from triage.text import clean, tokens
+from triage.topics import TopicBuilder, TopicConfig
+
+log = logging.getLogger(__name__)
+
+#: Optional input columns and the names they are commonly given.
+COLUMN_ALIASES = {
+    "id": ("id", "编号", "留言编号", "receipt"),
+    "submitted_at": ("submitted_at", "时间", "留言时间", "提交时间", "date", "created_at"),
+    "channel": ("channel", "渠道", "来源"),
+    "submitter": ("submitter", "submitter_key", "提交人", "用户"),
+    "support": ("support", "点赞数", "附议数", "likes"),
+}
+
+
+@dataclass
+class CandidateTopics:
+    topics: pd.DataFrame        # ranked, one row per topic
+    members: pd.DataFrame       # the input rows + topic_id (+ assessments)
+    themes: pd.DataFrame
+    builder: TopicBuilder
+    scorecards: dict[str, dict]
+
+
+def _pick(frame: pd.DataFrame, key: str) -> pd.Series | None:
+    lower = {str(c).lower(): c for c in frame.columns}
+    for name in COLUMN_ALIASES[key]:
+        if name.lower() in lower:
+            return frame[lower[name.lower()]]
+    return None
+
+
+def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
+                     now: pd.Timestamp | None = None, previous: Mapping[str, Iterable[str]] | None = None,
+                     config: TopicConfig | None = None, memory: RoutingMemory | None = None) -> CandidateTopics:
+    frame = frame.reset_index(drop=True)
+    texts = join_columns(frame, text_columns).tolist()
+    assessed = triage.assess_frame(frame, text_columns)
+    ok = assessed["triage_error"].isna().to_numpy()
+    places = PlaceExtractor()
+    masked = [clean(t).text if good else "" for t, good in zip(texts, ok)]
+    found = [places.extract(t) for t in masked]
+    ids = _pick(frame, "id")
+    msgs = pd.DataFrame({
+        "id": (ids.astype(str) if ids is not None else pd.Series([f"row{i + 1}" for i in range(len(frame))])),
+        "text": masked,
+        "tokens": [" ".join(tokens(t)) for t in masked],
+        "submitted_at": pd.to_datetime(_pick(frame, "submitted_at"), errors="coerce")
+        if _pick(frame, "submitted_at") is not None else pd.Timestamp.now().normalize(),
+        "channel": _pick(frame, "channel") if _pick(frame, "channel") is not None else "",
+        "submitter": _pick(frame, "submitter") if _pick(frame, "submitter") is not None else "",
+        "support": pd.to_numeric(_pick(frame, "support"), errors="coerce").fillna(0).astype(int)
+        if _pick(frame, "support") is not None else 0,
+        "scope": assessed["scope"], "domain": assessed["domain"],
+        "places": [[p.name for p in ps] for ps in found],
+        "place": [(places.primary(ps).name if ps else None) for ps in found],
+    })
+    if msgs["id"].duplicated().any():  # ids must be unique to track membership
+        msgs["id"] = [f"{v}#{i}" if d else v for i, (v, d) in enumerate(zip(msgs["id"], msgs["id"].duplicated()))]
+    good = msgs[ok].reset_index(drop=True)
+    enc = encoder or CachedEncoder(get_encoder())
+    emb = enc.encode(good["text"].tolist())
+    builder = TopicBuilder(config, places).fit(good, emb, previous)
+    now = now if now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
+    judge = PrincipleJudge(encoder=enc)
+    hc = default_heat_config()
+    pos = {m: i for i, m in enumerate(good["id"])}
+    rows, cards = [], {}
+    for t in builder.topics_:
+        idx = [pos[m] for m in t.members]
+        centroid = emb[idx].mean(0)
+        centroid = centroid / (np.linalg.norm(centroid) or 1.0)
+        card = judge.judge(t, good["text"].iloc[idx].tolist(), good["tokens"].iloc[idx].tolist(), centroid)
+        this, prev = period_counts(good["submitted_at"].iloc[idx], now, hc.period_days)
+        h = heat(voices=t.voices, submitters=t.submitters, support=t.support, duplicates=t.duplicates,
+                 last_seen=t.last_seen, this_period=this, previous_period=prev, channels=len(t.channels),
+                 places=len(t.places), principle_score=card.score, now=now, config=hc)
+        route = route_topic(triage.router, t.domain, t.group_share, centroid, memory)
+        cards[t.id] = {"scorecard": card.as_dict(), "heat": h.terms, "route": route.__dict__}
+        rows.append({"heat": h.score, "verdict": card.verdict, "committee": route.name if route.kind == "committee" else "",
+                     "department": route.name if route.kind == "department" else "", "route_reason": route.reason,
+                     "principles": " ".join(f"{p.name}:{p.verdict}" for p in card.principles),
+                     "verdict_reason": card.reason,
+                     "heat_terms": "；".join(f"{k} {v['points']:.3f}" for k, v in h.terms.items()),
+                     "this_period": this, "previous_period": prev})
+    topics = pd.concat([builder.topics_frame(), pd.DataFrame(rows)], axis=1)
+    if len(topics):
+        topics = topics.sort_values(["heat", "size"], ascending=False, kind="stable").reset_index(drop=True)
+        topics.insert(0, "rank", np.arange(1, len(topics) + 1))
+    members = assessed.copy()
+    members["topic_id"] = [builder.topic_of_.get(m) if good_ else None for m, good_ in zip(msgs["id"], ok)]
+    members["place_found"] = msgs["place"].fillna("")
+    themes = pd.DataFrame(builder.themes_)
+    return CandidateTopics(topics, members, themes, builder, cards)

@@ -1,0 +1,237 @@
+"""The domain classifier (and, with other labels, the department classifier).
+
+A linear model over word TF-IDF (jieba tokens, uni+bigrams) and character 1-3-gram TF-IDF. Words
+carry meaning; character n-grams survive typos (按装/安装), segmentation errors and unseen compounds,
+which real messages are full of. The feature space is shared by all classifiers of a model (computed
+once per message, whatever the number of classifiers). Probabilities are calibrated by temperature
+scaling on held-out folds (grouped by topic when topics are known, so near-identical messages don't
+inflate confidence). Evidence is the per-term contribution (tf-idf × coefficient) to the chosen label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from triage.errors import TrainingDataError
+
+
+@dataclass
+class FeatureConfig:
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (1, 3)
+    char_min_df: int = 2
+    max_char_features: int = 60000
+    max_word_features: int = 50000
+    cue_columns: tuple[str, ...] = ()
+    embedding: str | None = None          # encoder spec ("use") when sentence embeddings are features
+    embedding_columns: tuple[str, ...] = ()
+
+
+@dataclass
+class TextClassifierConfig:
+    """Plain parameters of one classifier; the defaults are what the shipped model uses."""
+
+    C: float = 8.0
+    calibration_folds: int = 5
+    class_weight: str | None = "balanced"
+    seed: int = 0
+
+
+def build_features(cfg: FeatureConfig) -> ColumnTransformer:
+    transformers: list[tuple] = [
+        ("word", TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=cfg.word_ngrams,
+                                 sublinear_tf=True, min_df=1, max_features=cfg.max_word_features,
+                                 dtype=np.float32), "tokens"),
+        ("char", TfidfVectorizer(analyzer="char", ngram_range=cfg.char_ngrams, sublinear_tf=True,
+                                 min_df=cfg.char_min_df, max_features=cfg.max_char_features,
+                                 dtype=np.float32), "text"),
+    ]
+    if cfg.cue_columns:
+        transformers.append(("cue", StandardScaler(), list(cfg.cue_columns)))
+    if cfg.embedding_columns:  # L2-normalised already: passed through unscaled
+        transformers.append(("emb", "passthrough", list(cfg.embedding_columns)))
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=1.0)
+
+
+def feature_names(features: ColumnTransformer) -> np.ndarray:
+    names: list[str] = []
+    for nm, trans, cols in features.transformers_:
+        if nm in ("word", "char"):
+            names.extend(n.replace(" ", "") for n in trans.get_feature_names_out().tolist())
+        elif nm in ("cue", "emb"):
+            names.extend(f"cue:{c}" for c in cols)
+    return np.asarray(names, dtype=object)
+
+
+def _lr(cfg: TextClassifierConfig) -> LogisticRegression:
+    return LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=3000, random_state=cfg.seed)
+
+
+def folds(y: np.ndarray, groups: np.ndarray | None, n: int, seed: int) -> list:
+    _, counts = np.unique(y, return_counts=True)
+    n = max(2, min(n, int(counts.min()) if len(counts) else 2))
+    if groups is not None and len(np.unique(groups)) >= n:
+        return list(GroupKFold(n_splits=n, shuffle=True, random_state=seed).split(y, y, groups))
+    return list(StratifiedKFold(n_splits=n, shuffle=True, random_state=seed).split(y, y))
+
+
+def pipeline(features: FeatureConfig, cfg: TextClassifierConfig) -> Pipeline:
+    """Features + classifier in one estimator: what cross-validation refits per fold."""
+    return Pipeline([("features", build_features(features)), ("clf", _lr(cfg))])
+
+
+class TextClassifier:
+    """Calibrated linear classifier over the shared feature matrix."""
+
+    def __init__(self, config: TextClassifierConfig | None = None) -> None:
+        self.config = config or TextClassifierConfig()
+
+    def fit(self, X: sp.spmatrix, y: Sequence[str], groups: Sequence[str] | None = None) -> "TextClassifier":
+        yv = np.asarray(y, dtype=object)
+        g = np.asarray(groups, dtype=object) if groups is not None else None
+        labels, counts = np.unique(yv, return_counts=True)
+        if len(labels) < 2:
+            raise TrainingDataError(f"训练数据只有一个类别（{labels[0] if len(labels) else '无'}），无法训练分类器 / need at least two labels")
+        if counts.min() >= 2:
+            self.model_ = CalibratedClassifierCV(
+                _lr(self.config), method="temperature", ensemble=False,
+                cv=folds(yv, g, self.config.calibration_folds, self.config.seed)).fit(X, yv)
+        else:  # a label with a single example cannot be held out: uncalibrated, and said so
+            self.model_ = _lr(self.config).fit(X, yv)
+        return self._fitted()
+
+    @classmethod
+    def from_fitted(cls, model, config: TextClassifierConfig) -> "TextClassifier":
+        self = cls(config)
+        self.model_ = model
+        return self._fitted()
+
+    def _fitted(self) -> "TextClassifier":
+        m = self.model_
+        self.linear_ = m.calibrated_classifiers_[0].estimator if isinstance(m, CalibratedClassifierCV) else m
+        self.classes_ = np.asarray(m.classes_, dtype=object)
+        return self
+
+    def predict_proba(self, X: sp.spmatrix) -> np.ndarray:
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: sp.spmatrix) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def evidence(self, X: sp.spmatrix, labels: Sequence[str], names: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top terms pushing each row towards its label: (term, contribution), strongest first.
+
+        Single characters and n-grams contained in an already listed term are dropped so that
+        evidence reads as words (电梯, 加装电梯) rather than fragments (梯, 电).
+        """
+        X = sp.csr_matrix(X)
+        coef = self.linear_.coef_
+        # the calibrated wrapper fits its inner model on label-encoded targets (0..k-1, in the order
+        # of ``classes_``), so positions, not names, index the coefficient rows
+        classes = list(self.classes_)
+        out: list[list[tuple[str, float]]] = []
+        for i, lab in enumerate(labels):
+            start, end = X.indptr[i], X.indptr[i + 1]
+            idx, val = X.indices[start:end], X.data[start:end]
+            if coef.shape[0] == 1:  # binary: coef is for classes[1]
+                w = coef[0] if lab == classes[1] else -coef[0]
+            else:
+                w = coef[classes.index(lab)]
+            contrib = val * w[idx]
+            picked: list[tuple[str, float]] = []
+            for j in np.argsort(-contrib):
+                if contrib[j] <= 0 or len(picked) >= k:
+                    break
+                name = names[idx[j]]
+                if name.startswith("cue:") or len(name) == 1 or any(name in p for p, _ in picked):
+                    continue
+                picked.append((name, float(round(contrib[j], 4))))
+            out.append(picked)
+        return out
+
+
+class FeatureSpace:
+    """The fitted feature transform, stored as plain JSON and arrays (no pickle, no skops).
+
+    Same output as the fitted :func:`build_features` ColumnTransformer it is made from (word, char,
+    cue, embedding blocks in that order), but it loads in milliseconds instead of rebuilding a
+    50,000-entry vocabulary through skops, and a model directory stays small and diffable.
+    """
+
+    def __init__(self, word: TfidfVectorizer, char: TfidfVectorizer, cue_columns: Sequence[str],
+                 cue_mean: np.ndarray, cue_scale: np.ndarray, embedding_columns: Sequence[str]) -> None:
+        self.word, self.char = word, char
+        self.cue_columns, self.embedding_columns = list(cue_columns), list(embedding_columns)
+        self.cue_mean, self.cue_scale = np.asarray(cue_mean, float), np.asarray(cue_scale, float)
+
+    @classmethod
+    def from_column_transformer(cls, ct: ColumnTransformer) -> "FeatureSpace":
+        parts = {nm: (t, cols) for nm, t, cols in ct.transformers_}
+        cue_t, cue_cols = parts.get("cue", (None, []))
+        emb_cols = parts.get("emb", (None, []))[1]
+        return cls(parts["word"][0], parts["char"][0], list(cue_cols),
+                   cue_t.mean_ if cue_t is not None else np.zeros(0), cue_t.scale_ if cue_t is not None else np.zeros(0),
+                   list(emb_cols))
+
+    def transform(self, frame) -> sp.csr_matrix:
+        blocks = [self.word.transform(frame["tokens"]), self.char.transform(frame["text"])]
+        if self.cue_columns:
+            blocks.append(sp.csr_matrix(((frame[self.cue_columns].to_numpy(float) - self.cue_mean) / self.cue_scale)
+                                        .astype(np.float32)))
+        if self.embedding_columns:
+            blocks.append(sp.csr_matrix(frame[self.embedding_columns].to_numpy(np.float32)))
+        return sp.hstack(blocks, format="csr")
+
+    def names(self) -> np.ndarray:
+        out = [n.replace(" ", "") for n in self.word.get_feature_names_out().tolist()]
+        out += [n.replace(" ", "") for n in self.char.get_feature_names_out().tolist()]
+        out += [f"cue:{c}" for c in self.cue_columns + self.embedding_columns]
+        return np.asarray(out, dtype=object)
+
+    # -------------------------------------------------------------- plain-file persistence
+    _PARAMS = ("analyzer", "ngram_range", "lowercase", "token_pattern", "sublinear_tf", "norm", "use_idf", "smooth_idf")
+
+    def save(self, directory) -> list[str]:
+        import json
+        from pathlib import Path
+
+        d = Path(directory)
+        spec = {"cue_columns": self.cue_columns, "cue_mean": self.cue_mean.tolist(), "cue_scale": self.cue_scale.tolist(),
+                "embedding_columns": self.embedding_columns, "vectorizers": {}}
+        for name, vec in (("word", self.word), ("char", self.char)):
+            params = {k: vec.get_params()[k] for k in self._PARAMS}
+            terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
+            (d / f"{name}_vocabulary.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+            np.save(d / f"{name}_idf.npy", vec.idf_.astype(np.float64), allow_pickle=False)
+            spec["vectorizers"][name] = params
+        (d / "features.json").write_text(json.dumps(spec, ensure_ascii=False, indent=1), encoding="utf-8")
+        return ["features.json", "word_vocabulary.json", "word_idf.npy", "char_vocabulary.json", "char_idf.npy"]
+
+    @classmethod
+    def load(cls, directory) -> "FeatureSpace":
+        import json
+        from pathlib import Path
+
+        d = Path(directory)
+        spec = json.loads((d / "features.json").read_text(encoding="utf-8"))
+        vecs = {}
+        for name, params in spec["vectorizers"].items():
+            terms = json.loads((d / f"{name}_vocabulary.json").read_text(encoding="utf-8"))
+            params = {**params, "ngram_range": tuple(params["ngram_range"])}
+            vec = TfidfVectorizer(vocabulary={t: i for i, t in enumerate(terms)}, dtype=np.float32, **params)
+            vec._validate_vocabulary()
+            vec.idf_ = np.load(d / f"{name}_idf.npy", allow_pickle=False)
+            vecs[name] = vec
+        return cls(vecs["word"], vecs["char"], spec["cue_columns"], np.asarray(spec["cue_mean"]),
+                   np.asarray(spec["cue_scale"]), spec["embedding_columns"])

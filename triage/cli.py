@@ -1,0 +1,301 @@
+"""The ``triage`` command: train, evaluate, classify, demo.
+
+User errors (bad file, missing column, broken config) print one clear line and exit with 2;
+only bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from triage.errors import InputFileError, TriageError
+
+log = logging.getLogger("triage")
+
+DEMO_FILE = Path(__file__).resolve().parent.parent / "corpora" / "demo.csv"
+
+
+def _frame_for_training(args: argparse.Namespace):
+    from triage.features import join_columns, prepare_texts
+    from triage.model import default_cues
+    from triage.pipeline import validate_text
+    from triage.tableio import read_table, require_column, resolve_text_columns
+
+    table = read_table(args.data)
+    for e in table.errors:
+        log.warning("第 %d 行无法读取，已跳过：%s", e.line, e.reason)
+    cols = resolve_text_columns(table.frame, args.text_col)
+    require_column(table.frame, args.label_col, "标签")
+    for c in (args.scope_col, args.department_col, args.group_col):
+        if c:
+            require_column(table.frame, c, "")
+    texts = join_columns(table.frame, cols)
+    labels = table.frame[args.label_col].astype("string").fillna("").str.strip()
+    keep = np.array([validate_text(t) is None and bool(lab) for t, lab in zip(texts, labels)])
+    dropped = int((~keep).sum())
+    if dropped:
+        log.warning("%d 行文本或标签为空，未用于训练", dropped)
+    frame = table.frame[keep].reset_index(drop=True)
+    texts = texts[keep].reset_index(drop=True)
+    cues = default_cues()
+    encoder = None
+    if getattr(args, "embeddings", False):
+        from triage.embed import CachedEncoder, get_encoder
+
+        encoder = CachedEncoder(get_encoder("use"))
+    prepared = prepare_texts(texts.tolist(), cues, encoder)
+
+    def col(name: str | None):
+        if not name:
+            return None
+        return frame[name].astype("string").fillna("").str.strip().tolist()
+
+    groups = col(args.group_col)
+    if groups is not None:  # a message without a topic is its own group
+        groups = [g if g else f"_row{i}" for i, g in enumerate(groups)]
+    return prepared, col(args.label_col), col(args.scope_col), col(args.department_col), groups, cues
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from triage.model import TrainSpec, train_bundle
+
+    prepared, y, scope, dept, groups, cues = _frame_for_training(args)
+    if scope is not None and any(s and s not in ("group", "individual") for s in scope):
+        bad = sorted({s for s in scope if s and s not in ("group", "individual")})[:5]
+        raise InputFileError(f"范围列 {args.scope_col} 只能取 group / individual，发现：{', '.join(bad)}")
+    from triage.classify import FeatureConfig
+
+    spec = TrainSpec(domain=y, scope=scope, department=dept, groups=groups,
+                     features=FeatureConfig(embedding="use" if args.embeddings else None))
+    t0 = time.perf_counter()
+    bundle = train_bundle(prepared, spec, cues, evaluate=not args.no_eval, source=str(args.data),
+                          version=args.version)
+    out = bundle.save(args.out)
+    log.info("model %s saved to %s in %.1fs", bundle.version, out, time.perf_counter() - t0)
+    print(json.dumps({"model": str(out), "version": bundle.version, "metrics": bundle.manifest["metrics"]},
+                     ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from triage.classify import FeatureConfig
+    from triage.model import ModelBundle, TextClassifierConfig, cross_validate, metrics_report
+
+    if args.topics:
+        return _evaluate_topics(args)
+    if args.model and not args.embeddings:
+        args.embeddings = bool(ModelBundle.load(args.model).encoder_spec)
+    prepared, y, scope, _dept, groups, cues = _frame_for_training(args)
+    report: dict = {"data": str(args.data), "rows": len(y)}
+    if args.cv:
+        bundle = ModelBundle.load(args.model) if args.model else None
+        cfgs = bundle.manifest["configs"] if bundle else {}
+        emb_cols = tuple(c for c in prepared.columns if str(c).startswith("emb"))
+        fcfg = FeatureConfig(**{**(cfgs.get("features") or {}), "cue_columns": tuple(cues.columns),
+                                "embedding_columns": emb_cols, "embedding": "use" if emb_cols else None})
+        for k in ("word_ngrams", "char_ngrams"):
+            setattr(fcfg, k, tuple(getattr(fcfg, k)))
+        report["method"] = f"GroupKFold({args.folds}) by {args.group_col or 'row'}: whole topics held out"
+        dcfg = TextClassifierConfig(**cfgs["domain"]) if cfgs.get("domain") else TextClassifierConfig()
+        report["domain"] = cross_validate(prepared, y, groups, fcfg, dcfg, args.folds)
+        if scope is not None:
+            scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else TextClassifierConfig(C=4.0)
+            report["scope"] = cross_validate(prepared, scope, groups, fcfg, scfg, args.folds)
+    else:
+        bundle = ModelBundle.load(args.model)
+        report["model"] = bundle.version
+        report["method"] = "held-out file scored by the given model"
+        X = bundle.transform(prepared)
+        report["domain"] = metrics_report(y, bundle.domain.predict(X))
+        if scope is not None and bundle.scope is not None:
+            report["scope"] = metrics_report(scope, bundle.scope.predict(X))
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _evaluate_topics(args: argparse.Namespace) -> int:
+    from triage.candidates import build_candidates
+    from triage.evaluation import place_quality, topic_quality
+    from triage.pipeline import Triage
+    from triage.tableio import read_table, require_column, resolve_text_columns
+
+    tri = Triage.load(args.model)
+    table = read_table(args.data)
+    cols = resolve_text_columns(table.frame, args.text_col)
+    gold_col = args.group_col or "topic"
+    require_column(table.frame, gold_col, "主题")
+    t0 = time.perf_counter()
+    res = build_candidates(tri, table.frame, cols, encoder=_encoder(args))
+    report = {"data": str(args.data), "rows": len(table.frame), "encoder": _encoder(args).name,
+              "seconds": round(time.perf_counter() - t0, 1),
+              "topics": topic_quality(res.members["topic_id"].tolist(), table.frame[gold_col].fillna("").tolist())}
+    if args.place_col:
+        require_column(table.frame, args.place_col, "地点")
+        report["places"] = place_quality(res.members["place_found"].tolist(), table.frame[args.place_col].fillna("").tolist())
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from triage.batch import classify_file
+
+    summary = classify_file(args.input, args.output, model_dir=args.model, text_columns=args.text_col,
+                            workers=args.workers, quiet=args.quiet)
+    print(json.dumps(summary, ensure_ascii=False), file=sys.stderr if args.output == "-" else sys.stdout)
+    return 0 if summary["processed"] or not summary["total"] else 1
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from triage.candidates import build_candidates
+    from triage.pipeline import Triage
+    from triage.tableio import read_table, resolve_text_columns, write_table
+
+    tri = Triage.load(args.model)
+    table = read_table(args.input)
+    for e in table.errors:
+        log.warning("第 %d 行无法读取，已跳过：%s", e.line, e.reason)
+    cols = resolve_text_columns(table.frame, args.text_col)
+    res = build_candidates(tri, table.frame, cols, encoder=_encoder(args))
+    out = Path(args.output)
+    write_table(res.topics, out)
+    members_path = out.with_name(f"{out.stem}.members{out.suffix}")
+    write_table(res.members, members_path)
+    if len(res.themes):
+        write_table(res.themes.assign(topics=res.themes["topics"].map("、".join),
+                                      places=res.themes["places"].map("、".join)),
+                    out.with_name(f"{out.stem}.themes{out.suffix}"))
+    print(json.dumps({"topics": len(res.topics), "themes": len(res.themes), "messages": len(res.members),
+                      "output": str(out), "members": str(members_path)}, ensure_ascii=False))
+    if not args.quiet:
+        for _, r in res.topics.head(args.top).iterrows():
+            print(f"{r['rank']:>3}. [{r['heat']:.3f}] {r['label']}  ({r['size']} 条/{r['submitters']} 人) "
+                  f"{r['verdict']} → {r['committee'] or r['department']}", file=sys.stderr)
+    return 0
+
+
+def _encoder(args: argparse.Namespace):
+    from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
+
+    cache = EmbeddingCache(args.cache) if getattr(args, "cache", None) else None
+    return CachedEncoder(get_encoder(getattr(args, "encoder", None)), cache)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from triage.pipeline import Triage
+    from triage.tableio import read_table, resolve_text_columns
+    from triage.features import join_columns
+
+    tri = Triage.load(args.model)
+    table = read_table(args.file)
+    texts = join_columns(table.frame, resolve_text_columns(table.frame, None)).tolist()
+    results = tri.assess_texts(texts)
+    names = tri.taxonomy.scopes
+    print(f"模型 {tri.version} · {len(texts)} 条留言 · {args.file}\n")
+    for i, (t, a) in enumerate(zip(texts, results), start=1):
+        snippet = a.text.replace("\n", " ")
+        snippet = snippet[:48] + ("…" if len(snippet) > 48 else "")
+        if a.error:
+            print(f"{i:>3}. [无法处理] {a.error}")
+            continue
+        ev = "、".join(w for w, _ in a.domain_evidence[:3])
+        print(f"{i:>3}. {snippet}\n     领域 {a.domain} ({a.domain_confidence:.2f}; {ev}) · "
+              f"{names.get(a.scope or '', a.scope)} ({a.scope_confidence:.2f}) · {a.route.name}")
+    if args.no_topics:
+        return 0
+    from triage.candidates import build_candidates
+
+    res = build_candidates(tri, table.frame, resolve_text_columns(table.frame, None), encoder=_encoder(args))
+    print(f"\n候选议题（按热度排序，共 {len(res.topics)} 个；{len(res.themes)} 个跨地点主题）")
+    for _, r in res.topics.head(args.top).iterrows():
+        print(f"{r['rank']:>3}. 热度 {r['heat']:.3f} · {r['label']} · {r['size']} 条/{r['submitters']} 人 · "
+              f"{r['verdict']} → {r['committee'] or r['department']}")
+        print(f"     关键词：{r['keywords']}；{r['principles']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="triage", description="政协“有事来协商”留言分拣：领域、群众性/个人诉求、专委会/部门")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def data_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data", required=True, help="CSV / XLSX / JSONL / Parquet")
+        sp.add_argument("--text-col", action="append", help="text column; repeat to join title + body")
+        sp.add_argument("--label-col", default="domain")
+        sp.add_argument("--scope-col", default=None, help="group / individual labels (optional)")
+        sp.add_argument("--department-col", default=None, help="department of individual petitions (optional)")
+        sp.add_argument("--group-col", default=None, help="topic id: whole topics are kept out of training folds")
+        sp.add_argument("--embeddings", action="store_true", help="add USE sentence embeddings as features")
+
+    t = sub.add_parser("train", help="train a model directory from a labelled file")
+    data_args(t)
+    t.add_argument("--out", required=True)
+    t.add_argument("--version", default=None)
+    t.add_argument("--no-eval", action="store_true", help="skip cross-validated metrics")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="JSON report: accuracy, macro-F1, per class")
+    data_args(e)
+    e.add_argument("--model", default=None)
+    e.add_argument("--cv", action="store_true", help="group k-fold on the data instead of scoring a model")
+    e.add_argument("--folds", type=int, default=5)
+    e.add_argument("--topics", action="store_true", help="clustering quality (ARI, V-measure) against --group-col")
+    e.add_argument("--place-col", default=None, help="with --topics: place extraction precision/recall")
+    e.add_argument("--encoder", default=None)
+    e.add_argument("--cache", default=None)
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("classify", help="add domain / scope / committee columns to a file")
+    c.add_argument("input")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--model", default=None)
+    c.add_argument("--text-col", action="append")
+    c.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_classify)
+
+    tp = sub.add_parser("topics", help="ranked candidate topics (+ OUT.members, OUT.themes)")
+    tp.add_argument("input")
+    tp.add_argument("-o", "--output", required=True)
+    tp.add_argument("--model", default=None)
+    tp.add_argument("--text-col", action="append")
+    tp.add_argument("--encoder", default=None, help="use (default) | hashing | a local sentence-transformers directory")
+    tp.add_argument("--cache", default=None, help="SQLite file caching embeddings between runs")
+    tp.add_argument("--top", type=int, default=20)
+    tp.add_argument("--quiet", action="store_true")
+    tp.set_defaults(func=cmd_topics)
+
+    d = sub.add_parser("demo", help="print the triage of the demo file")
+    d.add_argument("--file", default=str(DEMO_FILE))
+    d.add_argument("--model", default=None)
+    d.add_argument("--no-topics", action="store_true")
+    d.add_argument("--top", type=int, default=10)
+    d.add_argument("--encoder", default=None)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except TriageError as exc:
+        print(f"错误 / error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("已中断 / interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""One facade over the stages, used alike by the CLI, batch jobs and the service."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from triage.config import Taxonomy, default_taxonomy
+from triage.features import join_columns, prepare_texts
+from triage.model import ModelBundle
+from triage.route import Router
+from triage.schemas import Assessment
+from triage.scope import explain_scope
+
+log = logging.getLogger(__name__)
+
+#: Columns that ``assess_frame`` adds (in this order) to the caller's table.
+OUTPUT_COLUMNS = ("domain", "domain_confidence", "domain_evidence", "scope", "scope_confidence",
+                  "route_kind", "committee", "department", "route_reason")
+
+MIN_CHARS = 2          # fewer meaningful characters than this is not a message
+MAX_CHARS = 20000      # longer is almost certainly a pasted document or an attack
+
+
+def validate_text(raw: object) -> str | None:
+    """A clerk-readable reason why a cell is not a message, or None when it is one."""
+    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+        return "文本为空 / empty text"
+    if not isinstance(raw, str):
+        return f"文本不是文字（{type(raw).__name__}）/ not text"
+    if len(raw) > MAX_CHARS:
+        return f"文本过长（{len(raw)} 字符，上限 {MAX_CHARS}）/ text too long"
+    meaningful = sum(1 for c in raw if c.isalpha())
+    if meaningful < MIN_CHARS:
+        return "文本为空或不含文字 / empty or no words" if raw.strip() else "文本为空 / empty text"
+    return None
+
+
+class Triage:
+    """Load once, assess many: ``Triage.load().assess_texts([...])``."""
+
+    def __init__(self, bundle: ModelBundle, taxonomy: Taxonomy | None = None) -> None:
+        self.bundle = bundle
+        self.taxonomy = taxonomy or default_taxonomy()
+        self.router = Router(self.taxonomy)
+        self.encoder = None
+        if bundle.encoder_spec:  # the model was trained with sentence-embedding features
+            from triage.embed import CachedEncoder, get_encoder
+
+            self.encoder = CachedEncoder(get_encoder(bundle.encoder_spec))
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike[str] | None = None, taxonomy: Taxonomy | None = None) -> "Triage":
+        return cls(ModelBundle.load(model_dir or os.environ.get("TRIAGE_MODEL") or None), taxonomy)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def assess_texts(self, texts: Sequence[object], evidence: bool = True) -> list[Assessment]:
+        out: list[Assessment | None] = [None] * len(texts)
+        good = [i for i, t in enumerate(texts) if validate_text(t) is None]
+        for i, t in enumerate(texts):
+            reason = validate_text(t)
+            if reason is not None:
+                out[i] = Assessment(text="", domain=None, domain_confidence=0.0, domain_evidence=[], scope=None,
+                                    scope_confidence=0.0, scope_cues={}, scope_evidence=[],
+                                    route=self.router.route(None, None), model_version=self.version, error=reason)
+        if good:
+            for i, a in zip(good, self._assess([texts[i] for i in good], evidence)):
+                out[i] = a
+        return [a for a in out if a is not None]
+
+    def _assess(self, texts: Sequence[object], evidence: bool) -> Iterable[Assessment]:
+        b = self.bundle
+        frame = prepare_texts(texts, b.cues, self.encoder)
+        X = b.transform(frame)
+        n = len(texts)
+        dprob = b.domain.predict_proba(X)
+        dlab, dconf = b.domain.classes_[dprob.argmax(1)], dprob.max(1)
+        if b.scope is not None:
+            sprob = b.scope.predict_proba(X)
+            slab, sconf = b.scope.classes_[sprob.argmax(1)], sprob.max(1)
+        else:
+            slab, sconf = np.array([None] * n, dtype=object), np.zeros(n)
+        if b.department is not None:
+            pprob = b.department.predict_proba(X)
+            plab, pconf = b.department.classes_[pprob.argmax(1)], pprob.max(1)
+        else:
+            plab, pconf = np.array([None] * n, dtype=object), np.zeros(n)
+        dev = b.domain.evidence(X, list(dlab), b.names) if evidence else [[] for _ in range(n)]
+        sev = (explain_scope(b.scope, b.cues, X, frame["text"].tolist(), list(slab), b.names)
+               if (evidence and b.scope is not None) else None)
+        for i in range(n):
+            scope = None if slab[i] is None else str(slab[i])
+            yield Assessment(
+                text=frame["text"].iat[i],
+                domain=str(dlab[i]), domain_confidence=round(float(dconf[i]), 4), domain_evidence=dev[i],
+                scope=scope, scope_confidence=round(float(sconf[i]), 4),
+                scope_cues=sev[i].cues if sev else {}, scope_evidence=sev[i].terms if sev else [],
+                route=self.router.route(str(dlab[i]), scope, None if plab[i] is None else str(plab[i]), float(pconf[i])),
+                pii_kinds=list(frame["pii"].iat[i]), model_version=self.version,
+            )
+
+    def assess_frame(self, frame: pd.DataFrame, text_columns: Sequence[str], evidence: bool = False) -> pd.DataFrame:
+        """The caller's frame, every column and row order kept, with the assessment columns added."""
+        texts = join_columns(frame, text_columns).tolist()
+        # A cell that was not text in the source (e.g. a bare number) arrives as a string here;
+        # validate_text rejects those with no letters.
+        results = self.assess_texts(texts, evidence=evidence)
+        out = frame.copy()
+        out["domain"] = [a.domain for a in results]
+        out["domain_confidence"] = [a.domain_confidence if a.error is None else None for a in results]
+        out["domain_evidence"] = ["、".join(t for t, _ in a.domain_evidence) for a in results]
+        out["scope"] = [a.scope for a in results]
+        out["scope_confidence"] = [a.scope_confidence if a.error is None else None for a in results]
+        out["route_kind"] = [a.route.kind if a.error is None else None for a in results]
+        out["committee"] = [a.route.name if a.route.kind == "committee" else None for a in results]
+        out["department"] = [a.route.name if a.route.kind == "department" else None for a in results]
+        out["route_reason"] = [a.route.reason if a.error is None else None for a in results]
+        out["triage_error"] = [a.error for a in results]
+        return out

@@ -1,0 +1,203 @@
+"""Places named in a message: gazetteer names (with their parent chain) plus suffix patterns.
+
+Topics are "one problem at one place", so place extraction decides which messages may share a
+topic. The gazetteer (corpora/gazetteer.yaml) gives canonical names, aliases and the hierarchy;
+suffix patterns (…村, …小区, …路) catch the many places no gazetteer lists. Two messages are
+place-compatible when their most specific places are equal or one contains the other.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from triage.config import corpora_dir
+from triage.errors import ConfigError
+
+LEVELS = ("province", "city", "county", "town", "village", "estate", "site", "road")
+#: how specific a level is (bigger = more specific); roads and sites are point-like
+SPECIFICITY = {"province": 0, "city": 1, "county": 2, "town": 3, "road": 4, "site": 4, "village": 5, "estate": 5}
+
+_SUFFIXES = [
+    ("街道", "town"), ("社区", "village"), ("小区", "estate"), ("花园", "estate"), ("新村", "estate"),
+    ("家园", "estate"), ("公寓", "estate"), ("宿舍", "estate"), ("大道", "road"), ("公路", "road"),
+    ("省道", "road"), ("国道", "road"), ("小学", "site"), ("中学", "site"), ("幼儿园", "site"),
+    ("医院", "site"), ("卫生院", "site"), ("菜市场", "site"), ("市场", "site"), ("广场", "site"), ("公园", "site"),
+    ("汽车站", "site"), ("车站", "site"), ("派出所", "site"), ("卫生室", "site"), ("敬老院", "site"),
+    ("养老院", "site"), ("镇", "town"), ("乡", "town"), ("村", "village"), ("路", "road"), ("街", "road"),
+    ("巷", "road"),
+]
+# 省/市/县/区 are left to the gazetteer: as bare suffixes they match far more words (城市, 返县, 城区)
+# than names an office does not already list.
+# A gazetteer name followed by one of these is a site inside it (石桥镇卫生院, 龙潭村卫生室).
+_SITE_AFTER = ("中心卫生院", "卫生院", "卫生室", "人民医院", "医院", "中心小学", "小学", "中学", "幼儿园", "派出所",
+               "敬老院", "养老院", "便民服务中心", "服务中心", "菜市场", "市场", "汽车站", "车站", "广场", "公园")
+_GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道路", "高速公路", "农资市场", "农贸市场", "批发市场",
+                    "人才市场", "劳务市场", "零工市场", "文明小区", "老旧小区", "停车区")
+# characters before a village/town suffix that make a common word, not a name (农村, 城乡, 返乡, 信用村)
+_NOT_BEFORE_ADMIN = set("农城返回下家老山地园景辖片郊厂校都超全本该各报到去送进出因驻每邻用范通乡县市书")
+_SUFFIX_RE = "|".join(re.escape(s) for s, _ in _SUFFIXES)
+_SUFFIX_LEVEL = dict(_SUFFIXES)
+# 2-5 Han characters (or digits for 3号路) before a suffix
+_PATTERN = re.compile(rf"([\u4e00-\u9fa5A-Za-z0-9]{{2,6}}?)({_SUFFIX_RE})")
+# Words that look like "…村/…区/…路" but are not places, and prefixes that are not names.
+_NOT_NAME_START = set("我你他她它们这那哪每各本该全此某其有在到从去回往和与及或的了是就也都还很太更最没不一两几多个些")
+# Characters that do not occur inside place names: the name starts after the last of them
+# ("周边有两所中小学" → no name, "最近的站在科创大道" → 科创大道).
+_NOT_IN_NAME = set("的了在到要去把被给让对为以于从往向有是和与及或等个所每周天年月日最近站过设增现辖就都也还很太更没不"
+                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕")
+# "…路" words that are not roads (线路, 马路, 网路, 出路 …)
+_NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号")
+_NOT_PLACE = {
+    "农村", "乡村", "城区", "社区", "小区", "街道", "市区", "城市", "县城", "郊区", "景区", "园区", "片区", "辖区",
+    "山区", "校区", "老城区", "新城区", "城乡", "下乡", "回乡", "家乡", "老乡", "同乡", "城镇", "乡镇", "村镇",
+    "马路", "道路", "公路", "走路", "出路", "思路", "线路", "电路", "网路", "门路", "路上", "大街", "上街", "逛街",
+    "市场", "超市", "菜市", "城市", "上市", "夜市", "早市", "门市", "股市", "集市", "市民",
+    "全县", "本县", "全市", "本市", "全区", "本区", "全镇", "全村", "本村", "该村", "邻村", "各村", "外村",
+    "医院", "大医院", "中学", "小学", "广场", "公园", "车站", "街巷", "背街小巷", "小巷", "地区", "专区", "禁区",
+    "片区", "盲区", "误区", "学区", "新区", "旧区", "主城区", "开发区", "示范区", "保护区", "服务区", "居住区",
+    "行政村", "自然村", "通村公路", "村道", "乡道", "县道", "中小学", "小区", "老小区", "新小区", "高速公路",
+    "城中村", "空心村", "贫困村", "示范村", "农贸市场", "菜市场", "人行道", "斑马线", "十字路", "丁字路",
+    "老旧小区", "老旧社区", "城市社区", "农村社区", "各社区", "县医院", "市医院", "大医院", "人民医院", "中医院", "妇幼医院", "私立医院", "民办小学", "公办小学",
+}
+
+
+@dataclass(frozen=True)
+class Place:
+    name: str
+    level: str
+    start: int = -1
+    known: bool = False          # from the gazetteer (has a parent chain)
+
+
+@dataclass
+class Gazetteer:
+    parent: dict[str, str] = field(default_factory=dict)
+    level: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def chain(self, name: str) -> list[str]:
+        """The place and its ancestors, most specific first."""
+        out, seen = [name], {name}
+        while name in self.parent and self.parent[name] not in seen:
+            name = self.parent[name]
+            out.append(name)
+            seen.add(name)
+        return out
+
+
+def load_gazetteer(path: str | Path | None = None) -> Gazetteer:
+    p = Path(path) if path else corpora_dir() / "gazetteer.yaml"
+    if not p.exists():
+        return Gazetteer()
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    g = Gazetteer()
+    for i, item in enumerate(data.get("places") or []):
+        if not isinstance(item, dict) or not item.get("name"):
+            raise ConfigError(str(p), f"places[{i}]", "每项需要 name（以及 level，可选 parent）")
+        lvl = item.get("level", "site")
+        if lvl not in LEVELS:
+            raise ConfigError(str(p), f"places[{i}].level", f"{lvl!r} 不是 {', '.join(LEVELS)} 之一")
+        g.level[item["name"]] = lvl
+        if item.get("parent"):
+            g.parent[item["name"]] = item["parent"]
+    for alias, canon in (data.get("aliases") or {}).items():
+        if canon not in g.level:
+            raise ConfigError(str(p), f"aliases.{alias}", f"指向未登记的地名 {canon!r}")
+        g.aliases[str(alias)] = str(canon)
+    return g
+
+
+@functools.lru_cache(maxsize=1)
+def default_gazetteer() -> Gazetteer:
+    return load_gazetteer()
+
+
+class PlaceExtractor:
+    """Finds places; longest match wins, gazetteer names before patterns."""
+
+    def __init__(self, gazetteer: Gazetteer | None = None) -> None:
+        self.gaz = gazetteer if gazetteer is not None else default_gazetteer()
+        names = sorted(set(self.gaz.level) | set(self.gaz.aliases), key=len, reverse=True)
+        self._gaz_re = re.compile("|".join(map(re.escape, names))) if names else None
+
+    def extract(self, text: str) -> list[Place]:
+        taken = [False] * len(text)
+        found: list[Place] = []
+
+        def claim(s: int, e: int) -> bool:
+            if any(taken[s:e]):
+                return False
+            for k in range(s, e):
+                taken[k] = True
+            return True
+
+        # 1. pattern matches that extend a gazetteer name ("北辰社区3栋" no; "石桥村" yes) are handled by
+        #    matching gazetteer names first, longest first
+        if self._gaz_re is not None:
+            for m in self._gaz_re.finditer(text):
+                name = m.group(0)
+                canon = self.gaz.aliases.get(name, name)
+                # an alias glued to more name characters is part of another name (临河中学 ≠ 临河县)
+                if name in self.gaz.aliases and m.end() < len(text) and re.match(_SUFFIX_RE, text[m.end():]):
+                    continue
+                site = next((x for x in _SITE_AFTER if text.startswith(x, m.end())), None)
+                if site and name == canon and claim(m.start(), m.end() + len(site)):
+                    found.append(Place(canon + site, "site", m.start(), False))
+                elif claim(m.start(), m.end()):
+                    found.append(Place(canon, self.gaz.level[canon], m.start(), True))
+        # 2. suffix patterns for places the gazetteer does not know
+        for m in _PATTERN.finditer(text):
+            stem, suffix = m.group(1), m.group(2)
+            # the name starts after the last character that cannot be inside a name
+            i = 0
+            for k, ch in enumerate(stem):
+                if ch in _NOT_IN_NAME or ch in _NOT_NAME_START:
+                    i = k + 1
+            stem = stem[i:]
+            end = m.end()
+            ext = re.match(_SUFFIX_RE, text[end:])
+            if ext and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路"):
+                suffix, end = suffix + ext.group(0), end + len(ext.group(0))  # 阳光花园小区
+            name = stem + suffix
+            if len(stem) < 2 or name in _NOT_PLACE or stem in _NOT_PLACE or stem.isdigit():
+                continue
+            if suffix in ("路", "街", "巷") and (stem[-1] in _NOT_ROAD_END or stem[-1].isdigit()):
+                continue  # 线路, 公里路, 28路 (a bus line)
+            if suffix in ("村", "乡", "镇") and stem[-1] in _NOT_BEFORE_ADMIN:
+                continue
+            if name.endswith(_GENERIC_ENDINGS):
+                continue
+            s = m.start() + i
+            if claim(s, end):
+                found.append(Place(name, _SUFFIX_LEVEL.get(suffix, _SUFFIX_LEVEL.get(suffix[-2:], "site")), s, False))
+        found.sort(key=lambda p: p.start)
+        return found
+
+    def primary(self, places: list[Place]) -> Place | None:
+        """The most specific place (ties: the first mentioned)."""
+        if not places:
+            return None
+        return max(places, key=lambda p: (SPECIFICITY.get(p.level, 0), -p.start))
+
+    def compatible(self, a: str | None, b: str | None) -> bool | None:
+        """True/False when both are known to agree/disagree; None when either is unknown."""
+        if not a or not b:
+            return None
+        if a == b:
+            return True
+        ca, cb = self.gaz.chain(a), self.gaz.chain(b)
+        if a in cb or b in ca:
+            return True
+        if a in b or b in a:  # "上庄村" and "石桥镇上庄村"
+            return True
+        la, lb = self.gaz.level.get(a), self.gaz.level.get(b)
+        if la and lb and SPECIFICITY.get(la, 0) == SPECIFICITY.get(lb, 0):
+            return False
+        if not la or not lb:
+            return False if SPECIFICITY.get(la or "", 5) >= 4 and SPECIFICITY.get(lb or "", 5) >= 4 else None
+        return None

@@ -1,0 +1,301 @@
+"""Text normalisation, personal-data masking and segmentation.
+
+Order matters and is fixed here once: HTML residue → NFKC (full/half width) → Traditional→Simplified
+(OpenCC) → whitespace → PII masking → jieba. Masking runs after NFKC so that full-width digits
+(１３８…) are caught, and before everything else downstream so that no later stage, log or model
+ever sees a raw phone number, ID number or name.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from triage.config import corpora_dir
+
+log = logging.getLogger(__name__)
+
+#: Typed placeholders. They are single jieba tokens (see corpora/userdict.txt) and contain no digits,
+#: so masking is idempotent and later patterns never match inside them.
+PLACEHOLDERS: dict[str, str] = {
+    "email": "〔邮箱〕",
+    "id_number": "〔身份证号〕",
+    "bank_card": "〔银行卡号〕",
+    "mobile": "〔手机号〕",
+    "landline": "〔固话〕",
+    "plate": "〔车牌号〕",
+    "name": "〔姓名〕",
+}
+
+_TAG_RE = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>")
+_CTRL_RE = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2028\u2029\u2060\ufeff]")
+_WS_RE = re.compile(r"[ \t\u3000\u00a0]+")
+_NL_RE = re.compile(r"\s*\n\s*")
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def to_simplified(text: str) -> str:
+    """Traditional → Simplified with OpenCC's phrase-aware t2s table."""
+    return _t2s().convert(text)
+
+
+def normalize(text: object) -> str:
+    """Clean one raw message: HTML residue, width, script, control characters, whitespace.
+
+    Idempotent: ``normalize(normalize(x)) == normalize(x)``. Non-strings (NaN from a spreadsheet,
+    numbers) become their string form, ``None`` becomes "".
+    """
+    if text is None:
+        return ""
+    s = text if isinstance(text, str) else str(text)
+    s = unicodedata.normalize("NFKC", s)
+    while "<" in s or "&" in s:  # unescape and strip until stable, so the result is idempotent
+        before = s
+        s = re.sub(r"(?i)<\s*br\s*/?\s*>|</\s*p\s*>", "\n", s)
+        s = _TAG_RE.sub(" ", s)
+        s = unicodedata.normalize("NFKC", html.unescape(s))
+        if s == before:
+            break
+    s = to_simplified(s)
+    s = unicodedata.normalize("NFKC", s)  # OpenCC output may re-introduce compatibility forms
+    s = s.replace("\r\n", "\n").replace("\r", "\n")
+    s = _CTRL_RE.sub("", s)
+    s = _WS_RE.sub(" ", s)
+    s = _NL_RE.sub("\n", s)
+    return s.strip()
+
+
+# --------------------------------------------------------------------------- PII
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def id_checksum_ok(number: str) -> bool:
+    """GB 11643 check digit of an 18-character resident ID number."""
+    if len(number) != 18 or not number[:17].isdigit():
+        return False
+    total = sum(int(c) * w for c, w in zip(number[:17], _ID_WEIGHTS))
+    return _ID_CHECK[total % 11] == number[17].upper()
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(c) for c in number if c.isdigit()]
+    if len(digits) < 12:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,10}")
+# 18-char IDs, optionally written 6-8-4 with spaces or hyphens.
+_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})[ -]?(\d{8})[ -]?(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+# Long digit runs (bank cards: 16-19 digits, maybe grouped by 4).
+_CARD_RE = re.compile(r"(?<!\d)(?:\d[ -]?){15,18}\d(?!\d)")
+_MOBILE_RE = re.compile(r"(?<!\d)(?:(?:\+|00)?86[ -]?)?1[3-9]\d(?:[ -]?\d){8}(?!\d)")
+_LANDLINE_RE = re.compile(
+    r"(?<!\d)(?:\(0\d{2,3}\)\s?|0\d{2,3}[ -])\d{3,4}[ -]?\d{4}(?:[ -]?(?:转|ext\.?)\s?\d{1,5})?(?!\d)"
+)
+_PLATE_RE = re.compile(
+    r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Za-hj-np-z][·•.\- ]?[A-HJ-NP-Za-hj-np-z0-9]{5,6}(?![A-Za-z0-9])"
+)
+
+_COMPOUND_SURNAMES = (
+    "欧阳 司马 上官 诸葛 东方 皇甫 令狐 慕容 公孙 夏侯 尉迟 长孙 宇文 司徒 端木 独孤 南宫 西门 轩辕 呼延"
+).split()
+_SURNAMES = set(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+    "常温康施文牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿关兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕单季裴"
+    "霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚娄窦戚岑"
+    "景党宫费卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝"
+)
+# Characters that end a name: a name is 1-2 given-name characters followed by one of these or by
+# punctuation/space/digit/end. Keeps "本人今年70岁" and "我是一名教师" unmasked.
+_NAME_STOP = set("是今住在的家电手联反男女年现系从一想要和与我也来已因对就说去有于及，,。.:：;；!！?？ \n")
+_HONORIFICS = ("女士", "先生", "老师", "师傅", "阿姨", "大爷", "大妈", "同志")
+_NAME_TRIGGER_RE = re.compile(r"(我叫|我名叫|本人叫|本人|联系人|姓名|我是|署名)[:：\s]*")
+
+
+def _han(c: str) -> bool:
+    return "\u4e00" <= c <= "\u9fff"
+
+
+def _name_at(s: str, i: int) -> int:
+    """Length of a person's name starting at s[i], or 0."""
+    n = len(s)
+    if s[i : i + 2] in _COMPOUND_SURNAMES:
+        j = i + 2
+    elif i < n and s[i] in _SURNAMES:
+        j = i + 1
+    else:
+        return 0
+    for h in _HONORIFICS:
+        if s.startswith(h, j):
+            return j + len(h) - i
+    k = j
+    while k < n and k - j < 2 and _han(s[k]) and s[k] not in _NAME_STOP:
+        k += 1
+    if k == j:
+        return 0
+    if k < n and _han(s[k]) and s[k] not in _NAME_STOP:
+        # A third unbroken Han character: "本人张家湾村民" is not a name followed by a boundary.
+        # Only accept when the given name is 2 chars and the next char starts a common clause.
+        return 0
+    return k - i
+
+
+@dataclass
+class Masked:
+    """A masked text and the values it hid, in order of appearance per kind.
+
+    ``found`` is what an authorised, audited unmasking restores; it must never be logged.
+    """
+
+    text: str
+    found: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.found]
+
+
+def _sub(pattern: re.Pattern[str], kind: str, s: str, found: list[tuple[str, str]], keep=None) -> str:
+    def repl(m: re.Match[str]) -> str:
+        value = m.group(0)
+        if keep is not None and not keep(value):
+            return value
+        found.append((kind, value))
+        return PLACEHOLDERS[kind]
+
+    return pattern.sub(repl, s)
+
+
+def mask_pii(text: str) -> Masked:
+    """Replace personal data with typed placeholders (〔手机号〕 …).
+
+    Expects normalised text (ASCII digits). ID numbers are masked only when their check digit
+    is valid; an 18-digit run that fails it but passes Luhn is masked as a bank card, and any
+    other long digit run is left alone (order numbers, amounts).
+    """
+    found: list[tuple[str, str]] = []
+    s = _sub(_EMAIL_RE, "email", text, found)
+    s = _sub(_ID_RE, "id_number", s, found, keep=lambda v: id_checksum_ok(re.sub(r"[ -]", "", v)))
+    s = _sub(_CARD_RE, "bank_card", s, found, keep=lambda v: luhn_ok(v) and not _MOBILE_RE.fullmatch(v))
+    s = _sub(_MOBILE_RE, "mobile", s, found)
+    s = _sub(_LANDLINE_RE, "landline", s, found)
+    s = _sub(_PLATE_RE, "plate", s, found)
+
+    out: list[str] = []
+    pos = 0
+    for m in _NAME_TRIGGER_RE.finditer(s):
+        if m.start() < pos:
+            continue
+        length = _name_at(s, m.end())
+        if length:
+            out.append(s[pos : m.end()])
+            found.append(("name", s[m.end() : m.end() + length]))
+            out.append(PLACEHOLDERS["name"])
+            pos = m.end() + length
+    out.append(s[pos:])
+    return Masked("".join(out), found)
+
+
+def unmask(masked: Masked) -> str:
+    """Restore the original values (authorised staff only; callers audit every use)."""
+    s = masked.text
+    for kind, value in masked.found:
+        s = s.replace(PLACEHOLDERS[kind], value, 1) if kind != "name" else s
+    # Names are restored last and in order; they never overlap the other kinds.
+    for kind, value in masked.found:
+        if kind == "name":
+            s = s.replace(PLACEHOLDERS["name"], value, 1)
+    return s
+
+
+def clean(text: object) -> Masked:
+    """normalize + mask_pii: what every downstream stage receives."""
+    return mask_pii(normalize(text))
+
+
+# --------------------------------------------------------------------------- segmentation
+
+_PUNCT_RE = re.compile(r"^[\W_]+$")
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    """A private jieba Tokenizer with the civic user dictionary (not jieba's global instance)."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tok = jieba.Tokenizer()
+    userdict = corpora_dir() / "userdict.txt"
+    if userdict.exists():
+        tok.load_userdict(str(userdict))
+    else:  # pragma: no cover - only when a custom TRIAGE_CORPORA lacks it
+        log.warning("userdict not found at %s; segmenting with jieba's default dictionary", userdict)
+    return tok
+
+
+@functools.lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    path: Path = corpora_dir() / "stopwords.txt"
+    if not path.exists():
+        return frozenset()
+    return frozenset(w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip())
+
+
+_PLACEHOLDER_RE = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS.values())) + ")")
+
+
+def _cut(text: str):
+    """jieba over the text, with masking placeholders kept whole (jieba would split at 〔 〕)."""
+    tok = _tokenizer()
+    for piece in _PLACEHOLDER_RE.split(text):
+        if not piece:
+            continue
+        if piece in _PLACEHOLDER_SET:
+            yield piece
+        else:
+            yield from tok.cut(piece, HMM=True)
+
+
+_PLACEHOLDER_SET = frozenset(PLACEHOLDERS.values())
+
+
+def segment(text: str) -> list[str]:
+    """All tokens, in order; ``"".join(segment(t)) == t`` always holds."""
+    return list(_cut(text))
+
+
+def tokens(text: str) -> list[str]:
+    """Content tokens for models and keywords: no stopwords, whitespace, punctuation or bare digits."""
+    sw = stopwords()
+    out = []
+    for t in _cut(text):
+        if t in _PLACEHOLDER_SET:
+            out.append(t)
+            continue
+        t = t.strip().lower()
+        if not t or t in sw or _PUNCT_RE.match(t) or t.isdigit():
+            continue
+        out.append(t)
+    return out

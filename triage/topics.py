@@ -1,0 +1,445 @@
+"""Candidate topics (议题): one concrete problem, at one place, in one period.
+
+:class:`TopicBuilder` clusters a batch of messages (the periodic re-clustering) and builds readable
+topics: keywords by class-based TF-IDF over jieba tokens, places, a representative message, a label
+("北辰社区 · 3栋楼道灯坏了"), first/last seen, voices after near-duplicate collapsing. Topic ids stay
+stable across re-clusterings by matching old to new memberships. :class:`TopicIndex` assigns a new
+message to an existing topic (or opens one) in milliseconds between re-clusterings. Topics roll up into
+themes (the same problem across places).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
+
+from triage.cluster import Points, Similarity, SimilarityConfig, cluster
+from triage.places import PlaceExtractor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TopicConfig:
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    duplicate_threshold: float = 0.88     # char 2-3-gram cosine: same text sent twice / copy-paste
+    theme_threshold: float = 0.40         # looser, and place-blind: the same problem elsewhere
+    keywords: int = 6
+    lexical: str = "chars"                # "words" (jieba tokens) or "chars" (character 2-3-grams)
+    id_match_min_jaccard: float = 0.3
+
+
+@dataclass
+class Message:
+    id: str
+    text: str                    # normalised + masked
+    tokens: str                  # space-joined content tokens
+    submitted_at: pd.Timestamp
+    channel: str = ""
+    submitter: str = ""
+    support: int = 0
+    scope: str | None = None
+    domain: str | None = None
+    places: list[str] = field(default_factory=list)
+    place: str | None = None     # most specific
+
+
+@dataclass
+class Topic:
+    id: str
+    members: list[str]                       # message ids
+    label: str = ""
+    keywords: list[str] = field(default_factory=list)
+    places: list[str] = field(default_factory=list)
+    place: str | None = None
+    representative: str = ""                 # message id
+    representative_text: str = ""
+    first_seen: pd.Timestamp | None = None
+    last_seen: pd.Timestamp | None = None
+    size: int = 0
+    voices: int = 0                          # messages after collapsing near-duplicates
+    duplicates: int = 0
+    submitters: int = 0
+    channels: list[str] = field(default_factory=list)
+    support: int = 0
+    group_share: float = 0.0
+    domain: str | None = None
+    domain_share: float = 0.0
+    campaign: bool = False                   # near-identical messages from few submitters
+    theme: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _days(ts: pd.Series) -> np.ndarray:
+    t = pd.to_datetime(ts, errors="coerce")
+    d = (t - pd.Timestamp("1970-01-01")).dt.total_seconds().to_numpy(dtype=float) / 86400.0
+    return np.where(np.isnan(d), np.nanmedian(d) if np.isfinite(d).any() else 0.0, d)
+
+
+class TopicBuilder:
+    """Batch clustering of messages into topics; fitted attributes end in ``_``."""
+
+    def __init__(self, config: TopicConfig | None = None, places: PlaceExtractor | None = None) -> None:
+        self.config = config or TopicConfig()
+        self.places = places or PlaceExtractor()
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, msgs: pd.DataFrame, emb: np.ndarray, previous: Mapping[str, Iterable[str]] | None = None,
+            id_prefix: str = "T") -> "TopicBuilder":
+        """Cluster ``msgs`` (columns of :class:`Message`) with their embeddings.
+
+        ``previous`` maps existing topic ids to their member ids; matched clusters keep those ids.
+        """
+        cfg = self.config
+        msgs = msgs.reset_index(drop=True)
+        self.msgs_ = msgs
+        self.emb_ = np.asarray(emb, dtype=np.float32)
+        if cfg.lexical == "chars":
+            # character n-grams inside content tokens: 楼道灯 / 楼道照明 share 楼道
+            self.lexvec_ = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True, min_df=1,
+                                           max_df=0.5 if len(msgs) > 50 else 1.0, dtype=np.float32)
+        else:
+            self.lexvec_ = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True, min_df=1,
+                                           max_df=0.5 if len(msgs) > 50 else 1.0, dtype=np.float32)
+        self.lex_ = self.lexvec_.fit_transform(msgs["tokens"].fillna("")).tocsr()
+        self.sim_ = Similarity(cfg.similarity, self.places)
+        place = [p if isinstance(p, str) and p else None for p in msgs["place"]]
+        self.points_ = Points(self.emb_, self.lex_, place, _days(msgs["submitted_at"]),
+                              list(msgs["domain"]) if "domain" in msgs else None)
+        labels = cluster(self.points_, self.sim_)
+        self.labels_ = labels
+        ids = match_ids(labels, msgs["id"].tolist(), previous or {}, cfg.id_match_min_jaccard, id_prefix)
+        self.topic_of_ = dict(zip(msgs["id"], (ids[lab] for lab in labels)))
+        self.topics_ = self._describe(labels, ids)
+        self._themes()
+        return self
+
+    def _describe(self, labels: np.ndarray, ids: dict[int, str]) -> list[Topic]:
+        cfg = self.config
+        msgs = self.msgs_
+        dupvec = HashingVectorizer(analyzer="char", ngram_range=(2, 3), n_features=2 ** 18,
+                                   alternate_sign=False, norm="l2")
+        kw = ctfidf_keywords(msgs["tokens"].fillna("").tolist(), labels, cfg.keywords)
+        out: list[Topic] = []
+        order = np.argsort(labels, kind="stable")
+        bounds = np.flatnonzero(np.diff(labels[order])) + 1
+        for idx in np.split(order, bounds):
+            lab = int(labels[idx[0]])
+            sub = msgs.iloc[idx]
+            t = Topic(id=ids[lab], members=sub["id"].tolist(), size=len(idx))
+            # near-duplicates: each group of near-identical texts is one voice
+            dv = dupvec.transform(sub["text"].tolist())
+            dsim = (dv @ dv.T).toarray()
+            voice = _components(dsim >= cfg.duplicate_threshold)
+            t.voices = int(voice.max() + 1)
+            t.duplicates = t.size - t.voices
+            subm = [s if s else f"_anon{m}" for s, m in zip(sub["submitter"].fillna(""), sub["id"])]
+            t.submitters = len(set(subm))
+            t.campaign = t.size >= 3 and t.duplicates >= max(2, t.size // 2) and t.submitters <= max(2, t.size // 3)
+            t.channels = sorted({c for c in sub["channel"].fillna("") if c})
+            t.support = int(pd.to_numeric(sub["support"], errors="coerce").fillna(0).clip(lower=0).sum())
+            scopes = sub["scope"].fillna("")
+            t.group_share = float((scopes == "group").mean()) if len(scopes) else 0.0
+            doms = Counter(d for d in sub["domain"].fillna("") if d)
+            if doms:
+                t.domain, c = doms.most_common(1)[0]
+                t.domain_share = c / len(sub)
+            pc = Counter(p for ps in sub["places"] for p in (ps if isinstance(ps, list) else []))
+            t.places = [p for p, _ in pc.most_common(5)]
+            specific = Counter(p for p in sub["place"] if isinstance(p, str) and p)
+            t.place = specific.most_common(1)[0][0] if specific else None
+            ts = pd.to_datetime(sub["submitted_at"], errors="coerce")
+            t.first_seen, t.last_seen = ts.min(), ts.max()
+            t.keywords = kw.get(lab, [])
+            rep = self._representative(idx, sub)
+            t.representative = str(msgs["id"].iat[rep])
+            t.representative_text = str(msgs["text"].iat[rep])
+            t.label = make_label(t.place, t.representative_text, t.keywords)
+            out.append(t)
+        return out
+
+    def _representative(self, idx: np.ndarray, sub: pd.DataFrame) -> int:
+        """The member closest to the topic's centre, preferring group-scope, mid-length messages."""
+        e = self.emb_[idx]
+        centre = e.mean(0)
+        score = e @ centre
+        lex = self.lex_[idx]
+        lc = np.asarray(lex.mean(0)).ravel()
+        score = score + np.asarray(lex @ lc).ravel()
+        lengths = sub["text"].str.len().to_numpy()
+        score = score + np.where((lengths >= 15) & (lengths <= 160), 0.05, 0.0)
+        score = score + np.where(sub["scope"].fillna("").to_numpy() == "group", 0.03, 0.0)
+        return int(idx[int(np.argmax(score))])
+
+    def _themes(self) -> None:
+        """Roll topics up into themes: place-blind clustering of topic centroids."""
+        topics = self.topics_
+        if not topics:
+            self.themes_ = []
+            return
+        pos = {m: i for i, m in enumerate(self.msgs_["id"])}
+        cent_e = np.vstack([_l2(self.emb_[[pos[m] for m in t.members]].mean(0)) for t in topics])
+        lex_rows = [self.lex_[[pos[m] for m in t.members]].mean(0) for t in topics]
+        cent_l = _l2_sparse(sp.csr_matrix(np.vstack([np.asarray(r) for r in lex_rows])))
+        cfg = SimilarityConfig(**{**self.config.similarity.__dict__, "place_bonus": 0.0, "place_penalty": 0.0,
+                                  "time_penalty": 0.0, "threshold": self.config.theme_threshold})
+        pts = Points(cent_e, cent_l, [None] * len(topics), np.zeros(len(topics)), [t.domain or "" for t in topics])
+        cfg.block_above = 0  # themes never cross domains
+        labels = cluster(pts, Similarity(cfg, self.places))
+        themes: dict[int, list[Topic]] = {}
+        for t, lab in zip(topics, labels):
+            themes.setdefault(int(lab), []).append(t)
+        self.themes_ = []
+        for lab, ts in themes.items():
+            best = max(ts, key=lambda t: t.size)
+            kws = Counter(k for t in ts for k in t.keywords[:4])
+            label = "、".join(k for k, _ in kws.most_common(3))
+            theme_id = f"{best.id}-theme" if len(ts) > 1 else None
+            for t in ts:
+                t.theme = theme_id
+            if theme_id:
+                self.themes_.append({"id": theme_id, "label": label, "topics": [t.id for t in ts],
+                                     "places": sorted({t.place for t in ts if t.place}),
+                                     "size": sum(t.size for t in ts), "domain": best.domain})
+
+    # ------------------------------------------------------------------ outputs
+    def topics_frame(self) -> pd.DataFrame:
+        rows = []
+        for t in self.topics_:
+            rows.append({"topic_id": t.id, "label": t.label, "keywords": "、".join(t.keywords),
+                         "place": t.place or "", "places": "、".join(t.places), "size": t.size,
+                         "voices": t.voices, "duplicates": t.duplicates, "submitters": t.submitters,
+                         "channels": "、".join(t.channels), "support": t.support,
+                         "group_share": round(t.group_share, 3), "domain": t.domain or "",
+                         "first_seen": t.first_seen, "last_seen": t.last_seen, "campaign": t.campaign,
+                         "theme": t.theme or "", "representative_id": t.representative,
+                         "representative": t.representative_text})
+        return pd.DataFrame(rows)
+
+
+def _l2(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return (v / n if n else v).astype(np.float32)
+
+
+def _l2_sparse(m: sp.csr_matrix) -> sp.csr_matrix:
+    n = np.sqrt(np.asarray(m.multiply(m).sum(1)).ravel())
+    n[n == 0] = 1.0
+    return sp.diags(1.0 / n) @ m
+
+
+def _components(adj: np.ndarray) -> np.ndarray:
+    from scipy.sparse.csgraph import connected_components
+
+    return connected_components(sp.csr_matrix(adj), directed=False)[1]
+
+
+def ctfidf_keywords(docs: Sequence[str], labels: np.ndarray, k: int) -> dict[int, list[str]]:
+    """Class-based TF-IDF: a term is a keyword of a topic when it is frequent there and rare elsewhere.
+
+    tf is per-topic term frequency normalised by topic length; idf = log(1 + A / f_t) with A the average
+    topic length in tokens and f_t the term's frequency over all topics.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    if not len(docs):
+        return {}
+    cv = CountVectorizer(token_pattern=r"\S+", lowercase=False)
+    try:
+        X = cv.fit_transform(docs)
+    except ValueError:  # nothing but stopwords
+        return {}
+    uniq = np.unique(labels)
+    pos = {lab: n for n, lab in enumerate(uniq)}
+    agg = sp.csr_matrix((np.ones(len(labels)), (np.array([pos[l] for l in labels]), np.arange(len(labels)))),
+                        shape=(len(uniq), len(labels))) @ X
+    agg = sp.csr_matrix(agg, dtype=np.float64)
+    f = np.asarray(agg.sum(0)).ravel()
+    A = agg.sum() / max(len(uniq), 1)
+    idf = np.log1p(A / np.maximum(f, 1))
+    rows = np.asarray(agg.sum(1)).ravel()
+    names = cv.get_feature_names_out()
+    out: dict[int, list[str]] = {}
+    for lab, r in pos.items():
+        row = agg.getrow(r)
+        if row.nnz == 0:
+            out[int(lab)] = []
+            continue
+        score = row.data / max(rows[r], 1) * idf[row.indices]
+        top = row.indices[np.argsort(-score)][: k * 2]
+        words = [names[i] for i in top if not names[i].startswith("〔") and len(names[i]) > 1]
+        out[int(lab)] = words[:k]
+    return out
+
+
+_CLAUSE_SPLIT = re.compile(r"[,，。!！?？;；:：\n、…~～]+|\s{2,}")
+_PROBLEM = re.compile(r"少|坏|难|乱|堵|没有|缺|不够|太|差|贵|危险|隐患|扰民|污染|拖欠|欠|占用|占道|增设|加装|新建|改造|整治|规范|解决|恢复|维修|修")
+_LEAD = re.compile(r"^(?:您好|你好|领导好|尊敬的[^,，]{0,8}|请问|建议|希望|强烈要求|要求|反映|关于|我想问一下|我们|俺们|我)+")
+
+
+def make_label(place: str | None, text: str, keywords: Sequence[str], max_len: int = 18) -> str:
+    """``place · clause``: the clause of the representative message that covers most keywords."""
+    clauses = [c.strip() for c in _CLAUSE_SPLIT.split(text) if c and len(c.strip()) >= 4]
+    best = ""
+    if clauses:
+        kw = list(keywords[:5])
+        def score(k: int, c: str) -> tuple[float, int]:
+            s = sum(1.0 / (1 + i) for i, w in enumerate(kw) if w in c)
+            s += 0.4 if _PROBLEM.search(c) else 0.0      # a label names the problem, not the backstory
+            s += 0.3 if k == 0 else 0.0                  # titles and opening sentences summarise
+            s -= 0.3 if re.search(r"\d{3,}|[0-9]+[点号栋]", c) else 0.0
+            return (s, -abs(len(c) - 12))
+        best = max(enumerate(clauses), key=lambda kc: score(*kc))[1]
+        if place:
+            best = best.replace(place, "").strip(" 的在")
+        best = _LEAD.sub("", best).strip(" 的")
+        if len(best) > max_len:
+            best = best[:max_len] + "…"
+    if not best:
+        best = "、".join(keywords[:3])
+    return f"{place} · {best}" if place else best
+
+
+def match_ids(labels: np.ndarray, member_ids: Sequence[str], previous: Mapping[str, Iterable[str]],
+              min_jaccard: float, prefix: str) -> dict[int, str]:
+    """New cluster label → topic id, reusing an old id when memberships overlap enough.
+
+    Greedy on Jaccard overlap (largest first), one-to-one; unmatched clusters get new ids numbered after
+    the largest old one. This keeps staff decisions attached to "the same" topic after re-clustering.
+    """
+    clusters: dict[int, set[str]] = {}
+    for lab, mid in zip(labels, member_ids):
+        clusters.setdefault(int(lab), set()).add(str(mid))
+    old = {tid: set(map(str, mem)) for tid, mem in previous.items()}
+    where: dict[str, list[str]] = {}
+    for tid, mem in old.items():
+        for m in mem:
+            where.setdefault(m, []).append(tid)
+    cand = []
+    for lab, mem in clusters.items():
+        touched = Counter(t for m in mem for t in where.get(m, []))
+        for tid, inter in touched.items():
+            jac = inter / len(mem | old[tid])
+            if jac >= min_jaccard:
+                cand.append((jac, inter, lab, tid))
+    cand.sort(key=lambda x: (-x[0], -x[1], x[2], x[3]))
+    out: dict[int, str] = {}
+    used: set[str] = set()
+    for _, _, lab, tid in cand:
+        if lab in out or tid in used:
+            continue
+        out[lab] = tid
+        used.add(tid)
+    nums = [int(m.group(1)) for t in old for m in [re.fullmatch(rf"{re.escape(prefix)}(\d+)", t)] if m]
+    nxt = max(nums, default=0) + 1
+    # deterministic numbering of new topics: by earliest member id order
+    first = {lab: min(mem) for lab, mem in clusters.items()}
+    for lab in sorted(clusters, key=lambda lab: (first[lab], lab)):
+        if lab not in out:
+            out[lab] = f"{prefix}{nxt:06d}"
+            nxt += 1
+    return out
+
+
+class TopicIndex:
+    """Incremental assignment between re-clusterings: nearest topic above the threshold, with place
+    and time compatibility, else a new topic. Centroids are running means; the periodic re-clustering
+    (``TopicBuilder.fit`` with ``previous=``) repairs whatever drift this introduces.
+    """
+
+    def __init__(self, builder: TopicBuilder, id_prefix: str = "T") -> None:
+        b = builder
+        self.sim = b.sim_
+        self.lexvec = b.lexvec_
+        self.prefix = id_prefix
+        pos = {m: i for i, m in enumerate(b.msgs_["id"])}
+        self.ids: list[str] = []
+        self.count: list[int] = []
+        cent_e, cent_l, self.place, self.last_day = [], [], [], []
+        days = b.points_.day
+        for t in b.topics_:
+            idx = [pos[m] for m in t.members]
+            self.ids.append(t.id)
+            self.count.append(len(idx))
+            cent_e.append(b.emb_[idx].mean(0))
+            cent_l.append(np.asarray(b.lex_[idx].mean(0)).ravel())
+            self.place.append(t.place)
+            self.last_day.append(float(days[idx].max()))
+        dim = b.emb_.shape[1] if b.emb_.ndim == 2 else 0
+        self.E = np.vstack(cent_e).astype(np.float32) if cent_e else np.zeros((0, dim), np.float32)
+        self.L = sp.csr_matrix(np.vstack(cent_l)) if cent_l else sp.csr_matrix((0, len(self.lexvec.vocabulary_)))
+        self._norm()
+        nums = [int(m.group(1)) for t in self.ids for m in [re.fullmatch(rf"{re.escape(id_prefix)}(\d+)", t)] if m]
+        self.next = max(nums, default=0) + 1
+
+    def _norm(self) -> None:
+        # growable buffers: appending a topic must not copy 100k centroids
+        n = len(self.ids)
+        cap = max(64, int(n * 1.5))
+        E = np.zeros((cap, self.E.shape[1]), np.float32)
+        E[:n] = self.E
+        self.E = E
+        norms = np.linalg.norm(E[:n], axis=1, keepdims=True)
+        norms[norms == 0] = 1
+        self.En = np.zeros_like(E)
+        self.En[:n] = E[:n] / norms
+        self.Ln = _l2_sparse(self.L) if self.L.shape[0] else self.L
+        self._new_lex: list[sp.csr_matrix] = []
+
+    def _lex_sims(self, lv: sp.csr_matrix) -> np.ndarray:
+        base = np.asarray((self.Ln @ lv.T).todense()).ravel() if self.Ln.shape[0] else np.zeros(0)
+        if self._new_lex:
+            if len(self._new_lex) > 256:
+                self.Ln = sp.vstack([self.Ln, *self._new_lex]).tocsr()
+                self._new_lex = []
+                return np.asarray((self.Ln @ lv.T).todense()).ravel()
+            extra = np.asarray((sp.vstack(self._new_lex) @ lv.T).todense()).ravel()
+            base = np.concatenate([base, extra])
+        return base
+
+    def assign(self, text: str, tokens: str, emb: np.ndarray, place: str | None,
+               submitted_at: pd.Timestamp) -> tuple[str, float, bool]:
+        """(topic id, similarity, is_new). Updates the index in place."""
+        cfg = self.sim.cfg
+        day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
+        e = np.asarray(emb, dtype=np.float32)
+        lv = _l2_sparse(sp.csr_matrix(self.lexvec.transform([tokens]), dtype=np.float64))
+        n = len(self.ids)
+        best, best_s = -1, -np.inf
+        if n:
+            s = cfg.w_semantic * (self.En[:n] @ e) + cfg.w_lexical * self._lex_sims(lv)
+            s += self.sim.time_term(np.asarray(self.last_day) - day)
+            # place term only for the best candidates (string comparisons are the slow part)
+            top = np.argpartition(-s, min(20, n) - 1)[:20] if n > 20 else np.arange(n)
+            for k in top:
+                v = s[k] + self.sim.place_term(place, self.place[k])
+                if v > best_s:
+                    best, best_s = int(k), float(v)
+        if best >= 0 and best_s >= cfg.threshold:
+            c = self.count[best]
+            self.E[best] = (self.E[best] * c + e) / (c + 1)
+            self.En[best] = self.E[best] / (np.linalg.norm(self.E[best]) or 1)
+            self.count[best] = c + 1
+            self.last_day[best] = max(self.last_day[best], day)
+            return self.ids[best], best_s, False
+        tid = f"{self.prefix}{self.next:06d}"
+        self.next += 1
+        if n >= len(self.E):
+            grow = np.zeros((len(self.E), self.E.shape[1]), np.float32)
+            self.E, self.En = np.vstack([self.E, grow]), np.vstack([self.En, grow])
+        self.E[n] = e
+        self.En[n] = e / (np.linalg.norm(e) or 1)
+        self.ids.append(tid)
+        self.count.append(1)
+        self.place.append(place)
+        self.last_day.append(day)
+        self._new_lex.append(lv)
+        return tid, float(best_s) if best >= 0 else 0.0, True

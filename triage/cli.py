@@ -107,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dcfg = TextClassifierConfig(**cfgs["domain"]) if cfgs.get("domain") else TextClassifierConfig()
         report["domain"] = cross_validate(prepared, y, groups, fcfg, dcfg, args.folds)
         if scope is not None:
-            scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else TextClassifierConfig(C=4.0)
+            scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else TextClassifierConfig()
             report["scope"] = cross_validate(prepared, scope, groups, fcfg, scfg, args.folds)
     else:
         bundle = ModelBundle.load(args.model)

@@ -106,7 +106,8 @@ class SentenceTransformerEncoder(Encoder):
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
-            self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+            getdim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+            self.dim = int(getdim() or 0)
         return self._model
 
     def _encode(self, texts: list[str]) -> np.ndarray:

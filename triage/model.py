@@ -47,6 +47,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.feature_extraction.text.TfidfTransformer",
     "sklearn.feature_extraction.text.TfidfVectorizer",
     "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.svm._classes.LinearSVC",
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.preprocessing._label.LabelEncoder",
@@ -82,8 +83,8 @@ class TrainSpec:
     groups: Sequence[str] | None = None           # topic ids: keep whole topics out of calibration folds
     features: FeatureConfig = field(default_factory=FeatureConfig)
     domain_config: TextClassifierConfig = field(default_factory=TextClassifierConfig)
-    scope_config: TextClassifierConfig = field(default_factory=lambda: TextClassifierConfig(C=4.0))
-    department_config: TextClassifierConfig = field(default_factory=lambda: TextClassifierConfig(C=8.0))
+    scope_config: TextClassifierConfig = field(default_factory=TextClassifierConfig)
+    department_config: TextClassifierConfig = field(default_factory=TextClassifierConfig)
 
 
 @dataclass

@@ -109,7 +109,9 @@ class TopicBuilder:
         else:
             self.lexvec_ = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True, min_df=1,
                                            max_df=0.5 if len(msgs) > 50 else 1.0, dtype=np.float32)
-        self.lex_ = self.lexvec_.fit_transform(msgs["tokens"].fillna("")).tocsr()
+        # the lexical view is place-blind: a shared place name (锦绣家园小区) would otherwise make two
+        # different problems at one place look alike; the place term of the similarity judges places
+        self.lex_ = self.lexvec_.fit_transform(problem_tokens(msgs)).tocsr()
         self.sim_ = Similarity(cfg.similarity, self.places)
         place = [p if isinstance(p, str) and p else None for p in msgs["place"]]
         self.points_ = Points(self.emb_, self.lex_, place, _days(msgs["submitted_at"]),
@@ -223,6 +225,22 @@ class TopicBuilder:
                          "theme": t.theme or "", "representative_id": t.representative,
                          "representative": t.representative_text})
         return pd.DataFrame(rows)
+
+
+def _strip_places(tokens: str, places: Sequence[str]) -> str:
+    """Tokens without those that are part of a place name (two characters or more)."""
+    names = [p for p in places if isinstance(p, str) and p]
+    if not names or not tokens:
+        return tokens or ""
+    return " ".join(t for t in tokens.split() if len(t) < 2 or not any(t in p for p in names))
+
+
+def problem_tokens(msgs: pd.DataFrame) -> list[str]:
+    """Each message's tokens with its place names taken out: what the problem is, not where."""
+    toks = msgs["tokens"].fillna("").tolist()
+    if "places" not in msgs:
+        return toks
+    return [_strip_places(t, ps if isinstance(ps, list) else []) for t, ps in zip(toks, msgs["places"])]
 
 
 def _l2(v: np.ndarray) -> np.ndarray:
@@ -406,12 +424,17 @@ class TopicIndex:
         return base
 
     def assign(self, text: str, tokens: str, emb: np.ndarray, place: str | None,
-               submitted_at: pd.Timestamp) -> tuple[str, float, bool]:
-        """(topic id, similarity, is_new). Updates the index in place."""
+               submitted_at: pd.Timestamp, places: Sequence[str] = ()) -> tuple[str, float, bool]:
+        """(topic id, similarity, is_new). Updates the index in place.
+
+        ``places`` are all places named in the message (``place`` is the most specific); their
+        tokens are left out of the lexical view, as in :meth:`TopicBuilder.fit`.
+        """
         cfg = self.sim.cfg
         day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
         e = np.asarray(emb, dtype=np.float32)
-        lv = _l2_sparse(sp.csr_matrix(self.lexvec.transform([tokens]), dtype=np.float64))
+        names = [*places, *([place] if place else [])]
+        lv = _l2_sparse(sp.csr_matrix(self.lexvec.transform([_strip_places(tokens, names)]), dtype=np.float64))
         n = len(self.ids)
         best, best_s = -1, -np.inf
         if n:

@@ -32,7 +32,7 @@ class SimilarityConfig:
     place_bonus: float = 0.08        # both name the same (or nested) place
     place_penalty: float = 0.60      # both name places that cannot be the same
     time_window_days: float = 60.0   # beyond this gap, a penalty grows with the gap
-    time_penalty: float = 0.50
+    time_penalty: float = 0.80     # at two windows apart: identical texts fall below the threshold
     time_bonus: float = 0.10         # messages days apart are likelier the same topic than months apart
     time_bonus_days: float = 30.0
     threshold: float = 0.35          # average-linkage merge threshold on the combined similarity

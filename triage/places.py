@@ -49,7 +49,7 @@ _NOT_NAME_START = set("我你他她它们这那哪每各本该全此某其有在
 # Characters that do not occur inside place names: the name starts after the last of them
 # ("周边有两所中小学" → no name, "最近的站在科创大道" → 科创大道).
 _NOT_IN_NAME = set("的了在到要去把被给让对为以于从往向有是和与及或等个所每周天年月日最近站过设增现辖就都也还很太更没不"
-                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕")
+                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推")
 # "…路" words that are not roads (线路, 马路, 网路, 出路 …)
 _NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号")
 _NOT_PLACE = {
@@ -161,7 +161,7 @@ class PlaceExtractor:
             stem = stem[i:]
             end = m.end()
             ext = re.match(_SUFFIX_RE, text[end:])
-            if ext and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路"):
+            if ext and ext.group(0) != suffix and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路"):
                 suffix, end = suffix + ext.group(0), end + len(ext.group(0))  # 阳光花园小区
             name = stem + suffix
             if len(stem) < 2 or name in _NOT_PLACE or stem in _NOT_PLACE or stem.isdigit():

@@ -14,11 +14,11 @@ import pandas as pd
 
 from triage.embed import CachedEncoder, Encoder, get_encoder
 from triage.features import join_columns
+from triage.pipeline import validate_text
 from triage.places import PlaceExtractor
 from triage.principles import PrincipleJudge
-from triage.rank import default_heat_config, heat, period_counts
+from triage.rank import counts_by_age, default_heat_config, heat
 from triage.route import RoutingMemory, route_topic
-from triage.text import clean, tokens
 from triage.topics import TopicBuilder, TopicConfig
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,20 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
                      config: TopicConfig | None = None, memory: RoutingMemory | None = None) -> CandidateTopics:
     frame = frame.reset_index(drop=True)
     texts = join_columns(frame, text_columns).tolist()
-    assessed = triage.assess_frame(frame, text_columns)
+    valid = [validate_text(t) is None for t in texts]
+    prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder)  # jieba once per message
+    assessed = triage.assess_frame(frame, text_columns, prepared=prepared)
     ok = assessed["triage_error"].isna().to_numpy()
     places = PlaceExtractor()
-    masked = [clean(t).text if good else "" for t, good in zip(texts, ok)]
+    masked, toks = [""] * len(texts), [""] * len(texts)
+    for k, (i, t, tk) in enumerate(zip(np.flatnonzero(valid), prepared["text"], prepared["tokens"])):
+        masked[i], toks[i] = t, tk
     found = [places.extract(t) for t in masked]
     ids = _pick(frame, "id")
     msgs = pd.DataFrame({
         "id": (ids.astype(str) if ids is not None else pd.Series([f"row{i + 1}" for i in range(len(frame))])),
         "text": masked,
-        "tokens": [" ".join(tokens(t)) for t in masked],
+        "tokens": toks,
         "submitted_at": pd.to_datetime(_pick(frame, "submitted_at"), errors="coerce")
         if _pick(frame, "submitted_at") is not None else pd.Timestamp.now().normalize(),
         "channel": _pick(frame, "channel") if _pick(frame, "channel") is not None else "",
@@ -78,20 +82,30 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     if msgs["id"].duplicated().any():  # ids must be unique to track membership
         msgs["id"] = [f"{v}#{i}" if d else v for i, (v, d) in enumerate(zip(msgs["id"], msgs["id"].duplicated()))]
     good = msgs[ok].reset_index(drop=True)
-    enc = encoder or CachedEncoder(get_encoder())
-    emb = enc.encode(good["text"].tolist())
+    enc = encoder or triage.encoder or CachedEncoder(get_encoder())
+    model_enc = getattr(triage, "encoder", None)
+    emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
+    if model_enc is not None and emb_cols and enc.name == model_enc.name and len(prepared) == len(good):
+        # the classifier already embedded these very texts with the same encoder: don't do it twice
+        emb = prepared[emb_cols].to_numpy(np.float32)
+    else:
+        emb = enc.encode(good["text"].tolist())
     builder = TopicBuilder(config, places).fit(good, emb, previous)
     now = now if now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
     judge = PrincipleJudge(encoder=enc)
     hc = default_heat_config()
     pos = {m: i for i, m in enumerate(good["id"])}
+    texts_l, tokens_l = good["text"].tolist(), good["tokens"].tolist()
+    # message age in days, once: per-topic pandas date arithmetic dominated at 100k messages
+    age = ((pd.Timestamp(now) - pd.to_datetime(good["submitted_at"], errors="coerce")).dt.total_seconds()
+           / 86400.0).to_numpy(dtype=float)
     rows, cards = [], {}
     for t in builder.topics_:
         idx = [pos[m] for m in t.members]
         centroid = emb[idx].mean(0)
         centroid = centroid / (np.linalg.norm(centroid) or 1.0)
-        card = judge.judge(t, good["text"].iloc[idx].tolist(), good["tokens"].iloc[idx].tolist(), centroid)
-        this, prev = period_counts(good["submitted_at"].iloc[idx], now, hc.period_days)
+        card = judge.judge(t, [texts_l[k] for k in idx], [tokens_l[k] for k in idx], centroid)
+        this, prev = counts_by_age(age[idx], hc.period_days)
         h = heat(voices=t.voices, submitters=t.submitters, support=t.support, duplicates=t.duplicates,
                  last_seen=t.last_seen, this_period=this, previous_period=prev, channels=len(t.channels),
                  places=len(t.places), principle_score=card.score, now=now, config=hc)

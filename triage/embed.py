@@ -193,7 +193,8 @@ class CachedEncoder(Encoder):
         have = self.cache.get_many(self.inner.name, uniq)
         todo = [k for k in uniq if k not in have]
         if todo:
-            first = {k: t for k, t in zip(keys, texts) if k in set(todo)}
+            todo_set = set(todo)
+            first = {k: t for k, t in zip(keys, texts) if k in todo_set}
             vecs = self.inner.encode([first[k] for k in todo])
             self.misses += len(todo)
             new = dict(zip(todo, vecs))

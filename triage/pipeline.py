@@ -61,9 +61,26 @@ class Triage:
     def version(self) -> str:
         return self.bundle.version
 
-    def assess_texts(self, texts: Sequence[object], evidence: bool = True) -> list[Assessment]:
+    def prepare(self, texts: Sequence[object], encoder=None) -> pd.DataFrame:
+        """The model input frame (masked text, jieba tokens, cues, embeddings) for valid texts.
+
+        Callers that also need the tokens (topic building) prepare once and pass the frame to
+        :meth:`assess_texts`, so jieba runs once per message. ``encoder`` may replace the model's own
+        when it is the same encoder (e.g. one with a persistent cache), never a different one: the
+        classifier was trained on that encoder's space.
+        """
+        enc = self.encoder
+        if enc is not None and encoder is not None and getattr(encoder, "name", None) == enc.name:
+            enc = encoder
+        return prepare_texts(texts, self.bundle.cues, enc)
+
+    def assess_texts(self, texts: Sequence[object], evidence: bool = True,
+                     prepared: pd.DataFrame | None = None) -> list[Assessment]:
+        """Assess each text; ``prepared`` (from :meth:`prepare`) covers the valid texts, in order."""
         out: list[Assessment | None] = [None] * len(texts)
         good = [i for i, t in enumerate(texts) if validate_text(t) is None]
+        if prepared is not None and len(prepared) != len(good):
+            raise ValueError("prepared frame does not match the valid texts")
         for i, t in enumerate(texts):
             reason = validate_text(t)
             if reason is not None:
@@ -71,15 +88,15 @@ class Triage:
                                     scope_confidence=0.0, scope_cues={}, scope_evidence=[],
                                     route=self.router.route(None, None), model_version=self.version, error=reason)
         if good:
-            for i, a in zip(good, self._assess([texts[i] for i in good], evidence)):
+            frame = prepared if prepared is not None else self.prepare([texts[i] for i in good])
+            for i, a in zip(good, self._assess(frame, evidence)):
                 out[i] = a
         return [a for a in out if a is not None]
 
-    def _assess(self, texts: Sequence[object], evidence: bool) -> Iterable[Assessment]:
+    def _assess(self, frame: pd.DataFrame, evidence: bool) -> Iterable[Assessment]:
         b = self.bundle
-        frame = prepare_texts(texts, b.cues, self.encoder)
         X = b.transform(frame)
-        n = len(texts)
+        n = len(frame)
         dprob = b.domain.predict_proba(X)
         dlab, dconf = b.domain.classes_[dprob.argmax(1)], dprob.max(1)
         if b.scope is not None:
@@ -106,12 +123,13 @@ class Triage:
                 pii_kinds=list(frame["pii"].iat[i]), model_version=self.version,
             )
 
-    def assess_frame(self, frame: pd.DataFrame, text_columns: Sequence[str], evidence: bool = False) -> pd.DataFrame:
+    def assess_frame(self, frame: pd.DataFrame, text_columns: Sequence[str], evidence: bool = False,
+                     prepared: pd.DataFrame | None = None) -> pd.DataFrame:
         """The caller's frame, every column and row order kept, with the assessment columns added."""
         texts = join_columns(frame, text_columns).tolist()
         # A cell that was not text in the source (e.g. a bare number) arrives as a string here;
         # validate_text rejects those with no letters.
-        results = self.assess_texts(texts, evidence=evidence)
+        results = self.assess_texts(texts, evidence=evidence, prepared=prepared)
         out = frame.copy()
         out["domain"] = [a.domain for a in results]
         out["domain_confidence"] = [a.domain_confidence if a.error is None else None for a in results]

@@ -135,10 +135,13 @@ class PrincipleJudge:
 
     def _plan_match(self, kind: str, centroid: np.ndarray | None, toks: set[str]) -> tuple[float, PlanItem | None, list[str]]:
         best, best_item, best_words = 0.0, None, []
+        joined = "\x1f".join(t for t in toks if t)
         for k, it in enumerate(self.plan.items):
             if it.kind != kind:
                 continue
-            words = sorted(w for w in self._item_tokens[k] if w in toks or any(w in t for t in toks if len(w) >= 2))
+            # a plan word counts when it is a topic token or part of one: one substring search in the
+            # joined tokens (the separator never occurs in a word) instead of a loop over every token
+            words = sorted(w for w in self._item_tokens[k] if w in toks or (len(w) >= 2 and w in joined))
             lex = min(1.0, len(words) / 3)
             sem = float(centroid @ self._item_emb[k]) if (centroid is not None and self._item_emb is not None) else 0.0
             s = 0.5 * max(sem, 0.0) + 0.5 * lex

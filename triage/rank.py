@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -96,5 +97,10 @@ def heat(*, voices: int, submitters: int, support: int, duplicates: int, last_se
 
 def period_counts(times: pd.Series, now: pd.Timestamp, period_days: float) -> tuple[int, int]:
     t = pd.to_datetime(times, errors="coerce")
-    age = (now - t).dt.total_seconds() / 86400.0
-    return int((age <= period_days).sum()), int(((age > period_days) & (age <= 2 * period_days)).sum())
+    return counts_by_age(((now - t).dt.total_seconds() / 86400.0).to_numpy(dtype=float), period_days)
+
+
+def counts_by_age(age_days: np.ndarray, period_days: float) -> tuple[int, int]:
+    """Messages in this period and in the one before, from their ages in days."""
+    a = np.asarray(age_days, dtype=float)
+    return int((a <= period_days).sum()), int(((a > period_days) & (a <= 2 * period_days)).sum())

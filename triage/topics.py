@@ -125,50 +125,66 @@ class TopicBuilder:
         return self
 
     def _describe(self, labels: np.ndarray, ids: dict[int, str]) -> list[Topic]:
+        # Per-message columns are turned into plain arrays once: at 100k messages there are tens of
+        # thousands of topics, most of them singletons, and per-topic pandas indexing dominated.
         cfg = self.config
         msgs = self.msgs_
+        n = len(msgs)
+        kw = ctfidf_keywords(msgs["tokens"].fillna("").tolist(), labels, cfg.keywords)
+        mid = msgs["id"].astype(str).to_numpy(dtype=object)
+        text = msgs["text"].fillna("").astype(str).to_numpy(dtype=object)
+        subm = np.array([s if isinstance(s, str) and s else f"_anon{m}" for s, m in zip(msgs["submitter"], mid)],
+                        dtype=object)
+        chan = np.array([c if isinstance(c, str) else "" for c in msgs["channel"]], dtype=object)
+        supp = pd.to_numeric(msgs["support"], errors="coerce").fillna(0).clip(lower=0).to_numpy(dtype=np.int64)
+        scope = np.array([x if isinstance(x, str) else "" for x in msgs["scope"]], dtype=object)
+        dom = np.array([x if isinstance(x, str) else "" for x in msgs["domain"]], dtype=object)
+        plist = [ps if isinstance(ps, list) else [] for ps in msgs["places"]]
+        prim = [p if isinstance(p, str) and p else None for p in msgs["place"]]
+        ts = pd.to_datetime(msgs["submitted_at"], errors="coerce")
+        lengths = np.fromiter((len(t) for t in text), dtype=np.int64, count=n)
+        self.lengths_ = lengths
         dupvec = HashingVectorizer(analyzer="char", ngram_range=(2, 3), n_features=2 ** 18,
                                    alternate_sign=False, norm="l2")
-        kw = ctfidf_keywords(msgs["tokens"].fillna("").tolist(), labels, cfg.keywords)
+        dv_all = dupvec.transform(text.tolist()).tocsr() if n else None
         out: list[Topic] = []
         order = np.argsort(labels, kind="stable")
         bounds = np.flatnonzero(np.diff(labels[order])) + 1
         for idx in np.split(order, bounds):
             lab = int(labels[idx[0]])
-            sub = msgs.iloc[idx]
-            t = Topic(id=ids[lab], members=sub["id"].tolist(), size=len(idx))
-            # near-duplicates: each group of near-identical texts is one voice
-            dv = dupvec.transform(sub["text"].tolist())
-            dsim = (dv @ dv.T).toarray()
-            voice = _components(dsim >= cfg.duplicate_threshold)
-            t.voices = int(voice.max() + 1)
-            t.duplicates = t.size - t.voices
-            subm = [s if s else f"_anon{m}" for s, m in zip(sub["submitter"].fillna(""), sub["id"])]
-            t.submitters = len(set(subm))
-            t.campaign = t.size >= 3 and t.duplicates >= max(2, t.size // 2) and t.submitters <= max(2, t.size // 3)
-            t.channels = sorted({c for c in sub["channel"].fillna("") if c})
-            t.support = int(pd.to_numeric(sub["support"], errors="coerce").fillna(0).clip(lower=0).sum())
-            scopes = sub["scope"].fillna("")
-            t.group_share = float((scopes == "group").mean()) if len(scopes) else 0.0
-            doms = Counter(d for d in sub["domain"].fillna("") if d)
+            size = len(idx)
+            t = Topic(id=ids[lab], members=mid[idx].tolist(), size=size)
+            if size > 1:  # near-duplicates: each group of near-identical texts is one voice
+                dv = dv_all[idx]
+                voice = _components((dv @ dv.T).toarray() >= cfg.duplicate_threshold)
+                t.voices = int(voice.max() + 1)
+            else:
+                t.voices = 1
+            t.duplicates = size - t.voices
+            t.submitters = len(set(subm[idx].tolist()))
+            t.campaign = size >= 3 and t.duplicates >= max(2, size // 2) and t.submitters <= max(2, size // 3)
+            t.channels = sorted({c for c in chan[idx].tolist() if c})
+            t.support = int(supp[idx].sum())
+            t.group_share = float((scope[idx] == "group").mean())
+            doms = Counter(d for d in dom[idx].tolist() if d)
             if doms:
                 t.domain, c = doms.most_common(1)[0]
-                t.domain_share = c / len(sub)
-            pc = Counter(p for ps in sub["places"] for p in (ps if isinstance(ps, list) else []))
+                t.domain_share = c / size
+            pc = Counter(p for k in idx for p in plist[k])
             t.places = [p for p, _ in pc.most_common(5)]
-            specific = Counter(p for p in sub["place"] if isinstance(p, str) and p)
+            specific = Counter(prim[k] for k in idx if prim[k])
             t.place = specific.most_common(1)[0][0] if specific else None
-            ts = pd.to_datetime(sub["submitted_at"], errors="coerce")
-            t.first_seen, t.last_seen = ts.min(), ts.max()
+            tsi = ts.iloc[idx] if size > 1 else ts.iloc[idx[:1]]
+            t.first_seen, t.last_seen = tsi.min(), tsi.max()
             t.keywords = kw.get(lab, [])
-            rep = self._representative(idx, sub)
-            t.representative = str(msgs["id"].iat[rep])
-            t.representative_text = str(msgs["text"].iat[rep])
+            rep = self._representative(idx, scope[idx]) if size > 1 else int(idx[0])
+            t.representative = str(mid[rep])
+            t.representative_text = str(text[rep])
             t.label = make_label(t.place, t.representative_text, t.keywords)
             out.append(t)
         return out
 
-    def _representative(self, idx: np.ndarray, sub: pd.DataFrame) -> int:
+    def _representative(self, idx: np.ndarray, scopes: np.ndarray) -> int:
         """The member closest to the topic's centre, preferring group-scope, mid-length messages."""
         e = self.emb_[idx]
         centre = e.mean(0)
@@ -176,9 +192,9 @@ class TopicBuilder:
         lex = self.lex_[idx]
         lc = np.asarray(lex.mean(0)).ravel()
         score = score + np.asarray(lex @ lc).ravel()
-        lengths = sub["text"].str.len().to_numpy()
+        lengths = self.lengths_[idx]
         score = score + np.where((lengths >= 15) & (lengths <= 160), 0.05, 0.0)
-        score = score + np.where(sub["scope"].fillna("").to_numpy() == "group", 0.03, 0.0)
+        score = score + np.where(scopes == "group", 0.03, 0.0)
         return int(idx[int(np.argmax(score))])
 
     def _themes(self) -> None:

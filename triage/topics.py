@@ -203,10 +203,14 @@ class TopicBuilder:
         if not topics:
             self.themes_ = []
             return
-        pos = {m: i for i, m in enumerate(self.msgs_["id"])}
-        cent_e = np.vstack([_l2(self.emb_[[pos[m] for m in t.members]].mean(0)) for t in topics])
-        lex_rows = [self.lex_[[pos[m] for m in t.members]].mean(0) for t in topics]
-        cent_l = _l2_sparse(sp.csr_matrix(np.vstack([np.asarray(r) for r in lex_rows])))
+        # centroids as one sparse membership product: a dense lexical centroid per topic would be
+        # topics x vocabulary floats (gigabytes at 100k messages)
+        M = self._membership()
+        cent_e = np.asarray(M @ self.emb_, dtype=np.float32)
+        norms = np.linalg.norm(cent_e, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        cent_e /= norms
+        cent_l = _l2_sparse(sp.csr_matrix(M @ self.lex_))
         cfg = SimilarityConfig(**{**self.config.similarity.__dict__, "place_bonus": 0.0, "place_penalty": 0.0,
                                   "time_penalty": 0.0, "threshold": self.config.theme_threshold})
         pts = Points(cent_e, cent_l, [None] * len(topics), np.zeros(len(topics)), [t.domain or "" for t in topics])
@@ -227,6 +231,16 @@ class TopicBuilder:
                 self.themes_.append({"id": theme_id, "label": label, "topics": [t.id for t in ts],
                                      "places": sorted({t.place for t in ts if t.place}),
                                      "size": sum(t.size for t in ts), "domain": best.domain})
+
+    def _membership(self) -> sp.csr_matrix:
+        """(topics x messages) matrix of 1/size: ``M @ X`` is every topic's mean row of ``X``."""
+        pos = {m: i for i, m in enumerate(self.msgs_["id"])}
+        rows, cols, vals = [], [], []
+        for k, t in enumerate(self.topics_):
+            rows.extend([k] * len(t.members))
+            cols.extend(pos[m] for m in t.members)
+            vals.extend([1.0 / len(t.members)] * len(t.members))
+        return sp.csr_matrix((vals, (rows, cols)), shape=(len(self.topics_), len(pos)))
 
     # ------------------------------------------------------------------ outputs
     def topics_frame(self) -> pd.DataFrame:
@@ -397,19 +411,22 @@ class TopicIndex:
         pos = {m: i for i, m in enumerate(b.msgs_["id"])}
         self.ids: list[str] = []
         self.count: list[int] = []
-        cent_e, cent_l, self.place, self.last_day = [], [], [], []
+        self.place, self.last_day = [], []
         days = b.points_.day
         for t in b.topics_:
             idx = [pos[m] for m in t.members]
             self.ids.append(t.id)
             self.count.append(len(idx))
-            cent_e.append(b.emb_[idx].mean(0))
-            cent_l.append(np.asarray(b.lex_[idx].mean(0)).ravel())
             self.place.append(t.place)
             self.last_day.append(float(days[idx].max()))
         dim = b.emb_.shape[1] if b.emb_.ndim == 2 else 0
-        self.E = np.vstack(cent_e).astype(np.float32) if cent_e else np.zeros((0, dim), np.float32)
-        self.L = sp.csr_matrix(np.vstack(cent_l)) if cent_l else sp.csr_matrix((0, len(self.lexvec.vocabulary_)))
+        if b.topics_:
+            M = b._membership()
+            self.E = np.asarray(M @ b.emb_, dtype=np.float32)
+            self.L = sp.csr_matrix(M @ b.lex_)
+        else:
+            self.E = np.zeros((0, dim), np.float32)
+            self.L = sp.csr_matrix((0, len(self.lexvec.vocabulary_)))
         self._norm()
         nums = [int(m.group(1)) for t in self.ids for m in [re.fullmatch(rf"{re.escape(id_prefix)}(\d+)", t)] if m]
         self.next = max(nums, default=0) + 1

@@ -123,3 +123,20 @@ def test_incremental_assignment_joins_the_right_topic_or_opens_a_new_one():
     assert new2 and tid2 not in {t.id for t in b.topics_}
     tid3, _, new3 = add("青山县第二小学门口需要装红绿灯，接孩子太危险了")
     assert tid3 == tid2 and not new3
+
+
+def test_themes_are_ranked_by_the_heat_of_all_their_places(small_model_dir):
+    from triage.candidates import build_candidates
+    from triage.pipeline import Triage
+
+    villages = ["上庄村", "龙潭村", "下河村"]
+    rows = [{"id": f"b{v}{i}", "text": t.replace("上庄村", v), "submitted_at": "2026-10-0" + str(i + 1),
+             "submitter": f"{v}{i}", "channel": "二维码"} for v in villages for i, t in enumerate(BUS)]
+    rows += [{"id": f"l{i}", "text": t, "submitted_at": "2026-10-05", "submitter": f"l{i}", "channel": "网上表单"}
+             for i, t in enumerate(LAMPS)]
+    res = build_candidates(Triage.load(small_model_dir), pd.DataFrame(rows), ["text"], encoder=get_encoder("use"))
+    assert len(res.themes) >= 1
+    top = res.themes.iloc[0]
+    assert top["rank"] == 1 and top["heat"] > 0 and top["submitters"] >= 6
+    assert set(top["places"]) >= {"上庄村", "龙潭村"}
+    assert list(res.themes["heat"]) == sorted(res.themes["heat"], reverse=True)

@@ -111,7 +111,7 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
                  places=len(t.places), principle_score=card.score, now=now, config=hc)
         route = route_topic(triage.router, t.domain, t.group_share, centroid, memory)
         cards[t.id] = {"scorecard": card.as_dict(), "heat": h.terms, "route": route.__dict__}
-        rows.append({"heat": h.score, "verdict": card.verdict, "committee": route.name if route.kind == "committee" else "",
+        rows.append({"heat": h.score, "verdict": card.verdict, "principle_score": round(card.score, 3), "committee": route.name if route.kind == "committee" else "",
                      "department": route.name if route.kind == "department" else "", "route_reason": route.reason,
                      "principles": " ".join(f"{p.name}:{p.verdict}" for p in card.principles),
                      "verdict_reason": card.reason,
@@ -124,5 +124,39 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     members = assessed.copy()
     members["topic_id"] = [builder.topic_of_.get(m) if good_ else None for m, good_ in zip(msgs["id"], ok)]
     members["place_found"] = msgs["place"].fillna("")
-    themes = pd.DataFrame(builder.themes_)
+    themes = rank_themes(builder, topics, good, age, now, hc)
     return CandidateTopics(topics, members, themes, builder, cards)
+
+
+def rank_themes(builder: TopicBuilder, topics: pd.DataFrame, good: pd.DataFrame, age: np.ndarray,
+                now: pd.Timestamp, hc) -> pd.DataFrame:
+    """Themes (the same problem at several places) ranked by the heat of all their messages.
+
+    A county-level office often takes the theme, not one village's topic, as its consultation
+    topic; its heat counts every voice across places, its principle fit is its best topic's.
+    """
+    if not builder.themes_:
+        return pd.DataFrame(columns=["rank", "id", "label", "heat", "topics", "places", "size", "submitters",
+                                     "domain", "committee", "heat_terms"])
+    pos = {m: i for i, m in enumerate(good["id"])}
+    by_id = {t.id: t for t in builder.topics_}
+    info = topics.set_index("topic_id") if len(topics) else pd.DataFrame()
+    subm = good["submitter"].fillna("").astype(str).tolist()
+    rows = []
+    for th in builder.themes_:
+        ts = [by_id[t] for t in th["topics"]]
+        idx = [pos[m] for t in ts for m in t.members]
+        this, prev = counts_by_age(age[idx], hc.period_days)
+        people = {subm[k] or f"_anon{k}" for k in idx}
+        best = max(th["topics"], key=lambda t: float(info.at[t, "heat"]))
+        score = max(float(info.at[t, "principle_score"]) for t in th["topics"])
+        h = heat(voices=sum(t.voices for t in ts), submitters=len(people), support=sum(t.support for t in ts),
+                 duplicates=sum(t.duplicates for t in ts), last_seen=max(t.last_seen for t in ts),
+                 this_period=this, previous_period=prev, channels=len({c for t in ts for c in t.channels}),
+                 places=len(th["places"]), principle_score=score, now=now, config=hc)
+        rows.append({**th, "heat": h.score, "submitters": len(people), "committee": info.at[best, "committee"],
+                     "heat_terms": "；".join(f"{k} {v['points']:.3f}" for k, v in h.terms.items())})
+    out = pd.DataFrame(rows).sort_values(["heat", "size"], ascending=False, kind="stable").reset_index(drop=True)
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out
+

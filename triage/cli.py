@@ -218,6 +218,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"{r['rank']:>3}. 热度 {r['heat']:.3f} · {r['label']} · {r['size']} 条/{r['submitters']} 人 · "
               f"{r['verdict']} → {r['committee'] or r['department']}")
         print(f"     关键词：{r['keywords']}；{r['principles']}")
+    if len(res.themes):
+        print("\n跨地点主题（同一问题在多个地点，按热度排序）")
+        for _, r in res.themes.head(args.top).iterrows():
+            print(f"{r['rank']:>3}. 热度 {r['heat']:.3f} · {r['label']} · {len(r['topics'])} 个议题 · "
+                  f"{'、'.join(r['places']) or '地点不详'} · {r['size']} 条/{r['submitters']} 人 → {r['committee']}")
     return 0
 
 

@@ -140,3 +140,17 @@ def test_themes_are_ranked_by_the_heat_of_all_their_places(small_model_dir):
     assert top["rank"] == 1 and top["heat"] > 0 and top["submitters"] >= 6
     assert set(top["places"]) >= {"上庄村", "龙潭村"}
     assert list(res.themes["heat"]) == sorted(res.themes["heat"], reverse=True)
+
+
+def test_topic_building_embeds_each_message_once_with_the_shipped_model(shipped_model_dir):
+    from triage.candidates import build_candidates
+    from triage.embed import CachedEncoder
+    from triage.pipeline import Triage
+    from triage.principles import default_plan
+
+    tri = Triage.load(shipped_model_dir)
+    assert tri.encoder is not None  # the shipped model uses sentence embeddings as features
+    rows = [{"id": f"m{i}", "text": t} for i, t in enumerate(LAMPS + BUS)]
+    enc = CachedEncoder(get_encoder("use"))
+    build_candidates(tri, pd.DataFrame(rows), ["text"], encoder=enc)
+    assert enc.misses <= len(rows) + len(default_plan().items)

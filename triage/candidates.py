@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,7 @@ class CandidateTopics:
     themes: pd.DataFrame
     builder: TopicBuilder
     scorecards: dict[str, dict]
+    seconds: dict[str, float] = field(default_factory=dict)   # per stage: what bounds a large run
 
 
 def _pick(frame: pd.DataFrame, key: str) -> pd.Series | None:
@@ -53,11 +55,18 @@ def _pick(frame: pd.DataFrame, key: str) -> pd.Series | None:
 def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
                      now: pd.Timestamp | None = None, previous: Mapping[str, Iterable[str]] | None = None,
                      config: TopicConfig | None = None, memory: RoutingMemory | None = None) -> CandidateTopics:
+    clock = {"start": time.perf_counter()}
+
+    def lap(stage: str) -> None:
+        clock[stage] = time.perf_counter()
+
     frame = frame.reset_index(drop=True)
     texts = join_columns(frame, text_columns).tolist()
     valid = [validate_text(t) is None for t in texts]
     prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder)  # jieba once per message
+    lap("prepare")
     assessed = triage.assess_frame(frame, text_columns, prepared=prepared)
+    lap("classify")
     ok = assessed["triage_error"].isna().to_numpy()
     places = PlaceExtractor()
     masked, toks = [""] * len(texts), [""] * len(texts)
@@ -90,7 +99,9 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         emb = prepared[emb_cols].to_numpy(np.float32)
     else:
         emb = enc.encode(good["text"].tolist())
+    lap("places_embed")
     builder = TopicBuilder(config, places).fit(good, emb, previous)
+    lap("cluster_describe")
     now = now if now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
     judge = PrincipleJudge(encoder=enc)
     hc = default_heat_config()
@@ -124,8 +135,13 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     members = assessed.copy()
     members["topic_id"] = [builder.topic_of_.get(m) if good_ else None for m, good_ in zip(msgs["id"], ok)]
     members["place_found"] = msgs["place"].fillna("")
+    lap("judge_rank")
     themes = rank_themes(builder, topics, good, age, now, hc)
-    return CandidateTopics(topics, members, themes, builder, cards)
+    lap("themes")
+    names = list(clock)
+    seconds = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:])}
+    log.info("candidate topics for %d messages: %s", len(frame), seconds)
+    return CandidateTopics(topics, members, themes, builder, cards, seconds)
 
 
 def rank_themes(builder: TopicBuilder, topics: pd.DataFrame, good: pd.DataFrame, age: np.ndarray,

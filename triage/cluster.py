@@ -55,8 +55,18 @@ class Similarity:
     def __init__(self, config: SimilarityConfig, places: PlaceExtractor) -> None:
         self.cfg = config
         self.places = places
+        self._place_memo: dict[tuple[str, str], float] = {}  # few distinct place pairs, millions of lookups
 
     def place_term(self, a: str | None, b: str | None) -> float:
+        if not a or not b:
+            return 0.0
+        key = (a, b) if a <= b else (b, a)
+        v = self._place_memo.get(key)
+        if v is None:
+            v = self._place_memo[key] = self._place_term(a, b)
+        return v
+
+    def _place_term(self, a: str, b: str) -> float:
         c = self.places.compatible(a, b)
         if c is True:
             return self.cfg.place_bonus

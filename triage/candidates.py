@@ -6,6 +6,7 @@ assess (domain, scope) → places → embeddings (cached) → clustering → sco
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 import time
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     frame = frame.reset_index(drop=True)
     texts = join_columns(frame, text_columns).tolist()
     valid = [validate_text(t) is None for t in texts]
-    prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder)  # jieba once per message
+    # jieba once per message, on every core for large inputs
+    prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder, workers=os.cpu_count() or 1)
     lap("prepare")
     assessed = triage.assess_frame(frame, text_columns, prepared=prepared)
     lap("classify")

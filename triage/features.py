@@ -80,12 +80,47 @@ def join_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return joined.fillna("")
 
 
-def prepare_texts(raw: Iterable[object], cues: CueMatcher, encoder=None) -> pd.DataFrame:
+#: below this many texts a process pool costs more than it saves
+PARALLEL_MIN_TEXTS = 8000
+
+
+def prepare_texts(raw: Iterable[object], cues: CueMatcher, encoder=None, workers: int = 1) -> pd.DataFrame:
     """The model input frame for raw texts (normalise → mask → tokenise → cue counts).
 
     With an ``encoder`` (:mod:`triage.embed`), the sentence embedding of the masked text is added as
-    columns ``emb0 … embN`` for models trained with embedding features.
+    columns ``emb0 … embN`` for models trained with embedding features. ``workers > 1`` spreads the
+    lexical part (jieba is pure Python and the bottleneck) over processes for large inputs; the
+    encoder always runs here, once.
     """
+    raw = list(raw)
+    if workers > 1 and len(raw) >= PARALLEL_MIN_TEXTS:
+        frame = _prepare_parallel(raw, cues, workers)
+    else:
+        frame = _prepare_lexical(raw, cues)
+    if encoder is not None:
+        rows_text = frame["text"].tolist()
+        emb = encoder.encode(rows_text) if rows_text else np.zeros((0, encoder.dim), np.float32)
+        frame = pd.concat([frame, pd.DataFrame(emb, columns=embedding_columns(emb.shape[1]))], axis=1)
+    return frame
+
+
+def _prepare_parallel(raw: list[object], cues: CueMatcher, workers: int) -> pd.DataFrame:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from triage.text import tokens as _warm
+
+    _warm("预热")  # load jieba's dictionary before forking, so every worker inherits it
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    size = -(-len(raw) // (workers * 4))
+    chunks = [raw[i:i + size] for i in range(0, len(raw), size)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        parts = list(pool.map(_prepare_lexical, chunks, [cues] * len(chunks)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _prepare_lexical(raw: Sequence[object], cues: CueMatcher) -> pd.DataFrame:
     rows_text: list[str] = []
     rows_tok: list[str] = []
     rows_cue: list[list[float]] = []
@@ -101,9 +136,6 @@ def prepare_texts(raw: Iterable[object], cues: CueMatcher, encoder=None) -> pd.D
     cue_arr = np.asarray(rows_cue, dtype=np.float64).reshape(len(rows_text), len(cues.columns))
     for i, col in enumerate(cues.columns):
         frame[col] = cue_arr[:, i]
-    if encoder is not None:
-        emb = encoder.encode(rows_text) if rows_text else np.zeros((0, encoder.dim), np.float32)
-        frame = pd.concat([frame, pd.DataFrame(emb, columns=embedding_columns(emb.shape[1]))], axis=1)
     return frame
 
 

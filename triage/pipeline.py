@@ -61,7 +61,7 @@ class Triage:
     def version(self) -> str:
         return self.bundle.version
 
-    def prepare(self, texts: Sequence[object], encoder=None) -> pd.DataFrame:
+    def prepare(self, texts: Sequence[object], encoder=None, workers: int = 1) -> pd.DataFrame:
         """The model input frame (masked text, jieba tokens, cues, embeddings) for valid texts.
 
         Callers that also need the tokens (topic building) prepare once and pass the frame to
@@ -72,7 +72,7 @@ class Triage:
         enc = self.encoder
         if enc is not None and encoder is not None and getattr(encoder, "name", None) == enc.name:
             enc = encoder
-        return prepare_texts(texts, self.bundle.cues, enc)
+        return prepare_texts(texts, self.bundle.cues, enc, workers=workers)
 
     def assess_texts(self, texts: Sequence[object], evidence: bool = True,
                      prepared: pd.DataFrame | None = None) -> list[Assessment]:

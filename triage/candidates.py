@@ -65,9 +65,10 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     texts = join_columns(frame, text_columns).tolist()
     valid = [validate_text(t) is None for t in texts]
     # jieba once per message, on every core for large inputs
-    prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder, workers=os.cpu_count() or 1)
+    workers = os.cpu_count() or 1
+    prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder, workers=workers)
     lap("prepare")
-    assessed = triage.assess_frame(frame, text_columns, prepared=prepared)
+    assessed = triage.assess_frame(frame, text_columns, prepared=prepared, workers=workers)
     lap("classify")
     ok = assessed["triage_error"].isna().to_numpy()
     places = PlaceExtractor()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from triage.config import Taxonomy, default_taxonomy
-from triage.features import join_columns, prepare_texts
+from triage.features import PARALLEL_MIN_TEXTS, join_columns, prepare_texts
 from triage.model import ModelBundle
 from triage.route import Router
 from triage.schemas import Assessment
@@ -38,6 +38,18 @@ def validate_text(raw: object) -> str | None:
     if meaningful < MIN_CHARS:
         return "文本为空或不含文字 / empty or no words" if raw.strip() else "文本为空 / empty text"
     return None
+
+
+#: the loaded pipeline, visible to forked workers of :meth:`Triage._assess_parallel` (set only while
+#: a pool runs; a per-process cache of the loaded model, like :mod:`triage.batch`'s)
+_FORKED: dict[str, "Triage"] = {}
+
+
+def _assess_chunk(frame: pd.DataFrame, evidence: bool) -> list[Assessment]:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # the processes already use every core
+        return list(_FORKED["triage"]._assess(frame.reset_index(drop=True), evidence))
 
 
 class Triage:
@@ -75,7 +87,7 @@ class Triage:
         return prepare_texts(texts, self.bundle.cues, enc, workers=workers)
 
     def assess_texts(self, texts: Sequence[object], evidence: bool = True,
-                     prepared: pd.DataFrame | None = None) -> list[Assessment]:
+                     prepared: pd.DataFrame | None = None, workers: int = 1) -> list[Assessment]:
         """Assess each text; ``prepared`` (from :meth:`prepare`) covers the valid texts, in order."""
         out: list[Assessment | None] = [None] * len(texts)
         good = [i for i, t in enumerate(texts) if validate_text(t) is None]
@@ -89,9 +101,28 @@ class Triage:
                                     route=self.router.route(None, None), model_version=self.version, error=reason)
         if good:
             frame = prepared if prepared is not None else self.prepare([texts[i] for i in good])
-            for i, a in zip(good, self._assess(frame, evidence)):
+            results = (self._assess_parallel(frame, evidence, workers)
+                       if workers > 1 and len(frame) >= PARALLEL_MIN_TEXTS else self._assess(frame, evidence))
+            for i, a in zip(good, results):
                 out[i] = a
         return [a for a in out if a is not None]
+
+    def _assess_parallel(self, frame: pd.DataFrame, evidence: bool, workers: int) -> list[Assessment]:
+        """Feature extraction and prediction over processes that inherit this loaded model (fork)."""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if "fork" not in mp.get_all_start_methods():  # spawn would copy the model per task
+            return list(self._assess(frame, evidence))
+        _FORKED["triage"] = self
+        size = -(-len(frame) // (workers * 4))
+        chunks = [frame.iloc[i:i + size] for i in range(0, len(frame), size)]
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+                parts = list(pool.map(_assess_chunk, chunks, [evidence] * len(chunks)))
+        finally:
+            _FORKED.pop("triage", None)
+        return [a for part in parts for a in part]
 
     def _assess(self, frame: pd.DataFrame, evidence: bool) -> Iterable[Assessment]:
         b = self.bundle
@@ -124,12 +155,12 @@ class Triage:
             )
 
     def assess_frame(self, frame: pd.DataFrame, text_columns: Sequence[str], evidence: bool = False,
-                     prepared: pd.DataFrame | None = None) -> pd.DataFrame:
+                     prepared: pd.DataFrame | None = None, workers: int = 1) -> pd.DataFrame:
         """The caller's frame, every column and row order kept, with the assessment columns added."""
         texts = join_columns(frame, text_columns).tolist()
         # A cell that was not text in the source (e.g. a bare number) arrives as a string here;
         # validate_text rejects those with no letters.
-        results = self.assess_texts(texts, evidence=evidence, prepared=prepared)
+        results = self.assess_texts(texts, evidence=evidence, prepared=prepared, workers=workers)
         out = frame.copy()
         out["domain"] = [a.domain for a in results]
         out["domain_confidence"] = [a.domain_confidence if a.error is None else None for a in results]

@@ -141,7 +141,7 @@ class TopicBuilder:
         dom = np.array([x if isinstance(x, str) else "" for x in msgs["domain"]], dtype=object)
         plist = [ps if isinstance(ps, list) else [] for ps in msgs["places"]]
         prim = [p if isinstance(p, str) and p else None for p in msgs["place"]]
-        ts = pd.to_datetime(msgs["submitted_at"], errors="coerce")
+        tsv = pd.to_datetime(msgs["submitted_at"], errors="coerce").to_numpy(dtype="datetime64[ns]")
         lengths = np.fromiter((len(t) for t in text), dtype=np.int64, count=n)
         self.lengths_ = lengths
         dupvec = HashingVectorizer(analyzer="char", ngram_range=(2, 3), n_features=2 ** 18,
@@ -171,8 +171,9 @@ class TopicBuilder:
             t.places = [p for p, _ in pc.most_common(5)]
             specific = Counter(prim[k] for k in idx if prim[k])
             t.place = specific.most_common(1)[0][0] if specific else None
-            tsi = ts.iloc[idx] if size > 1 else ts.iloc[idx[:1]]
-            t.first_seen, t.last_seen = tsi.min(), tsi.max()
+            tsi = tsv[idx]
+            tsi = tsi[~np.isnat(tsi)]  # an unparseable date is unknown, not the earliest
+            t.first_seen, t.last_seen = (pd.Timestamp(tsi.min()), pd.Timestamp(tsi.max())) if len(tsi) else (pd.NaT, pd.NaT)
             t.keywords = kw.get(lab, [])
             rep = self._representative(idx, scope[idx]) if size > 1 else int(idx[0])
             t.representative = str(mid[rep])

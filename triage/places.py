@@ -50,6 +50,8 @@ _NOT_NAME_START = set("我你他她它们这那哪每各本该全此某其有在
 # ("周边有两所中小学" → no name, "最近的站在科创大道" → 科创大道).
 _NOT_IN_NAME = set("的了在到要去把被给让对为以于从往向有是和与及或等个所每周天年月日最近站过设增现辖就都也还很太更没不"
                    "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推")
+# verbs a clause starts with, which the name pattern would otherwise swallow
+_LEAD_VERBS = ("建议", "希望", "要求", "反映", "呼吁", "请求", "恳请")
 # "…路" words that are not roads (线路, 马路, 网路, 出路 …)
 _NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号")
 _NOT_PLACE = {
@@ -159,6 +161,10 @@ class PlaceExtractor:
                 if ch in _NOT_IN_NAME or ch in _NOT_NAME_START:
                     i = k + 1
             stem = stem[i:]
+            for lead in _LEAD_VERBS:  # "建议北辰社区…" names 北辰社区; "建议社区…" names nothing
+                if stem.startswith(lead):
+                    stem = stem[len(lead):]
+                    break
             end = m.end()
             ext = re.match(_SUFFIX_RE, text[end:])
             if ext and ext.group(0) != suffix and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路"):

@@ -220,8 +220,9 @@ class TopicBuilder:
         self.themes_ = []
         for lab, ts in themes.items():
             best = max(ts, key=lambda t: t.size)
-            kws = Counter(k for t in ts for k in t.keywords[:4])
-            label = "、".join(k for k, _ in kws.most_common(3))
+            kws = Counter(k for t in ts for k in t.keywords[:4] if not any(k in (u.place or "") for u in ts))
+            # the problem as its largest topic states it, without that topic's place
+            label = best.label.split(" · ", 1)[1] if " · " in best.label else "、".join(k for k, _ in kws.most_common(3))
             theme_id = f"{best.id}-theme" if len(ts) > 1 else None
             for t in ts:
                 t.theme = theme_id

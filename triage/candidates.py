@@ -73,7 +73,7 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     ok = assessed["triage_error"].isna().to_numpy()
     places = PlaceExtractor()
     masked, toks = [""] * len(texts), [""] * len(texts)
-    for k, (i, t, tk) in enumerate(zip(np.flatnonzero(valid), prepared["text"], prepared["tokens"])):
+    for i, t, tk in zip(np.flatnonzero(valid), prepared["text"], prepared["tokens"]):
         masked[i], toks[i] = t, tk
     found = [places.extract(t) for t in masked]
     ids = _pick(frame, "id")
@@ -95,9 +95,8 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         msgs["id"] = [f"{v}#{i}" if d else v for i, (v, d) in enumerate(zip(msgs["id"], msgs["id"].duplicated()))]
     good = msgs[ok].reset_index(drop=True)
     enc = encoder or triage.encoder or CachedEncoder(get_encoder())
-    model_enc = getattr(triage, "encoder", None)
     emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
-    if model_enc is not None and emb_cols and enc.name == model_enc.name and len(prepared) == len(good):
+    if triage.encoder is not None and emb_cols and enc.name == triage.encoder.name:
         # the classifier already embedded these very texts with the same encoder: don't do it twice
         emb = prepared[emb_cols].to_numpy(np.float32)
     else:

@@ -105,19 +105,11 @@ def prepare_texts(raw: Iterable[object], cues: CueMatcher, encoder=None, workers
 
 
 def _prepare_parallel(raw: list[object], cues: CueMatcher, workers: int) -> pd.DataFrame:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
+    from triage.parallel import chunked_map
     from triage.text import tokens as _warm
 
     _warm("预热")  # load jieba's dictionary before forking, so every worker inherits it
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-    size = -(-len(raw) // (workers * 4))
-    chunks = [raw[i:i + size] for i in range(0, len(raw), size)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        parts = list(pool.map(_prepare_lexical, chunks, [cues] * len(chunks)))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(chunked_map(_prepare_lexical, raw, workers, cues), ignore_index=True)
 
 
 def _prepare_lexical(raw: Sequence[object], cues: CueMatcher) -> pd.DataFrame:

@@ -90,11 +90,11 @@ class Triage:
                      prepared: pd.DataFrame | None = None, workers: int = 1) -> list[Assessment]:
         """Assess each text; ``prepared`` (from :meth:`prepare`) covers the valid texts, in order."""
         out: list[Assessment | None] = [None] * len(texts)
-        good = [i for i, t in enumerate(texts) if validate_text(t) is None]
+        reasons = [validate_text(t) for t in texts]
+        good = [i for i, r in enumerate(reasons) if r is None]
         if prepared is not None and len(prepared) != len(good):
             raise ValueError("prepared frame does not match the valid texts")
-        for i, t in enumerate(texts):
-            reason = validate_text(t)
+        for i, reason in enumerate(reasons):
             if reason is not None:
                 out[i] = Assessment(text="", domain=None, domain_confidence=0.0, domain_evidence=[], scope=None,
                                     scope_confidence=0.0, scope_cues={}, scope_evidence=[],
@@ -109,17 +109,13 @@ class Triage:
 
     def _assess_parallel(self, frame: pd.DataFrame, evidence: bool, workers: int) -> list[Assessment]:
         """Feature extraction and prediction over processes that inherit this loaded model (fork)."""
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from triage.parallel import can_fork, chunked_map
 
-        if "fork" not in mp.get_all_start_methods():  # spawn would copy the model per task
+        if not can_fork():  # spawn would copy the model into every task
             return list(self._assess(frame, evidence))
         _FORKED["triage"] = self
-        size = -(-len(frame) // (workers * 4))
-        chunks = [frame.iloc[i:i + size] for i in range(0, len(frame), size)]
         try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
-                parts = list(pool.map(_assess_chunk, chunks, [evidence] * len(chunks)))
+            parts = chunked_map(_assess_chunk, frame, workers, evidence)
         finally:
             _FORKED.pop("triage", None)
         return [a for part in parts for a in part]

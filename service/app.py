@@ -1,16 +1,177 @@
-"""App factory. The full API (persistence, roles, topics) arrives with the service issue; until then
-the app answers health checks and stateless classification so the portal team can integrate early."""
+"""App factory: the API under /api/v1, Open311, the 回音壁, health and metrics.
+
+Errors always answer ``{"error": {"code", "message"}}`` (Open311 paths: the GeoReport list shape) with
+a 4xx the caller can act on; a 500 means a bug and is logged with its traceback, never with the
+request body (it may hold personal data).
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.routes import admin, intake, ops, public, topics
+from service.routes.open311 import Open311Error, open311_error_response
+from service.routes.open311 import router as open311_router
+from service.runtime import Runtime, Settings
+from triage.errors import TriageError
+from triage.office import Conflict, Forbidden, InvalidRequest, NotFound
+from triage.store import StoreError
+
+log = logging.getLogger(__name__)
+
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid",
+         429: "rate_limited", 500: "internal", 503: "unavailable"}
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="triage", version="0.1.0", docs_url="/docs")
+def _error(request: Request | None, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    if request is not None and request.url.path.startswith("/open311/"):
+        return JSONResponse([{"code": status, "description": message}], status_code=status, headers=headers)
+    return JSONResponse({"error": {"code": CODES.get(status, str(status)), "message": message}},
+                        status_code=status, headers=headers)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
+class BodyLimit:
+    """413 for bodies over the limit, whether or not the client declared Content-Length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(body)
+            more = msg.get("more_body", False)
+        whole = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resp = _error(None, 413, f"请求体超过 {self.limit // 1024} KB 上限 / request body too large")
+        if scope.get("path", "").startswith("/open311/"):
+            resp = JSONResponse([{"code": 413, "description": "request body too large"}], status_code=413)
+        await resp(scope, receive, send)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errs = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errs):
+        return 400, "请求体不是有效的 JSON / malformed JSON body"
+    parts = []
+    for e in errs[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        kind = e.get("type", "")
+        if kind == "extra_forbidden":
+            msg = "未知字段 / unknown field"
+        elif kind == "missing":
+            msg = "缺少此字段 / field required"
+        elif kind in ("string_too_long", "too_long"):
+            msg = f"过长 / too long (max {e.get('ctx', {}).get('max_length')})"
+        elif kind in ("string_too_short", "too_short"):
+            msg = "不能为空 / must not be empty"
+        else:
+            msg = e.get("msg", "invalid")
+        parts.append(f"{loc}: {msg}")
+    return 422, "；".join(parts)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    rt = runtime or Runtime(settings)
+    app = FastAPI(title="triage · 政协“有事来协商”留言分拣", version="0.1.0", docs_url="/docs",
+                  description="提交留言、查询回执、即时分拣提示；候选议题、工作人员决定、协商流程与回音壁。"
+                              "密钥通过 X-API-Key 或 Authorization: Bearer 传递。")
+    app.state.runtime = rt
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            name = getattr(route, "path", "unmatched")   # the template: no receipt or id in a label
+            rt.metrics.requests.labels(request.method, name, str(status)).inc()
+            rt.metrics.latency.labels(request.method, name).observe(time.perf_counter() - start)
+
+    app.add_middleware(BodyLimit, limit=rt.settings.max_body_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        msg = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error")
+        if exc.status_code == 404 and msg == "Not Found":
+            msg = "没有这个地址 / no such endpoint"
+        return _error(request, exc.status_code, msg, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        status, msg = _validation_message(exc)
+        return _error(request, status, msg)
+
+    @app.exception_handler(Open311Error)
+    async def open311_error(request: Request, exc: Open311Error):
+        return open311_error_response(exc)
+
+    statuses = ((NotFound, 404), (Conflict, 409), (InvalidRequest, 422), (Forbidden, 403), (StoreError, 503))
+
+    @app.exception_handler(TriageError)
+    async def triage_error(request: Request, exc: TriageError):
+        status = next((code for cls, code in statuses if isinstance(exc, cls)), 400)
+        return _error(request, status, str(exc))
+
+    @app.exception_handler(OperationalError)
+    async def db_down(request: Request, exc: OperationalError):
+        log.error("database unavailable: %s", type(exc.orig).__name__)
+        return _error(request, 503, "数据库暂时不可用，请稍后重试 / database unavailable, retry later",
+                      {"Retry-After": "5"})
+
+    @app.exception_handler(DBAPIError)
+    async def db_error(request: Request, exc: DBAPIError):
+        log.error("database error: %s", type(exc.orig).__name__)
+        return _error(request, 503, "数据库拒绝写入，请稍后重试 / database refused the write", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception):
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        return _error(request, 500, "服务内部错误，已记录 / internal error (logged)")
+
+    app.include_router(ops.router)
+    for r in (intake.router, topics.router, public.router, admin.router):
+        app.include_router(r, prefix="/api/v1")
+    app.include_router(open311_router)
     return app

@@ -93,10 +93,12 @@ class TopicBuilder:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, msgs: pd.DataFrame, emb: np.ndarray, previous: Mapping[str, Iterable[str]] | None = None,
-            id_prefix: str = "T") -> "TopicBuilder":
+            id_prefix: str = "T", labels: np.ndarray | None = None) -> "TopicBuilder":
         """Cluster ``msgs`` (columns of :class:`Message`) with their embeddings.
 
         ``previous`` maps existing topic ids to their member ids; matched clusters keep those ids.
+        ``labels`` skips clustering: the service rebuilds its incremental index from the stored
+        membership (staff decisions included) without re-clustering.
         """
         cfg = self.config
         msgs = msgs.reset_index(drop=True)
@@ -116,7 +118,7 @@ class TopicBuilder:
         place = [p if isinstance(p, str) and p else None for p in msgs["place"]]
         self.points_ = Points(self.emb_, self.lex_, place, _days(msgs["submitted_at"]),
                               list(msgs["domain"]) if "domain" in msgs else None)
-        labels = cluster(self.points_, self.sim_)
+        labels = cluster(self.points_, self.sim_) if labels is None else np.asarray(labels)
         self.labels_ = labels
         ids = match_ids(labels, msgs["id"].tolist(), previous or {}, cfg.id_match_min_jaccard, id_prefix)
         self.topic_of_ = dict(zip(msgs["id"], (ids[lab] for lab in labels)))

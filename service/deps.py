@@ -1,0 +1,57 @@
+"""Dependencies: the runtime (store, loaded model), the caller's key and role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from service.runtime import Runtime
+from triage.office import Actor, Office
+from triage.store import ApiKey
+
+ALL = ("portal", "staff", "admin")
+STAFF = ("staff", "admin")
+ADMIN = ("admin",)
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    rt.check_model()
+    return rt
+
+
+def office(rt: Runtime = Depends(runtime)) -> Office:
+    return rt.office
+
+
+def caller(request: Request, rt: Runtime = Depends(runtime),
+           x_api_key: str | None = Header(None, description="API 密钥"),
+           authorization: str | None = Header(None, description="Bearer <API 密钥>")) -> ApiKey:
+    key = x_api_key
+    if not key and authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    if not key:
+        raise HTTPException(401, "缺少 API 密钥（X-API-Key 或 Authorization: Bearer）/ API key required")
+    row = rt.keys.get(key) if len(key) <= 200 else None
+    if row is None:
+        raise HTTPException(401, "API 密钥无效或已吊销 / invalid or revoked API key")
+    limit = row.rate_per_minute if row.rate_per_minute is not None else rt.settings.role_rate.get(row.role, 0)
+    ok, wait = rt.limiter.allow(row.id, limit)
+    if not ok:
+        raise HTTPException(429, f"请求过于频繁，请 {wait:.1f} 秒后再试 / rate limit exceeded",
+                            headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+    request.state.key = row
+    return row
+
+
+def require(*roles: str) -> Callable[..., ApiKey]:
+    def dep(key: ApiKey = Depends(caller)) -> ApiKey:
+        if key.role not in roles:
+            raise HTTPException(403, f"角色 {key.role} 无权执行此操作（需要 {' / '.join(roles)}）/ forbidden for this role")
+        return key
+    return dep
+
+
+def actor_of(key: ApiKey) -> Actor:
+    return Actor(name=f"{key.name}#{key.id}", role=key.role, key_id=key.id, can_unmask=key.can_unmask)

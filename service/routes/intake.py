@@ -1,0 +1,61 @@
+"""Portal intake: submit a suggestion, read one's own receipt, live classification hints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, Response
+
+from service.deps import ALL, office, require, runtime
+from service.runtime import Runtime
+from service.schemas import ClassifyIn, ClassifyOut, ReceiptOut, SuggestionIn, SuggestionOut
+from triage.office import Intake, Office
+from triage.store import ApiKey
+
+router = APIRouter(tags=["intake"])
+
+
+def assessment_out(a) -> dict:
+    return {"text": a.text, "domain": a.domain, "domain_confidence": a.domain_confidence,
+            "domain_evidence": [{"term": t, "weight": float(w)} for t, w in a.domain_evidence],
+            "scope": a.scope, "scope_confidence": a.scope_confidence, "scope_cues": a.scope_cues,
+            "route": {"kind": a.route.kind, "id": a.route.id, "name": a.route.name, "reason": a.route.reason},
+            "pii_kinds": a.pii_kinds, "model_version": a.model_version, "error": a.error}
+
+
+def stored_assessment_out(row, text: str, pii: list[str]) -> dict:
+    ev = row.evidence or {}
+    return {"text": text, "domain": row.domain, "domain_confidence": row.domain_confidence,
+            "domain_evidence": [{"term": t, "weight": w} for t, w in ev.get("domain", [])],
+            "scope": row.scope, "scope_confidence": row.scope_confidence, "scope_cues": ev.get("scope_cues", {}),
+            "route": {"kind": row.route_kind, "id": row.route_id, "name": row.route_name, "reason": row.route_reason},
+            "pii_kinds": pii, "model_version": row.model_version}
+
+
+@router.post("/suggestions", response_model=SuggestionOut, status_code=201,
+             summary="提交留言（门户）：返回回执编号；工作人员密钥另返回完整分拣结果")
+def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(require(*ALL)),
+           off: Office = Depends(office), rt: Runtime = Depends(runtime),
+           idempotency_key: str | None = Header(None, max_length=200,
+                                                description="重试时带同一个值：不会重复受理")) -> dict:
+    data = Intake(**body.model_dump())
+    row, arow, replayed = off.submit(data, key, idempotency_key)
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        rt.metrics.suggestions.labels(channel_kind="api").inc()
+    out = {"receipt": row.receipt, "status": "received",
+           "message": f"已受理，回执编号 {row.receipt}；可凭回执编号查询办理情况"}
+    if key.role in ("staff", "admin"):
+        out["assessment"] = stored_assessment_out(arow, row.text, list(row.pii_kinds or []))
+        out["topic_id"] = row.topic_id
+    return out
+
+
+@router.get("/suggestions/{receipt}", response_model=ReceiptOut, summary="凭回执编号查询自己的留言（事事有回音）")
+def receipt(receipt: str, key: ApiKey = Depends(require(*ALL)), off: Office = Depends(office)) -> dict:
+    return off.receipt(receipt, key)
+
+
+@router.post("/classify", response_model=ClassifyOut, summary="即时分拣提示（不存储）")
+def classify(body: ClassifyIn, key: ApiKey = Depends(require(*ALL)), off: Office = Depends(office)) -> dict:
+    return {"results": [assessment_out(a) for a in off.classify(body.texts, full=body.full)]}

@@ -1,0 +1,113 @@
+"""Open311 GeoReport v2 intake, so existing civic-reporting clients can submit without new code.
+
+Services are the taxonomy's domains (the client's choice is kept as the stated domain; the model still
+classifies the text). The key may come as ``api_key`` in the form, as the spec says, or as a header.
+Errors use the GeoReport shape: ``[{"code": 400, "description": "..."}]``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import FormData
+
+from service.deps import office, runtime
+from service.runtime import Runtime
+from triage.office import Intake, NotFound, Office
+from triage.pipeline import MAX_CHARS
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"])
+
+
+class Open311Error(Exception):
+    def __init__(self, code: int, description: str) -> None:
+        self.code, self.description = code, description
+
+
+def _services(off: Office) -> list[dict]:
+    return [{"service_code": f"D{i + 1:02d}", "service_name": d.name, "description": d.description,
+             "metadata": False, "type": "realtime", "keywords": d.description.replace("、", ","),
+             "group": off.triage.taxonomy.committee(d.committee).name if off.triage.taxonomy.committee(d.committee) else ""}
+            for i, d in enumerate(off.triage.taxonomy.domains)]
+
+
+@router.get("/services.json", summary="Open311: services (= domains)")
+def services(off: Office = Depends(office)) -> list[dict]:
+    return _services(off)
+
+
+async def _fields(request: Request) -> dict[str, str]:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        try:
+            data = await request.json()
+        except ValueError as exc:
+            raise Open311Error(400, "请求体不是有效的 JSON / malformed JSON") from exc
+        if not isinstance(data, dict):
+            raise Open311Error(400, "请求体应为对象 / body must be an object")
+    else:
+        form: FormData = await request.form()
+        data = {k: v for k, v in form.items() if isinstance(v, str)}
+    out = {}
+    for k, v in data.items():
+        if v is None:
+            continue
+        if not isinstance(v, (str, int, float)):
+            raise Open311Error(400, f"字段 {k} 类型错误 / wrong type")
+        out[str(k)] = str(v)
+    return out
+
+
+@router.post("/requests.json", status_code=201, summary="Open311: submit a service request")
+async def create_request(request: Request, off: Office = Depends(office), rt: Runtime = Depends(runtime)):
+    f = await _fields(request)
+    key_text = f.get("api_key") or request.headers.get("x-api-key")
+    key = rt.keys.get(key_text) if key_text and len(key_text) <= 200 else None
+    if key is None:
+        raise Open311Error(401, "api_key 缺失或无效 / missing or invalid api_key")
+    limit = key.rate_per_minute if key.rate_per_minute is not None else rt.settings.role_rate.get(key.role, 0)
+    if not rt.limiter.allow(key.id, limit)[0]:
+        raise Open311Error(429, "请求过于频繁 / rate limit exceeded")
+    codes = {s["service_code"]: s["service_name"] for s in _services(off)}
+    code = f.get("service_code", "")
+    if code not in codes:
+        raise Open311Error(400, f"service_code {code!r} 不存在，见 services.json / unknown service_code")
+    desc = f.get("description", "").strip()
+    if not desc:
+        raise Open311Error(400, "description 不能为空 / description is required")
+    if len(desc) > MAX_CHARS:
+        raise Open311Error(400, f"description 过长（上限 {MAX_CHARS} 字）/ description too long")
+    contact = " ".join(v for v in (f.get("last_name", "") + f.get("first_name", ""), f.get("phone", ""),
+                                   f.get("email", "")) if v) or None
+    place = f.get("address_string") or None
+    loc = f" ({f['lat']},{f['long']})" if f.get("lat") and f.get("long") else ""
+    data = Intake(text=desc, channel="Open311", place=(place[:120] if place else None),
+                  contact=(contact + loc)[:200] if contact else (loc.strip() or None), stated_domain=codes[code],
+                  submitter=f.get("device_id", "")[:120])
+    row, _a, _replayed = off.submit(data, key, request.headers.get("idempotency-key"))
+    rt.metrics.suggestions.labels(channel_kind="open311").inc()
+    return [{"service_request_id": row.receipt, "service_notice": "已受理，凭编号查询办理情况", "account_id": None}]
+
+
+@router.get("/requests/{request_id}.json", summary="Open311: the status of one request")
+def get_request(request_id: str, api_key: str | None = None, request: Request = None,
+                off: Office = Depends(office), rt: Runtime = Depends(runtime)):
+    key_text = api_key or request.headers.get("x-api-key")
+    key = rt.keys.get(key_text) if key_text and len(key_text) <= 200 else None
+    if key is None:
+        raise Open311Error(401, "api_key 缺失或无效 / missing or invalid api_key")
+    try:
+        r = off.receipt(request_id, key)
+    except NotFound as exc:
+        raise Open311Error(404, str(exc)) from exc
+    closed = r["status"] in ("forwarded", "not_selected") or (r["stage"] == "成果转化")
+    return [{"service_request_id": r["receipt"], "status": "closed" if closed else "open",
+             "status_notes": r["status_text"], "description": r["text"],
+             "requested_datetime": r["submitted_at"].replace(tzinfo=dt.timezone.utc).isoformat(),
+             "agency_responsible": r["forwarded_to"]}]
+
+
+def open311_error_response(exc: Open311Error) -> JSONResponse:
+    return JSONResponse([{"code": exc.code, "description": exc.description}], status_code=exc.code)

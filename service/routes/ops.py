@@ -1,0 +1,28 @@
+"""Liveness, readiness and Prometheus metrics (labels carry route templates, never receipts or text)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz", summary="进程存活")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="可以接收请求：数据库可达、模型已加载")
+def readyz(request: Request) -> Response:
+    rt = request.app.state.runtime
+    db = rt.store.ping()
+    body = {"status": "ready" if db else "unready", "database": "ok" if db else "unreachable",
+            "model": rt.office.triage.version}
+    return JSONResponse(body, status_code=200 if db else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,174 @@
+"""Per-process state of the service: settings, the store, the loaded models (once per process),
+per-key rate limits and metrics. Everything here is rebuildable from the store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from triage.model import DEFAULT_MODEL_DIR
+from triage.office import Office, OfficeConfig
+from triage.pipeline import Triage
+from triage.store import ApiKey, Store, home_dir
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLE_RATE = {"portal": 600, "staff": 600, "admin": 0}   # requests per minute; 0 = unlimited
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass
+class Settings:
+    database_url: str | None = None
+    model_dir: str | None = None                 # intake model (default: models/default)
+    fast_model_dir: str | None = None            # live hints (default: models/lexical)
+    home: str | None = None
+    max_body_bytes: int = 256 * 1024
+    recluster_every: int = 200
+    role_rate: dict[str, int] = field(default_factory=lambda: dict(ROLE_RATE))
+    model_check_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(database_url=os.environ.get("TRIAGE_DATABASE_URL"), model_dir=os.environ.get("TRIAGE_MODEL"),
+                   fast_model_dir=os.environ.get("TRIAGE_FAST_MODEL"), home=os.environ.get("TRIAGE_HOME"),
+                   max_body_bytes=_env_int("TRIAGE_MAX_BODY_BYTES", 256 * 1024),
+                   recluster_every=_env_int("TRIAGE_RECLUSTER_EVERY", 200))
+
+
+class RateLimiter:
+    """A token bucket per key (per process): bursts up to a minute's allowance, refilled steadily."""
+
+    def __init__(self) -> None:
+        self._b: dict[int, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key_id: int, per_minute: int) -> tuple[bool, float]:
+        if per_minute <= 0:
+            return True, 0.0
+        now = time.monotonic()
+        rate = per_minute / 60.0
+        with self._lock:
+            tokens, at = self._b.get(key_id, (float(per_minute), now))
+            tokens = min(float(per_minute), tokens + (now - at) * rate)
+            if tokens < 1.0:
+                self._b[key_id] = (tokens, now)
+                return False, (1.0 - tokens) / rate
+            self._b[key_id] = (tokens - 1.0, now)
+            return True, 0.0
+
+
+class KeyCache:
+    """Key lookups for 30 s: a revoked key stops working within that time on every worker."""
+
+    def __init__(self, store: Store, ttl: float = 30.0, size: int = 4096) -> None:
+        self.store, self.ttl, self.size = store, ttl, size
+        self._c: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> ApiKey | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._c.get(key)
+            if hit and now - hit[0] < self.ttl:
+                return hit[1]
+        row = self.store.find_key(key)
+        with self._lock:
+            self._c[key] = (now, row)
+            while len(self._c) > self.size:
+                self._c.popitem(last=False)
+        return row
+
+    def clear(self) -> None:
+        with self._lock:
+            self._c.clear()
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("triage_http_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("triage_http_request_seconds", "request latency", ["method", "route"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                                 registry=self.registry)
+        self.suggestions = Counter("triage_suggestions_stored_total", "suggestions stored", ["channel_kind"],
+                                   registry=self.registry)
+        self.model = Gauge("triage_model_info", "active model", ["version"], registry=self.registry)
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None, store: Store | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        if self.settings.home:
+            os.environ["TRIAGE_HOME"] = self.settings.home
+        migrate = os.environ.get("TRIAGE_MIGRATED") != "1"   # `triage serve` migrates once, before the workers
+        self.store = store or Store(self.settings.database_url, migrate=migrate)
+        self.keys = KeyCache(self.store)
+        self.limiter = RateLimiter()
+        self.metrics = Metrics()
+        self._model_lock = threading.Lock()
+        self._checked = 0.0
+        self.office = self._load_office()
+        from triage.retrain import RetrainConfig
+
+        data = os.environ.get("TRIAGE_RETRAIN_DATA")
+        self.retrain_config = RetrainConfig(data=Path(data) if data else None)
+
+    def _model_dirs(self) -> tuple[str, str]:
+        active = self.store.get_setting("active_model")
+        main = (active or {}).get("dir") or self.settings.model_dir or str(DEFAULT_MODEL_DIR)
+        fast = self.settings.fast_model_dir or str(ROOT / "models" / "lexical")
+        return main, fast
+
+    def _load_office(self) -> Office:
+        main, fast = self._model_dirs()
+        tri = Triage.load(main)
+        quick = Triage.load(fast) if Path(fast, "manifest.json").exists() and fast != main else tri
+        self.metrics.model.labels(version=tri.version).set(1)
+        self._loaded_dir = main
+        log.info("model %s loaded (live hints: %s)", tri.version, quick.version)
+        return Office(self.store, tri, quick, config=OfficeConfig(recluster_every=self.settings.recluster_every))
+
+    def check_model(self) -> None:
+        """Switch to a newly activated model (retraining in any worker) without a restart."""
+        now = time.monotonic()
+        if now - self._checked < self.settings.model_check_seconds:
+            return
+        self._checked = now
+        main, _ = self._model_dirs()
+        if main != self._loaded_dir:
+            with self._model_lock:
+                if main != self._loaded_dir:
+                    old = self.office.triage.version
+                    tri = Triage.load(main)
+                    self.office.triage = tri
+                    if self.office.fast.version == old:
+                        self.office.fast = tri
+                    self.metrics.model.clear()
+                    self.metrics.model.labels(version=tri.version).set(1)
+                    self._loaded_dir = main
+                    log.info("switched to model %s", tri.version)
+
+    @property
+    def ready(self) -> bool:
+        return self.store.ping() and self.office is not None
+
+    def models_dir(self) -> Path:
+        d = home_dir() / "models"
+        d.mkdir(parents=True, exist_ok=True)
+        return d

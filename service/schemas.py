@@ -1,0 +1,208 @@
+"""The API's pydantic models: every request model forbids unknown fields, so a typo is a 422, not a
+silently ignored value."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from triage.pipeline import MAX_CHARS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SuggestionIn(Strict):
+    text: StrictStr = Field(min_length=1, max_length=MAX_CHARS, description="留言正文")
+    title: StrictStr = Field("", max_length=200)
+    channel: StrictStr = Field("网上征题", max_length=32, description="意见箱 / 二维码 / 网上征题 / 委员荐题 / 党政交题 / 社情民意")
+    place: StrictStr | None = Field(None, max_length=120)
+    contact: StrictStr | None = Field(None, max_length=200, description="联系方式：只存库，只对有权限的工作人员可见")
+    support: int = Field(0, ge=0, le=1_000_000, description="点赞 / 附议数")
+    submitted_at: dt.datetime | None = None
+    submitter: StrictStr = Field("", max_length=120, description="提交人标识（门户账号的匿名编号）")
+
+
+class Evidence(BaseModel):
+    term: str
+    weight: float
+
+
+class RouteOut(BaseModel):
+    kind: str
+    id: str | None
+    name: str | None
+    reason: str
+
+
+class AssessmentOut(BaseModel):
+    text: str
+    domain: str | None
+    domain_confidence: float
+    domain_evidence: list[Evidence]
+    scope: str | None
+    scope_confidence: float
+    scope_cues: dict[str, list[str]]
+    route: RouteOut
+    pii_kinds: list[str]
+    model_version: str
+    error: str | None = None
+
+
+class SuggestionOut(BaseModel):
+    receipt: str = Field(description="回执编号：凭此查询办理情况")
+    status: str
+    message: str
+    assessment: AssessmentOut | None = Field(None, description="工作人员密钥才返回")
+    topic_id: str | None = None
+
+
+class ReceiptOut(BaseModel):
+    receipt: str
+    submitted_at: dt.datetime
+    channel: str
+    text: str
+    status: str
+    status_text: str
+    stage: str | None
+    topic: dict[str, Any] | None
+    forwarded_to: str | None
+    outcome: dict[str, Any] | None
+
+
+class ClassifyIn(Strict):
+    texts: list[StrictStr] = Field(min_length=1, max_length=100)
+    full: bool = Field(False, description="true: the full model (slower); false: the fast lexical model for live hints")
+
+
+class ClassifyOut(BaseModel):
+    results: list[AssessmentOut]
+
+
+class TopicOut(BaseModel):
+    id: str
+    label: str
+    status: str
+    stage: str
+    domain: str | None
+    committee_id: str | None
+    committee: str | None
+    department: str | None
+    route_reason: str
+    heat: float
+    verdict: str
+    size: int
+    submitters: int
+    keywords: list[str]
+    places: list[str]
+    place: str | None
+    first_seen: dt.datetime | None
+    last_seen: dt.datetime | None
+    theme: str | None
+    merged_into: str | None
+    outcome_class: str | None
+    outcome_unit: str | None
+
+
+class TopicList(BaseModel):
+    total: int
+    items: list[TopicOut]
+
+
+class MemberOut(BaseModel):
+    id: int
+    submitted_at: dt.datetime
+    channel: str
+    title: str
+    text: str
+    place: str | None
+    support: int
+    domain: str | None
+    scope: str | None
+    domain_confidence: float | None
+    scope_confidence: float | None
+    model_version: str | None
+    raw_text: str | None = None
+    contact: str | None = None
+
+
+class DecisionOut(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    role: str
+    action: str
+    reason: str
+    detail: dict[str, Any]
+
+
+class TopicDetail(TopicOut):
+    representative: str
+    heat_terms: dict[str, Any]
+    scorecard: dict[str, Any]
+    outcome: str | None
+    members: list[MemberOut]
+    decisions: list[DecisionOut]
+
+
+class DecisionIn(Strict):
+    action: Literal["accept", "reject", "merge", "split", "reroute", "relabel", "correct", "advance"]
+    reason: StrictStr = Field(min_length=1, max_length=2000, description="理由：记入审计日志")
+    into: StrictStr | None = Field(None, description="merge: 并入的议题编号")
+    members: list[int] | None = Field(None, max_length=10000, description="split: 拆出的留言编号")
+    label: StrictStr | None = Field(None, max_length=80, description="relabel / split: 新标签")
+    committee: StrictStr | None = Field(None, description="reroute: 专委会编号或名称")
+    department: StrictStr | None = Field(None, description="reroute: 部门编号或名称")
+    suggestion_id: int | None = Field(None, description="correct: 要更正的留言")
+    domain: StrictStr | None = None
+    scope: Literal["group", "individual"] | None = None
+    stage: StrictStr | None = Field(None, description="advance: 目标阶段（缺省为下一阶段）")
+    outcome_class: Literal["A", "B", "C"] | None = None
+    outcome_unit: StrictStr | None = Field(None, max_length=200)
+    outcome: StrictStr | None = Field(None, max_length=5000)
+
+
+class BoardItem(BaseModel):
+    id: str
+    label: str
+    domain: str | None
+    committee: str | None
+    stage: str
+    outcome_class: str | None
+    outcome_class_name: str | None
+    outcome_unit: str | None
+    outcome: str | None
+    size: int
+    published_at: dt.datetime | None
+
+
+class KeyIn(Strict):
+    role: Literal["portal", "staff", "admin"]
+    name: StrictStr = Field("", max_length=120)
+    can_unmask: bool = False
+    rate_per_minute: int | None = Field(None, ge=0, le=1_000_000, description="0 = unlimited; default by role")
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    prefix: str
+    can_unmask: bool
+    rate_per_minute: int | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    key: str | None = Field(None, description="shown once, at creation")
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    status: str
+    result: dict[str, Any]
+    error: str | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None

@@ -1,0 +1,655 @@
+"""The consultation office's day: intake, topics, staff decisions, the lifecycle and the 回音壁.
+
+Usable without the service (the FastAPI app is a thin layer over this class). State lives in the
+:class:`~triage.store.Store`; this process keeps only rebuildable caches: the loaded model and the
+incremental topic index. Each service worker has its own index; two workers may each open a topic
+for the same new problem at the same moment, and the next re-clustering merges them (DESIGN.md).
+Staff decisions pin a topic: re-clustering never touches a pinned topic or its members.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from triage.errors import TriageError
+from triage.pipeline import Triage, validate_text
+from triage.places import PlaceExtractor
+from triage.route import route_topic
+from triage.store import (LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, ApiKey, Assessment, AuditEvent,
+                          Correction, Store, Suggestion, Topic, utcnow)
+from triage.text import normalize
+from triage.topics import TopicIndex, make_label
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(TriageError):
+    """No such receipt / topic / member (404)."""
+
+
+class Conflict(TriageError):
+    """The request contradicts the current state (409): a reused idempotency key, a wrong stage."""
+
+
+class InvalidRequest(TriageError):
+    """The request is well-formed but cannot be done as asked (422)."""
+
+
+class Forbidden(TriageError):
+    """The caller's key lacks the permission (403)."""
+
+
+@dataclass
+class Intake:
+    """One suggestion as the portal or an Open311 client sends it."""
+
+    text: str
+    title: str = ""
+    channel: str = "网上征题"
+    place: str | None = None
+    contact: str | None = None
+    support: int = 0
+    submitted_at: dt.datetime | None = None
+    submitter: str = ""
+    stated_domain: str | None = None
+
+
+@dataclass
+class Actor:
+    """Who acts: recorded in every audit event."""
+
+    name: str
+    role: str
+    key_id: int | None = None
+    can_unmask: bool = False
+
+
+@dataclass
+class OfficeConfig:
+    recluster_every: int = 200      # new suggestions between automatic re-clusterings
+    min_reason_chars: int = 2
+
+
+def _naive(ts: dt.datetime | pd.Timestamp | None) -> dt.datetime | None:
+    if ts is None or pd.isna(ts):
+        return None
+    ts = pd.Timestamp(ts)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.to_pydatetime()
+
+
+def new_receipt(now: dt.datetime | None = None) -> str:
+    """回执编号: date + 8 random base-32 characters, so receipts cannot be guessed or enumerated."""
+    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+    now = now or utcnow()
+    return f"YS{now:%Y%m%d}-" + "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def body_hash(data: Intake) -> str:
+    return hashlib.sha256(json.dumps(asdict(data), default=str, sort_keys=True, ensure_ascii=False)
+                          .encode("utf-8")).hexdigest()
+
+
+class Office:
+    def __init__(self, store: Store, triage: Triage, fast: Triage | None = None, encoder=None,
+                 config: OfficeConfig | None = None) -> None:
+        from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
+        from triage.store import home_dir
+
+        self.store = store
+        self.triage = triage
+        self.fast = fast or triage          # the model behind the portal's live hints (/classify)
+        self.config = config or OfficeConfig()
+        self.places = PlaceExtractor()
+        if encoder is None:
+            inner = triage.encoder.inner if triage.encoder is not None else get_encoder()
+            encoder = CachedEncoder(inner, EmbeddingCache(home_dir() / "embeddings.sqlite"))
+        self.encoder = encoder
+        self._lock = threading.RLock()          # the index is mutated by assignment
+        self._recluster_lock = threading.Lock()
+        self._index: TopicIndex | None = None
+        self._index_gen: Any = None
+        self._since_recluster = 0
+
+    # ================================================================ intake
+    def submit(self, data: Intake, key: ApiKey | None = None, idempotency_key: str | None = None,
+               auto_recluster: bool = True) -> tuple[Suggestion, Assessment, bool]:
+        """Store one suggestion with its assessment and topic; (row, assessment, replayed).
+
+        Retrying with the same ``Idempotency-Key`` and body returns the first result; the same key
+        with a different body is a conflict. Everything is written in one transaction.
+        """
+        bh = body_hash(data)
+        idem = f"{key.id if key else 0}:{idempotency_key}" if idempotency_key else None
+        if idem:
+            replay = self._replay(idem, bh)
+            if replay is not None:
+                return (*replay, True)
+        full = f"{data.title}\n{data.text}" if data.title else data.text
+        reason = validate_text(data.text)
+        if reason is not None:
+            raise InvalidRequest(reason)
+        prepared = self.triage.prepare([full])
+        a = self.triage.assess_texts([full], prepared=prepared)[0]
+        if a.error:
+            raise InvalidRequest(a.error)
+        emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
+        emb = (prepared[emb_cols].to_numpy(np.float32)[0] if emb_cols and self.triage.encoder is not None
+               and self.triage.encoder.name == self.encoder.name else self.encoder.encode([a.text])[0])
+        found = self.places.extract(a.text)
+        given = normalize(data.place).strip() if data.place else None
+        primary = self.places.primary(found)
+        place = primary.name if primary else (given or None)
+        places = [p.name for p in found] or ([given] if given else [])
+        submitted = _naive(data.submitted_at) or utcnow()
+        tokens = str(prepared["tokens"].iat[0])
+        with self._lock:
+            index = self._current_index()
+            tid, is_new = None, True
+            if index is not None:
+                tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places)
+            try:
+                with self.store.session() as s:
+                    if is_new:
+                        real = f"T{self.store.next_value(s, 'topic'):06d}"
+                        if index is not None and tid is not None:
+                            index.ids[index.ids.index(tid)] = real
+                        tid = real
+                    row = Suggestion(
+                        receipt=new_receipt(), submitted_at=submitted, channel=data.channel or "", title=data.title or "",
+                        raw_text=data.text, text=a.text, tokens=tokens, pii_kinds=a.pii_kinds, contact=data.contact,
+                        place_given=given, place=place, places=places, stated_domain=data.stated_domain,
+                        support=max(0, int(data.support or 0)), submitter=data.submitter or "",
+                        api_key_id=key.id if key else None, idempotency_key=idem, body_hash=bh,
+                        domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name)
+                    s.add(row)
+                    s.flush()
+                    arow = _assessment_row(row.id, a)
+                    s.add(arow)
+                    topic = s.get(Topic, tid)
+                    if topic is None:   # a new topic, or one this worker opened in a failed transaction
+                        topic = self._new_topic(s, tid, row, a)
+                    row.topic_id = topic.id
+                    topic.size = (topic.size or 0) + 1
+                    topic.last_seen = max(topic.last_seen or submitted, submitted)
+                    topic.first_seen = min(topic.first_seen or submitted, submitted)
+                    topic.submitters = self._submitters(s, topic.id, extra=row)
+                    topic.updated_at = utcnow()
+            except IntegrityError:
+                if idem:  # a concurrent retry with the same key won the race
+                    replay = self._replay(idem, bh)
+                    if replay is not None:
+                        return (*replay, True)
+                raise
+        self._since_recluster += 1
+        if auto_recluster and (self._since_recluster >= self.config.recluster_every or index is None):
+            self._recluster_soon()
+        return row, arow, False
+
+    def _replay(self, idem: str, bh: str) -> tuple[Suggestion, Assessment] | None:
+        with self.store.session() as s:
+            row = s.execute(select(Suggestion).where(Suggestion.idempotency_key == idem)).scalar_one_or_none()
+            if row is None:
+                return None
+            if row.body_hash != bh:
+                raise Conflict("同一个 Idempotency-Key 已用于另一条内容不同的留言 / idempotency key reused with a different body")
+            return row, self._latest_assessment(s, row.id)
+
+    @staticmethod
+    def _latest_assessment(s: Session, sid: int) -> Assessment:
+        return s.execute(select(Assessment).where(Assessment.suggestion_id == sid)
+                         .order_by(Assessment.id.desc()).limit(1)).scalar_one()
+
+    @staticmethod
+    def _submitters(s: Session, tid: str, extra: Suggestion | None = None) -> int:
+        rows = s.execute(select(Suggestion.id, Suggestion.submitter).where(Suggestion.topic_id == tid)).all()
+        people = {sub or f"_anon{sid}" for sid, sub in rows}
+        if extra is not None and extra.id not in {sid for sid, _ in rows}:
+            people.add(extra.submitter or f"_anon{extra.id}")
+        return len(people)
+
+    def _new_topic(self, s: Session, tid: str, row: Suggestion, a) -> Topic:
+        route = route_topic(self.triage.router, a.domain, 1.0 if a.scope == "group" else 0.0)
+        t = Topic(id=tid, label=make_label(row.place, a.text, []), keywords=[], places=list(row.places or []),
+                  place=row.place, domain=a.domain, route_kind=route.kind,
+                  committee_id=route.id if route.kind == "committee" else None,
+                  committee=route.name if route.kind == "committee" else None,
+                  department=route.name if route.kind == "department" else None, route_reason=route.reason,
+                  size=0, submitters=0, representative_id=row.id, first_seen=row.submitted_at,
+                  last_seen=row.submitted_at)
+        s.add(t)
+        s.flush()
+        return t
+
+    def classify(self, texts: list[str], full: bool = False) -> list:
+        """Stateless assessment for the portal's live hints: nothing is stored."""
+        return (self.triage if full else self.fast).assess_texts(texts)
+
+    # ================================================================ citizen's receipt
+    def receipt(self, receipt: str, key: ApiKey) -> dict[str, Any]:
+        """What a citizen may know about their own suggestion: status, not other people's data."""
+        with self.store.session() as s:
+            row = s.execute(select(Suggestion).where(Suggestion.receipt == receipt)).scalar_one_or_none()
+            if row is None or (key.role == "portal" and row.api_key_id != key.id):
+                raise NotFound(f"回执编号 {receipt} 不存在 / no such receipt")
+            topic = s.get(Topic, row.topic_id) if row.topic_id else None
+            while topic is not None and topic.status == "merged" and topic.merged_into:
+                topic = s.get(Topic, topic.merged_into)
+            out: dict[str, Any] = {"receipt": row.receipt, "submitted_at": row.submitted_at, "channel": row.channel,
+                                   "text": row.text, "status": "received", "status_text": "已受理",
+                                   "stage": None, "topic": None, "forwarded_to": None, "outcome": None}
+            if row.scope == "individual" and row.route_kind == "department" and (
+                    topic is None or topic.status != "accepted"):
+                out.update(status="forwarded", status_text=f"属个人诉求，已转交{row.route_name}办理",
+                           forwarded_to=row.route_name)
+            elif topic is not None and topic.status == "accepted":
+                out.update(status="accepted", status_text=f"已列为协商议题（{topic.stage}）", stage=topic.stage,
+                           topic={"label": topic.label, "stage": topic.stage})
+                if topic.stage in PUBLISHED_STAGES:
+                    out["outcome"] = {"class": topic.outcome_class, "unit": topic.outcome_unit, "text": topic.outcome}
+            elif topic is not None and topic.status == "rejected":
+                out.update(status="not_selected", status_text="经审核，未列为本期协商议题，意见已存档供参考")
+            elif topic is not None:
+                out.update(status="in_review", status_text="已受理，归入候选议题，待审核")
+            return out
+
+    # ================================================================ topics
+    def list_topics(self, *, status: str | None = None, domain: str | None = None, committee: str | None = None,
+                    verdict: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                    q: str | None = None, sort: str = "heat", limit: int = 50, offset: int = 0
+                    ) -> tuple[int, list[Topic]]:
+        stmt = select(Topic)
+        stmt = stmt.where(Topic.status == status) if status else stmt.where(Topic.status != "merged")
+        if domain:
+            stmt = stmt.where(Topic.domain == domain)
+        if committee:
+            stmt = stmt.where((Topic.committee_id == committee) | (Topic.committee == committee))
+        if verdict:
+            stmt = stmt.where(Topic.verdict == verdict)
+        if since:
+            stmt = stmt.where(Topic.last_seen >= since)
+        if until:
+            stmt = stmt.where(Topic.first_seen <= until)
+        if q:
+            stmt = stmt.where(Topic.label.contains(q))
+        order = {"heat": (Topic.heat.desc(), Topic.size.desc()), "size": (Topic.size.desc(), Topic.heat.desc()),
+                 "recent": (Topic.last_seen.desc(),)}[sort]
+        with self.store.session() as s:
+            total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+            rows = list(s.execute(stmt.order_by(*order, Topic.id).limit(limit).offset(offset)).scalars())
+        return int(total), rows
+
+    def topic(self, tid: str, actor: Actor, unmask: bool = False, reason: str = "") -> dict[str, Any]:
+        if unmask:
+            if not actor.can_unmask:
+                raise Forbidden("此密钥无查看个人信息的权限 / this key may not unmask personal data")
+            self._need_reason(reason)
+        with self.store.session() as s:
+            t = s.get(Topic, tid)
+            if t is None:
+                raise NotFound(f"议题 {tid} 不存在 / no such topic")
+            members = list(s.execute(select(Suggestion).where(Suggestion.topic_id == tid)
+                                     .order_by(Suggestion.submitted_at, Suggestion.id)).scalars())
+            conf = {r.suggestion_id: r for r in s.execute(
+                select(Assessment).where(Assessment.suggestion_id.in_([m.id for m in members]))
+                .order_by(Assessment.id)).scalars()} if members else {}
+            trail = list(s.execute(select(AuditEvent).where(AuditEvent.target_type == "topic",
+                                                            AuditEvent.target_id == tid).order_by(AuditEvent.id)).scalars())
+            if unmask:
+                s.add(AuditEvent(actor=actor.name, role=actor.role, action="unmask", target_type="topic", target_id=tid,
+                                 reason=reason, detail={"suggestions": [m.id for m in members]}))
+            rep = next((m for m in members if m.id == t.representative_id), members[0] if members else None)
+            out = {"topic": t, "representative": rep.text if rep else "", "decisions": trail, "members": []}
+            for m in members:
+                a = conf.get(m.id)
+                item = {"id": m.id, "submitted_at": m.submitted_at, "channel": m.channel, "text": m.text,
+                        "title": normalize(m.title) if m.title else "", "place": m.place, "support": m.support,
+                        "domain": m.domain, "scope": m.scope,
+                        "domain_confidence": a.domain_confidence if a else None,
+                        "scope_confidence": a.scope_confidence if a else None,
+                        "model_version": a.model_version if a else None}
+                if unmask:
+                    item.update(raw_text=m.raw_text, contact=m.contact)
+                out["members"].append(item)
+            return out
+
+    def _need_reason(self, reason: str | None) -> str:
+        if not reason or len(reason.strip()) < self.config.min_reason_chars:
+            raise InvalidRequest("请填写理由 / a reason is required")
+        return reason.strip()
+
+    def decide(self, tid: str, action: str, actor: Actor, reason: str, **p: Any) -> dict[str, Any]:
+        """Apply one staff decision; every one is recorded, with its reason, in the audit trail."""
+        reason = self._need_reason(reason)
+        handler = getattr(self, f"_do_{action}", None)
+        if handler is None:
+            raise InvalidRequest(f"未知操作 {action} / unknown action")
+        with self._lock, self.store.session() as s:
+            t = s.get(Topic, tid)
+            if t is None:
+                raise NotFound(f"议题 {tid} 不存在 / no such topic")
+            if t.status == "merged":
+                raise Conflict(f"议题 {tid} 已并入 {t.merged_into}，请在该议题上操作 / topic was merged")
+            detail = handler(s, t, actor, **p) or {}
+            t.updated_at = utcnow()
+            s.add(AuditEvent(actor=actor.name, role=actor.role, action=action, target_type="topic", target_id=tid,
+                             reason=reason, detail={k: v for k, v in {**p, **detail}.items() if v is not None}))
+            result = {"topic_id": tid, "action": action, **detail}
+        if action in ("merge", "split"):
+            self._bump_generation()    # the index must learn the new membership
+        return result
+
+    def _do_accept(self, s: Session, t: Topic, actor: Actor) -> dict:
+        if t.status != "candidate":
+            raise Conflict(f"议题状态为 {t.status}，只能采纳候选议题 / only candidate topics can be accepted")
+        t.status, t.stage, t.pinned = "accepted", LIFECYCLE[1], True
+        return {"stage": t.stage}
+
+    def _do_reject(self, s: Session, t: Topic, actor: Actor) -> dict:
+        if t.status == "rejected":
+            raise Conflict("议题已被驳回 / already rejected")
+        t.status, t.pinned = "rejected", True
+        return {}
+
+    def _do_merge(self, s: Session, t: Topic, actor: Actor, into: str | None = None) -> dict:
+        if not into or into == t.id:
+            raise InvalidRequest("请指定要并入的另一个议题 into / name the topic to merge into")
+        target = s.get(Topic, into)
+        if target is None:
+            raise NotFound(f"议题 {into} 不存在 / no such topic")
+        if target.status in ("merged", "rejected"):
+            raise Conflict(f"不能并入状态为 {target.status} 的议题 / cannot merge into that topic")
+        moved = s.execute(select(Suggestion).where(Suggestion.topic_id == t.id)).scalars().all()
+        for m in moved:
+            m.topic_id = target.id
+        s.flush()
+        target.size = (target.size or 0) + len(moved)
+        target.submitters = self._submitters(s, target.id)
+        target.first_seen = min(x for x in (target.first_seen, t.first_seen) if x) if (target.first_seen or t.first_seen) else None
+        target.last_seen = max(x for x in (target.last_seen, t.last_seen) if x) if (target.last_seen or t.last_seen) else None
+        target.heat = max(target.heat or 0.0, t.heat or 0.0)
+        target.pinned = True
+        t.status, t.merged_into, t.size, t.pinned = "merged", target.id, 0, True
+        return {"moved": len(moved)}
+
+    def _do_split(self, s: Session, t: Topic, actor: Actor, members: list[int] | None = None,
+                  label: str | None = None) -> dict:
+        ids = sorted({int(m) for m in members or []})
+        current = {m.id: m for m in s.execute(select(Suggestion).where(Suggestion.topic_id == t.id)).scalars()}
+        if not ids:
+            raise InvalidRequest("请选择要拆出的留言 members / select the messages to split off")
+        unknown = [i for i in ids if i not in current]
+        if unknown:
+            raise InvalidRequest(f"留言 {unknown[:5]} 不属于议题 {t.id} / not members of this topic")
+        if len(ids) == len(current):
+            raise InvalidRequest("不能拆出全部留言 / cannot split off every message")
+        nid = f"T{self.store.next_value(s, 'topic'):06d}"
+        first = current[ids[0]]
+        new = Topic(id=nid, label=(label or make_label(first.place, first.text, t.keywords or [])),
+                    label_locked=bool(label), pinned=True, keywords=list(t.keywords or []), place=first.place,
+                    places=sorted({p for i in ids for p in (current[i].places or [])}), domain=t.domain,
+                    route_kind=t.route_kind, committee_id=t.committee_id, committee=t.committee,
+                    department=t.department, route_reason=t.route_reason, heat=t.heat, verdict=t.verdict,
+                    scorecard=t.scorecard, heat_terms=t.heat_terms, representative_id=first.id,
+                    size=len(ids), first_seen=min(current[i].submitted_at for i in ids),
+                    last_seen=max(current[i].submitted_at for i in ids))
+        s.add(new)
+        s.flush()
+        for i in ids:
+            current[i].topic_id = nid
+        s.flush()
+        new.submitters = self._submitters(s, nid)
+        rest = [m for i, m in current.items() if i not in ids]
+        t.size, t.submitters, t.pinned = len(rest), self._submitters(s, t.id), True
+        if t.representative_id in ids:
+            t.representative_id = rest[0].id
+        s.add(AuditEvent(actor=actor.name, role=actor.role, action="split_from", target_type="topic",
+                         target_id=nid, reason=f"从 {t.id} 拆出", detail={"members": ids}))
+        return {"new_topic_id": nid, "members": ids}
+
+    def _do_reroute(self, s: Session, t: Topic, actor: Actor, committee: str | None = None,
+                    department: str | None = None) -> dict:
+        tax = self.triage.taxonomy
+        if committee:
+            c = tax.committee(committee) or next((x for x in tax.committees if x.name == committee), None)
+            if c is None:
+                raise InvalidRequest(f"专委会 {committee} 不存在，可选：{'、'.join(x.id for x in tax.committees)}")
+            t.route_kind, t.committee_id, t.committee, t.department = "committee", c.id, c.name, None
+        elif department:
+            d = tax.department(department) or next((x for x in tax.departments if x.name == department), None)
+            if d is None:
+                raise InvalidRequest(f"部门 {department} 不存在 / no such department")
+            t.route_kind, t.committee_id, t.committee, t.department = "department", None, None, d.name
+        else:
+            raise InvalidRequest("请指定 committee 或 department / name a committee or a department")
+        t.route_reason = f"工作人员 {actor.name} 改派"
+        t.pinned = True
+        return {"committee": t.committee, "department": t.department}
+
+    def _do_relabel(self, s: Session, t: Topic, actor: Actor, label: str | None = None) -> dict:
+        label = normalize(label or "").strip()
+        if not label or len(label) > 80:
+            raise InvalidRequest("标签不能为空，且不超过 80 字 / label must be 1–80 characters")
+        old, t.label, t.label_locked, t.pinned = t.label, label, True, True
+        return {"old_label": old}
+
+    def _do_correct(self, s: Session, t: Topic, actor: Actor, suggestion_id: int | None = None,
+                    domain: str | None = None, scope: str | None = None) -> dict:
+        m = s.get(Suggestion, int(suggestion_id)) if suggestion_id is not None else None
+        if m is None or m.topic_id != t.id:
+            raise InvalidRequest(f"留言 {suggestion_id} 不属于议题 {t.id} / not a member of this topic")
+        if domain is None and scope is None:
+            raise InvalidRequest("请给出更正后的 domain 或 scope / give the corrected domain or scope")
+        if domain is not None and domain not in self.triage.taxonomy.domain_names:
+            raise InvalidRequest(f"领域 {domain} 不在分类体系中 / unknown domain")
+        if scope is not None and scope not in ("group", "individual"):
+            raise InvalidRequest("scope 只能是 group 或 individual")
+        changed = {}
+        for fld, val in (("domain", domain), ("scope", scope)):
+            if val is not None:
+                s.add(Correction(suggestion_id=m.id, field=fld, old_value=getattr(m, fld), value=val,
+                                 actor=actor.name, reason="staff correction"))
+                changed[fld] = {"from": getattr(m, fld), "to": val}
+                setattr(m, fld, val)
+        return {"changed": changed}
+
+    def _do_advance(self, s: Session, t: Topic, actor: Actor, stage: str | None = None,
+                    outcome_class: str | None = None, outcome_unit: str | None = None,
+                    outcome: str | None = None) -> dict:
+        if t.status != "accepted":
+            raise Conflict("只有已采纳的协商议题才能推进流程 / accept the topic first")
+        cur = LIFECYCLE.index(t.stage) if t.stage in LIFECYCLE else 0
+        target = stage or (LIFECYCLE[cur + 1] if cur + 1 < len(LIFECYCLE) else None)
+        if target not in LIFECYCLE:
+            raise InvalidRequest(f"阶段应为：{' → '.join(LIFECYCLE)}")
+        if LIFECYCLE.index(target) <= cur:
+            raise Conflict(f"议题已在 {t.stage}，不能回到 {target} / stages only move forward")
+        if target == "成果转化":
+            if outcome_class not in OUTCOME_CLASSES:
+                raise InvalidRequest("成果转化须注明成果类别 A（承办单位办理）/ B（报党委政府或村(居)自治）/ C（宣传解释）")
+            if not outcome_unit:
+                raise InvalidRequest("成果转化须注明责任单位 outcome_unit")
+        if outcome_class is not None:
+            if outcome_class not in OUTCOME_CLASSES:
+                raise InvalidRequest("成果类别只能是 A / B / C")
+            t.outcome_class = outcome_class
+        t.outcome_unit = outcome_unit or t.outcome_unit
+        t.outcome = normalize(outcome) if outcome else t.outcome
+        t.stage = target
+        if target in PUBLISHED_STAGES and t.published_at is None:
+            t.published_at = utcnow()
+        return {"stage": target, "from": LIFECYCLE[cur]}
+
+    def board(self, limit: int = 100) -> list[Topic]:
+        """回音壁: published topics and their outcomes (no member data)."""
+        with self.store.session() as s:
+            return list(s.execute(select(Topic).where(Topic.status == "accepted", Topic.stage.in_(PUBLISHED_STAGES))
+                                  .order_by(Topic.published_at.desc()).limit(limit)).scalars())
+
+    # ================================================================ re-clustering and the index
+    def _bump_generation(self) -> None:
+        with self.store.session() as s:
+            self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
+
+    def _current_index(self) -> TopicIndex | None:
+        gen = self.store.get_setting("topics_generation")
+        if self._index is None or gen != self._index_gen:
+            self._index = self._build_index()
+            self._index_gen = gen
+        return self._index
+
+    def _messages(self, s: Session, where) -> pd.DataFrame:
+        rows = s.execute(select(Suggestion).where(where).order_by(Suggestion.id)).scalars().all()
+        return pd.DataFrame({
+            "id": [str(r.id) for r in rows], "text": [r.text for r in rows], "tokens": [r.tokens for r in rows],
+            "submitted_at": pd.to_datetime([r.submitted_at for r in rows]), "channel": [r.channel for r in rows],
+            "submitter": [r.submitter for r in rows], "support": [r.support for r in rows],
+            "scope": [r.scope for r in rows], "domain": [r.domain for r in rows],
+            "places": [list(r.places or []) for r in rows], "place": [r.place for r in rows],
+            "topic_id": [r.topic_id for r in rows], "title": [r.title for r in rows],
+            "raw_text": [r.raw_text for r in rows]})
+
+    def _build_index(self) -> TopicIndex | None:
+        """The incremental index from the stored membership (no re-clustering)."""
+        from triage.topics import TopicBuilder
+
+        with self.store.session() as s:
+            live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
+            msgs = self._messages(s, Suggestion.topic_id.in_(live))
+        if len(msgs) < 2:
+            return None
+        codes, uniq = pd.factorize(msgs["topic_id"])
+        previous = {tid: msgs["id"][codes == k].tolist() for k, tid in enumerate(uniq)}
+        emb = self.encoder.encode(msgs["text"].tolist())
+        b = TopicBuilder(places=self.places).fit(msgs, emb, previous, labels=codes)
+        return TopicIndex(b)
+
+    def _recluster_soon(self) -> None:
+        if self._recluster_lock.locked():
+            return
+        threading.Thread(target=self._recluster_quietly, name="triage-recluster", daemon=True).start()
+
+    def _recluster_quietly(self) -> None:
+        try:
+            self.recluster()
+        except Exception:  # noqa: BLE001 - a background repair must not kill the worker; it is logged
+            log.exception("re-clustering failed; topics stay as they were")
+
+    def recluster(self, actor: Actor | None = None) -> dict[str, Any]:
+        """Re-cluster the messages of unpinned candidate topics; ids kept by membership overlap."""
+        from triage.candidates import build_candidates
+
+        with self._recluster_lock:
+            self._since_recluster = 0
+            with self.store.session() as s:
+                free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
+                msgs = self._messages(s, Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None))
+            if msgs.empty:
+                return {"messages": 0, "topics": 0}
+            previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
+            frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
+            res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=self.encoder, previous=previous)
+            topics = res.topics
+            with self._lock, self.store.session() as s:
+                # a topic id the store does not know yet gets a store-wide number (ids are shared by workers)
+                rename = {tid: (tid if tid in previous else f"T{self.store.next_value(s, 'topic'):06d}")
+                          for tid in topics["topic_id"]}
+                kept = set(rename.values())
+                for tid in previous:
+                    if tid not in kept:
+                        for m in s.execute(select(Suggestion).where(Suggestion.topic_id == tid)).scalars():
+                            m.topic_id = None
+                s.flush()
+                for tid in previous:
+                    if tid not in kept:
+                        old = s.get(Topic, tid)
+                        if old is not None and not old.pinned:
+                            s.delete(old)
+                s.flush()
+                for _, r in topics.iterrows():
+                    self._upsert_topic(s, rename[r["topic_id"]], r, res.scorecards[r["topic_id"]])
+                s.flush()
+                topic_of = {int(m): rename[t] for m, t in res.builder.topic_of_.items()}
+                for m in s.execute(select(Suggestion).where(Suggestion.id.in_(list(topic_of)))).scalars():
+                    m.topic_id = topic_of[m.id]
+                s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
+                                 action="recluster", target_type="topics", target_id="*",
+                                 detail={"messages": len(msgs), "topics": len(topics), "seconds": res.seconds}))
+                self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
+            self._index = None
+            return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds}
+
+    def _upsert_topic(self, s: Session, tid: str, r: pd.Series, card: dict) -> None:
+        t = s.get(Topic, tid)
+        if t is None:
+            t = Topic(id=tid)
+            s.add(t)
+        if not t.label_locked:
+            t.label = r["label"]
+        route = card["route"]
+        t.keywords = [k for k in str(r["keywords"]).split("、") if k]
+        t.places = [p for p in str(r["places"]).split("、") if p]
+        t.place = r["place"] or None
+        t.domain = r["domain"] or None
+        t.route_kind = route["kind"]
+        t.committee_id = route["id"] if route["kind"] == "committee" else None
+        t.committee = route["name"] if route["kind"] == "committee" else None
+        t.department = route["name"] if route["kind"] == "department" else None
+        t.route_reason = route["reason"]
+        t.heat = float(r["heat"])
+        t.heat_terms = card["heat"]
+        t.scorecard = card["scorecard"]
+        t.verdict = r["verdict"]
+        t.size, t.submitters = int(r["size"]), int(r["submitters"])
+        t.representative_id = int(r["representative_id"])
+        t.theme = r["theme"] or None
+        t.first_seen, t.last_seen = _naive(r["first_seen"]), _naive(r["last_seen"])
+        t.updated_at = utcnow()
+
+    # ================================================================ bulk import (first start)
+    def import_frame(self, frame: pd.DataFrame, text_columns: list[str]) -> dict[str, int]:
+        """Load a table of past suggestions (the demo file on first start), then re-cluster once."""
+        from triage.candidates import _pick
+
+        stored = failed = 0
+        titles = frame[text_columns[0]] if len(text_columns) > 1 else None
+        body = frame[text_columns[-1]]
+        when, chan = _pick(frame, "submitted_at"), _pick(frame, "channel")
+        for i in range(len(frame)):
+            data = Intake(text=str(body.iat[i]) if pd.notna(body.iat[i]) else "",
+                          title=str(titles.iat[i]) if titles is not None and pd.notna(titles.iat[i]) else "",
+                          channel=str(chan.iat[i]) if chan is not None else "历史导入",
+                          place=(str(frame["place"].iat[i]) or None) if "place" in frame else None,
+                          submitted_at=pd.to_datetime(when.iat[i], errors="coerce") if when is not None else None)
+            try:
+                self.submit(data, auto_recluster=False)
+                stored += 1
+            except InvalidRequest as exc:
+                failed += 1
+                log.warning("第 %d 行未导入：%s", i + 2, exc)
+        self.recluster()
+        return {"stored": stored, "failed": failed}
+
+
+def _assessment_row(sid: int, a) -> Assessment:
+    return Assessment(suggestion_id=sid, model_version=a.model_version, domain=a.domain,
+                      domain_confidence=a.domain_confidence, scope=a.scope, scope_confidence=a.scope_confidence,
+                      route_kind=a.route.kind, route_id=a.route.id, route_name=a.route.name,
+                      route_reason=a.route.reason,
+                      evidence={"domain": [[w, round(float(v), 4)] for w, v in a.domain_evidence],
+                                "scope_cues": a.scope_cues,
+                                "scope": [[w, round(float(v), 4)] for w, v in a.scope_evidence]})

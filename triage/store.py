@@ -1,0 +1,338 @@
+"""Persistence: SQLAlchemy 2 on SQLite (WAL) by default, PostgreSQL when ``TRIAGE_DATABASE_URL`` says so.
+
+The store is the one copy of what staff rely on: suggestions (raw text kept only here, for staff
+with the unmasking permission), assessments with the model version that made them, topics and
+their membership, an append-only audit trail of decisions and unmaskings, hashed API keys, and
+jobs. In-process state (the loaded model, the incremental topic index, the embedding cache) is
+rebuilt from it. The schema is created and upgraded by Alembic (``triage/migrations``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event,
+                        select, text, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from triage.errors import TriageError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("portal", "staff", "admin")
+#: the consultation lifecycle of an accepted topic (收集议题 is every candidate's stage)
+LIFECYCLE = ("收集议题", "确定议题", "议前调研", "协商议事", "公开公示", "成果转化")
+PUBLISHED_STAGES = ("公开公示", "成果转化")
+OUTCOME_CLASSES = {"A": "承办单位办理", "B": "报党委政府或村(居)自治", "C": "宣传解释"}
+TOPIC_STATUSES = ("candidate", "accepted", "rejected", "merged")
+
+
+class StoreError(TriageError):
+    """The database cannot be reached or refuses a write (the service answers 503)."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def home_dir() -> Path:
+    """Where the embedded defaults keep their files (``TRIAGE_HOME``, else ``./var``)."""
+    d = Path(os.environ.get("TRIAGE_HOME", "var"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def default_url() -> str:
+    return os.environ.get("TRIAGE_DATABASE_URL") or f"sqlite:///{(home_dir() / 'triage.db').resolve()}"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    can_unmask: Mapped[bool] = mapped_column(Boolean, default=False)
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Suggestion(Base):
+    __tablename__ = "suggestions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    receipt: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    channel: Mapped[str] = mapped_column(String(32), default="")
+    title: Mapped[str] = mapped_column(Text, default="")
+    raw_text: Mapped[str] = mapped_column(Text)                 # as submitted: staff with permission only
+    text: Mapped[str] = mapped_column(Text)                     # normalised, personal data masked
+    tokens: Mapped[str] = mapped_column(Text, default="")
+    pii_kinds: Mapped[list] = mapped_column(JSON, default=list)
+    contact: Mapped[str | None] = mapped_column(Text, nullable=True)
+    place_given: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    place: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    places: Mapped[list] = mapped_column(JSON, default=list)
+    stated_domain: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    support: Mapped[int] = mapped_column(Integer, default=0)
+    submitter: Mapped[str] = mapped_column(String(120), default="")
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    body_hash: Mapped[str] = mapped_column(String(64), default="")
+    topic_id: Mapped[str | None] = mapped_column(ForeignKey("topics.id"), nullable=True, index=True)
+    domain: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)     # latest, or corrected
+    scope: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    route_kind: Mapped[str] = mapped_column(String(16), default="none")
+    route_name: Mapped[str | None] = mapped_column(String(120), nullable=True)
+
+
+class Assessment(Base):
+    __tablename__ = "assessments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suggestion_id: Mapped[int] = mapped_column(ForeignKey("suggestions.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    model_version: Mapped[str] = mapped_column(String(80))
+    domain: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    domain_confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    scope: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    scope_confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    route_kind: Mapped[str] = mapped_column(String(16), default="none")
+    route_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    route_name: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    route_reason: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Correction(Base):
+    """A staff correction of a message's domain or scope: training data for the next model."""
+
+    __tablename__ = "corrections"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suggestion_id: Mapped[int] = mapped_column(ForeignKey("suggestions.id"), index=True)
+    field: Mapped[str] = mapped_column(String(16))
+    old_value: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    value: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(120))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Topic(Base):
+    __tablename__ = "topics"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, default="")
+    label_locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)      # touched by staff: kept out of re-clustering
+    keywords: Mapped[list] = mapped_column(JSON, default=list)
+    places: Mapped[list] = mapped_column(JSON, default=list)
+    place: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    domain: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    route_kind: Mapped[str] = mapped_column(String(16), default="committee")
+    committee_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    committee: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    department: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    route_reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="candidate", index=True)
+    stage: Mapped[str] = mapped_column(String(16), default=LIFECYCLE[0])
+    outcome_class: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    outcome_unit: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    merged_into: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    heat: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    heat_terms: Mapped[dict] = mapped_column(JSON, default=dict)
+    scorecard: Mapped[dict] = mapped_column(JSON, default=dict)
+    verdict: Mapped[str] = mapped_column(String(32), default="", index=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    submitters: Mapped[int] = mapped_column(Integer, default=0)
+    representative_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    theme: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    first_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditEvent(Base):
+    """Append-only: who did what, to what, when and why. Never updated, never deleted."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(16), default="")
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    target_type: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    result: Mapped[dict] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class Counter(Base):
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random tokens, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")      # readers never block the writer
+    cur.execute("PRAGMA synchronous=NORMAL")    # durable at checkpoints; WAL keeps it consistent
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=15000")    # several service workers share one file
+    cur.close()
+
+
+class Store:
+    """Engine, sessions and the few queries every caller needs."""
+
+    def __init__(self, url: str | None = None, migrate: bool = True) -> None:
+        self.url = url or default_url()
+        kw: dict[str, Any] = {"pool_pre_ping": True}
+        if self.url.startswith("sqlite"):
+            kw["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        else:
+            kw.update(pool_size=10, max_overflow=20)
+        self.engine: Engine = create_engine(self.url, **kw)
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self.upgrade()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as exc:
+            raise StoreError(f"数据库无法连接或升级 / database unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error (no half-written rows)."""
+        s = self._sessions()
+        try:
+            yield s
+            s.commit()
+        except Exception:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - readiness is a yes/no question
+            return False
+
+    # ---------------------------------------------------------------- counters, settings
+    def next_value(self, s: Session, name: str) -> int:
+        """A database-wide sequence (topic ids), safe across workers."""
+        row = s.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1)
+                        .returning(Counter.value)).scalar_one_or_none()
+        if row is None:
+            s.add(Counter(name=name, value=1))
+            s.flush()
+            return 1
+        return int(row)
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        with self.session() as s:
+            row = s.get(Setting, key)
+            return default if row is None else row.value
+
+    def set_setting(self, s: Session, key: str, value: Any) -> None:
+        row = s.get(Setting, key)
+        if row is None:
+            s.add(Setting(key=key, value=value))
+        else:
+            row.value = value
+
+    # ---------------------------------------------------------------- keys
+    def create_key(self, role: str, name: str = "", can_unmask: bool = False,
+                   rate_per_minute: int | None = None) -> tuple[ApiKey, str]:
+        """(row, the key itself). The key is shown once: only its hash is stored."""
+        if role not in ROLES:
+            raise TriageError(f"角色 {role!r} 不存在，可选 {', '.join(ROLES)} / unknown role")
+        key = f"tri_{role[0]}_{secrets.token_urlsafe(32)}"
+        row = ApiKey(name=name or role, role=role, key_hash=hash_key(key), prefix=key[:10],
+                     can_unmask=bool(can_unmask and role in ("staff", "admin")), rate_per_minute=rate_per_minute)
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            s.add(AuditEvent(actor="system", action="key_created", target_type="api_key", target_id=str(row.id),
+                             detail={"role": role, "name": row.name, "can_unmask": row.can_unmask}))
+        return row, key
+
+    def find_key(self, key: str) -> ApiKey | None:
+        with self.session() as s:
+            row = s.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).scalar_one_or_none()
+            if row is None or row.revoked_at is not None:
+                return None
+            return row
+
+    def revoke_key(self, key_id: int, actor: str) -> bool:
+        with self.session() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None:
+                return False
+            row.revoked_at = utcnow()
+            s.add(AuditEvent(actor=actor, action="key_revoked", target_type="api_key", target_id=str(key_id)))
+            return True
+
+    def list_keys(self) -> list[ApiKey]:
+        with self.session() as s:
+            return list(s.execute(select(ApiKey).order_by(ApiKey.id)).scalars())

@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# the service on embedded defaults: SQLite in var/, the shipped model, corpora/demo.csv loaded on first start
 run: $(STAMP)
-	$(BIN)/triage demo
+	$(BIN)/triage serve --demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -86,6 +86,16 @@ class BodyLimit:
         await resp(scope, receive, send)
 
 
+def _route_label(request: Request) -> str:
+    """The path template (``/api/v1/suggestions/{receipt}``): a metric label never holds a receipt or id."""
+    if request.scope.get("route") is None:
+        return "unmatched"
+    path = request.url.path
+    for k, v in (request.scope.get("path_params") or {}).items():
+        path = path.replace(f"/{v}", f"/{{{k}}}", 1)
+    return path
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     errs = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errs):
@@ -124,10 +134,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             status = response.status_code
             return response
         finally:
-            route = request.scope.get("route")
-            name = getattr(route, "path", "unmatched")   # the template: no receipt or id in a label
-            rt.metrics.requests.labels(request.method, name, str(status)).inc()
-            rt.metrics.latency.labels(request.method, name).observe(time.perf_counter() - start)
+            rt.metrics.requests.labels(request.method, _route_label(request), str(status)).inc()
+            rt.metrics.latency.labels(request.method, _route_label(request)).observe(time.perf_counter() - start)
 
     app.add_middleware(BodyLimit, limit=rt.settings.max_body_bytes)
 

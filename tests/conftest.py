@@ -46,3 +46,47 @@ def small_model_dir(tmp_path_factory: pytest.TempPathFactory, small_corpus: pd.D
 @pytest.fixture(scope="session")
 def shipped_model_dir() -> Path:
     return ROOT / "models" / "default"
+
+
+def _postgres_url() -> str | None:
+    """A fresh database on the machine's PostgreSQL, or None (the caller skips, with the reason)."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    base = os.environ.get("TRIAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        with psycopg.connect(base.replace("postgresql://", "postgresql://", 1), autocommit=True, connect_timeout=3) as c:
+            name = f"triage_t{os.getpid()}_{os.urandom(3).hex()}"
+            c.execute(f'CREATE DATABASE "{name}"')
+    except Exception:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+        return None
+    return base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+
+
+def _drop_postgres(url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    base = os.environ.get("TRIAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    with psycopg.connect(base, autocommit=True, connect_timeout=3) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Each store/API test module runs once on SQLite and once on PostgreSQL (skipped where absent)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'triage.db'}"
+        return
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database test): PostgreSQL tests skipped")
+    try:
+        yield url
+    finally:
+        from sqlalchemy import create_engine
+
+        create_engine(url).dispose()
+        _drop_postgres(url)

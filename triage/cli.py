@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -226,6 +227,85 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from triage.store import Store
+
+    store = Store(args.database)
+    if args.keys_cmd == "create":
+        row, key = store.create_key(args.role, args.name or "", args.unmask, args.rate)
+        print(f"# 密钥 #{row.id}（{row.role}{'，可查看个人信息' if row.can_unmask else ''}）只显示这一次，请妥善保存",
+              file=sys.stderr)
+        print(key)  # the last line of output, for scripts
+    elif args.keys_cmd == "list":
+        for k in store.list_keys():
+            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+            print(f"{k.id}\t{k.role}\t{k.name}\t{k.prefix}…\t{'unmask' if k.can_unmask else '-'}\t{state}")
+    elif args.keys_cmd == "revoke":
+        if not store.revoke_key(args.id, "cli"):
+            raise TriageError(f"密钥 {args.id} 不存在或已吊销 / no such active key")
+        print(f"revoked {args.id}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Load past suggestions into the store (and cluster them once)."""
+    from triage.office import Office
+    from triage.pipeline import Triage
+    from triage.store import Store
+    from triage.tableio import read_table, resolve_text_columns
+
+    store = Store(args.database)
+    if args.if_empty:
+        from sqlalchemy import func, select
+
+        from triage.store import Suggestion
+
+        with store.session() as s:
+            if s.execute(select(func.count()).select_from(Suggestion)).scalar_one():
+                return 0
+    table = read_table(args.file)
+    for e in table.errors:
+        log.warning("第 %d 行无法读取，已跳过：%s", e.line, e.reason)
+    office = Office(store, Triage.load(args.model))
+    res = office.import_frame(table.frame, resolve_text_columns(table.frame, args.text_col))
+    print(json.dumps(res, ensure_ascii=False))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import subprocess
+
+    import uvicorn
+
+    from triage.store import Store
+
+    # each request is small: one BLAS thread per worker thread avoids oversubscribing the cores
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if args.database:
+        os.environ["TRIAGE_DATABASE_URL"] = args.database
+    if args.model:
+        os.environ["TRIAGE_MODEL"] = args.model
+    store = Store(args.database)          # migrations run once, here, not in every worker
+    os.environ["TRIAGE_MIGRATED"] = "1"
+    if args.demo:
+        # in a child process: the server's workers load their own model; this one is freed at once
+        cmd = [sys.executable, "-m", "triage.cli", "import", str(DEMO_FILE), "--if-empty"]
+        if args.model:
+            cmd += ["--model", args.model]
+        subprocess.run(cmd, check=True)
+        if not store.list_keys():
+            _row, key = store.create_key("staff", "demo staff", can_unmask=True)
+            print(f"首次启动：已创建工作人员密钥（只显示一次）/ first start, a staff key (shown once):\n  {key}",
+                  file=sys.stderr)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"triage 服务 / service: http://{host}:{args.port}/docs （API 文档 / API docs）；"
+          f"数据库 / database: {store.url.split('@')[-1]}", file=sys.stderr)
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level="warning" if args.quiet else "info", access_log=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="triage", description="政协“有事来协商”留言分拣：领域、群众性/个人诉求、专委会/部门")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -277,6 +357,37 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--top", type=int, default=20)
     tp.add_argument("--quiet", action="store_true")
     tp.set_defaults(func=cmd_topics)
+
+    k = sub.add_parser("keys", help="API keys: create (printed once, as the last line) / list / revoke")
+    k.add_argument("--database", default=None, help="SQLAlchemy URL (default: TRIAGE_DATABASE_URL or var/triage.db)")
+    ksub = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ksub.add_parser("create")
+    kc.add_argument("--role", required=True, choices=["portal", "staff", "admin"])
+    kc.add_argument("--name", default="")
+    kc.add_argument("--unmask", action="store_true", help="may see personal data (every look is audited)")
+    kc.add_argument("--rate", type=int, default=None, help="requests per minute (0 = unlimited; default by role)")
+    ksub.add_parser("list")
+    kr = ksub.add_parser("revoke")
+    kr.add_argument("id", type=int)
+    k.set_defaults(func=cmd_keys)
+
+    im = sub.add_parser("import", help="load past suggestions into the store and cluster them")
+    im.add_argument("file")
+    im.add_argument("--database", default=None)
+    im.add_argument("--model", default=None)
+    im.add_argument("--text-col", action="append")
+    im.add_argument("--if-empty", action="store_true", help="only when the store holds no suggestion yet")
+    im.set_defaults(func=cmd_import)
+
+    sv = sub.add_parser("serve", help="the API (and review page) on embedded defaults")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1)
+    sv.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite file var/triage.db)")
+    sv.add_argument("--model", default=None)
+    sv.add_argument("--demo", action="store_true", help="on first start, load corpora/demo.csv and create a staff key")
+    sv.add_argument("--quiet", action="store_true")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="print the triage of the demo file")
     d.add_argument("--file", default=str(DEMO_FILE))

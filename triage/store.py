@@ -250,6 +250,7 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        logging.getLogger("alembic").setLevel(logging.WARNING)   # one line per plugin at every start is noise
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn

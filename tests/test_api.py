@@ -1,0 +1,490 @@
+"""The HTTP API on SQLite and on PostgreSQL: every endpoint, every role boundary, idempotent retries,
+and bad input answered with a 4xx that leaves no half-written row."""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from triage.store import Assessment, AuditEvent, Correction, Suggestion, Topic
+
+from .conftest import ROOT, valid_id
+
+PHONE = "13912345678"
+
+
+@pytest.fixture(scope="module")
+def api(db_url: str, tmp_path_factory: pytest.TempPathFactory):
+    from service.app import create_app
+    from service.runtime import Runtime, Settings
+
+    home = tmp_path_factory.mktemp("home")
+    saved = os.environ.get("TRIAGE_HOME")
+    rt = Runtime(Settings(database_url=db_url, home=str(home), recluster_every=10_000, max_body_bytes=128 * 1024))
+    demo = pd.read_csv(ROOT / "corpora" / "demo.csv", dtype=str, keep_default_na=False)
+    rt.office.import_frame(demo, ["title", "text"])
+    keys = {}
+    for name, role, unmask, rate in (("admin", "admin", False, None), ("staff", "staff", True, None),
+                                     ("clerk", "staff", False, None), ("portal", "portal", False, 0),
+                                     ("portal2", "portal", False, 0), ("slow", "portal", False, 2)):
+        keys[name] = rt.store.create_key(role, name, unmask, rate)[1]
+    client = TestClient(create_app(runtime=rt), raise_server_exceptions=False)
+
+    def h(who: str, **extra: str) -> dict[str, str]:
+        return {"X-API-Key": keys[who], **extra}
+
+    yield SimpleNamespace(client=client, rt=rt, keys=keys, h=h)
+    client.close()
+    rt.store.engine.dispose()
+    if saved is None:
+        os.environ.pop("TRIAGE_HOME", None)
+    else:
+        os.environ["TRIAGE_HOME"] = saved
+
+
+def count(api, model=Suggestion) -> int:
+    with api.rt.store.session() as s:
+        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def submit(api, text: str, who: str = "portal", **fields):
+    return api.client.post("/api/v1/suggestions", json={"text": text, **fields}, headers=api.h(who))
+
+
+def first_topic(api, **params) -> dict:
+    r = api.client.get("/api/v1/topics", params={"status": "candidate", **params}, headers=api.h("staff"))
+    assert r.status_code == 200, r.text
+    return r.json()["items"][0]
+
+
+# ------------------------------------------------------------------ intake and receipts
+def test_a_portal_submission_gets_a_receipt_and_no_assessment(api) -> None:
+    before = count(api)
+    r = submit(api, "幸福村到镇上的公交一天只有两班，老人看病很不方便", place="幸福村", channel="二维码")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["receipt"].startswith("YS") and body["assessment"] is None and body["topic_id"] is None
+    assert count(api) == before + 1
+
+
+def test_a_staff_submission_gets_the_full_assessment_with_the_model_version(api) -> None:
+    r = submit(api, "建议在锦绣家园小区增设电动车集中充电桩，楼道里充电太危险了", who="staff")
+    assert r.status_code == 201, r.text
+    a = r.json()["assessment"]
+    assert a["domain"] and a["route"]["name"] and a["model_version"] == api.rt.office.triage.version
+    assert r.json()["topic_id"].startswith("T")
+    with api.rt.store.session() as s:
+        row = s.execute(select(Suggestion).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+        versions = s.execute(select(Assessment.model_version).where(Assessment.suggestion_id == row.id)).scalars().all()
+    assert versions == [api.rt.office.triage.version]
+
+
+def test_personal_data_is_masked_in_the_stored_text_and_kept_raw_only_for_unmasking(api) -> None:
+    pid = valid_id("11010519491231002")
+    r = submit(api, f"我叫王小明，身份证{pid}，电话{PHONE}，我家门口的下水道堵了一个月", who="staff")
+    a = r.json()["assessment"]
+    assert PHONE not in a["text"] and pid not in a["text"] and "王小明" not in a["text"]
+    assert set(a["pii_kinds"]) >= {"phone", "id"} or len(a["pii_kinds"]) >= 2
+
+
+def test_a_receipt_shows_its_own_suggestion_only_to_the_key_that_submitted_it(api) -> None:
+    mine = submit(api, "北辰社区3栋的楼道灯又坏了，晚上太黑", place="北辰社区").json()["receipt"]
+    submit(api, f"另一位居民的留言，电话{PHONE}", who="portal2")
+    r = api.client.get(f"/api/v1/suggestions/{mine}", headers=api.h("portal"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["receipt"] == mine and "楼道灯" in body["text"] and PHONE not in r.text
+    assert body["status"] in ("in_review", "forwarded", "received") and body["status_text"]
+    assert api.client.get(f"/api/v1/suggestions/{mine}", headers=api.h("portal2")).status_code == 404
+    assert api.client.get(f"/api/v1/suggestions/{mine}", headers=api.h("staff")).status_code == 200
+    assert api.client.get("/api/v1/suggestions/YS20260101-AAAAAAAA", headers=api.h("portal")).status_code == 404
+
+
+def test_an_idempotent_retry_returns_the_first_receipt_and_stores_nothing_twice(api) -> None:
+    body = {"text": "滨江路夜市烧烤油烟太大，晚上窗户都不敢开", "place": "滨江路"}
+    h = api.h("portal", **{"Idempotency-Key": "retry-1"})
+    first = api.client.post("/api/v1/suggestions", json=body, headers=h)
+    n = count(api)
+    again = api.client.post("/api/v1/suggestions", json=body, headers=h)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["receipt"] == first.json()["receipt"] and again.headers["Idempotent-Replayed"] == "true"
+    assert count(api) == n
+
+
+def test_the_same_idempotency_key_with_another_body_is_a_conflict(api) -> None:
+    h = api.h("portal", **{"Idempotency-Key": "retry-2"})
+    assert api.client.post("/api/v1/suggestions", json={"text": "路灯坏了好久没人修"}, headers=h).status_code == 201
+    n = count(api)
+    r = api.client.post("/api/v1/suggestions", json={"text": "另外一件事：公园厕所太脏"}, headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    assert count(api) == n
+
+
+def test_concurrent_retries_with_one_key_store_one_suggestion(api) -> None:
+    body = {"text": "临河中学门口放学时段太堵，建议设置临时停车接送区"}
+    h = api.h("portal", **{"Idempotency-Key": "race-1"})
+    n = count(api)
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(api.client.post("/api/v1/suggestions", json=body, headers=h)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status_code for r in out)[0] in (200, 201) and all(r.status_code in (200, 201) for r in out)
+    assert len({r.json()["receipt"] for r in out}) == 1
+    assert count(api) == n + 1
+
+
+def test_the_same_idempotency_key_from_two_portals_is_two_suggestions(api) -> None:
+    body = {"text": "建议在幸福村村口增设公交候车亭"}
+    a = api.client.post("/api/v1/suggestions", json=body, headers=api.h("portal", **{"Idempotency-Key": "k"}))
+    b = api.client.post("/api/v1/suggestions", json=body, headers=api.h("portal2", **{"Idempotency-Key": "k"}))
+    assert a.status_code == b.status_code == 201 and a.json()["receipt"] != b.json()["receipt"]
+
+
+@pytest.mark.parametrize("payload, status, words", [
+    ("{not json", 400, "JSON"),
+    ('{"text": 12345}', 422, "text"),
+    ('{"text": "路灯坏了", "colour": "red"}', 422, "colour"),
+    ('{"text": "' + "很" * 20001 + '"}', 422, "text"),
+    ('{"text": "   "}', 422, "empty"),
+    ('{"text": ""}', 422, "text"),
+    ('{"title": "no text"}', 422, "text"),
+    ('{"text": "路灯坏了", "support": -3}', 422, "support"),
+    ("[1, 2, 3]", 422, ""),
+], ids=["malformed", "wrong-type", "unknown-field", "over-long", "blank", "empty", "missing", "negative", "not-object"])
+def test_bad_bodies_get_a_4xx_with_a_reason_and_write_nothing(api, payload: str, status: int, words: str) -> None:
+    n, na = count(api), count(api, Assessment)
+    r = api.client.post("/api/v1/suggestions", content=payload.encode("utf-8"),
+                        headers=api.h("portal", **{"Content-Type": "application/json"}))
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] and words.lower() in err["message"].lower()
+    assert (count(api), count(api, Assessment)) == (n, na)
+
+
+def test_a_body_over_the_size_limit_is_413(api) -> None:
+    n = count(api)
+    r = api.client.post("/api/v1/suggestions", content=b'{"text": "' + b"a" * 200_000 + b'"}',
+                        headers=api.h("portal", **{"Content-Type": "application/json"}))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert count(api) == n
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "tri_p_wrong"}, {"Authorization": "Bearer nope"},
+                                     {"Authorization": "Basic abc"}])
+def test_a_missing_or_bad_key_is_401_and_writes_nothing(api, headers: dict) -> None:
+    n = count(api)
+    r = api.client.post("/api/v1/suggestions", json={"text": "路灯坏了"}, headers=headers)
+    assert r.status_code == 401 and "key" in r.json()["error"]["message"].lower()
+    assert count(api) == n
+
+
+def test_a_bearer_token_is_accepted_like_the_header(api) -> None:
+    r = api.client.post("/api/v1/classify", json={"texts": ["公交太少"]},
+                        headers={"Authorization": f"Bearer {api.keys['portal']}"})
+    assert r.status_code == 200
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(api) -> None:
+    codes = [api.client.post("/api/v1/classify", json={"texts": ["公交太少"]}, headers=api.h("slow")).status_code
+             for _ in range(4)]
+    assert codes[:2] == [200, 200] and codes[-1] == 429
+    r = api.client.post("/api/v1/classify", json={"texts": ["公交太少"]}, headers=api.h("slow"))
+    assert int(r.headers["Retry-After"]) >= 1
+
+
+# ------------------------------------------------------------------ classify
+def test_classify_answers_each_text_and_stores_nothing(api) -> None:
+    n = count(api)
+    r = api.client.post("/api/v1/classify", json={"texts": ["村里到镇上的公交太少", "孩子上学没有学位", "  "]},
+                        headers=api.h("portal"))
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert [x["domain"] for x in res[:2]] == ["交通运输", "教育"] and res[2]["error"]
+    assert count(api) == n
+
+
+def test_classify_with_the_full_model_names_that_model(api) -> None:
+    r = api.client.post("/api/v1/classify", json={"texts": ["路灯坏了"], "full": True}, headers=api.h("portal"))
+    assert r.json()["results"][0]["model_version"] == api.rt.office.triage.version
+
+
+def test_classify_refuses_an_empty_list_and_too_many_texts(api) -> None:
+    assert api.client.post("/api/v1/classify", json={"texts": []}, headers=api.h("portal")).status_code == 422
+    r = api.client.post("/api/v1/classify", json={"texts": ["路灯"] * 101}, headers=api.h("portal"))
+    assert r.status_code == 422
+
+
+# ------------------------------------------------------------------ role boundaries
+@pytest.mark.parametrize("method, path, body", [
+    ("get", "/api/v1/topics", None), ("get", "/api/v1/topics/T000001", None),
+    ("post", "/api/v1/topics/T000001/decisions", {"action": "accept", "reason": "要"}),
+    ("post", "/api/v1/topics/recluster", None), ("post", "/api/v1/retrain", None),
+    ("get", "/api/v1/keys", None), ("post", "/api/v1/keys", {"role": "admin"}), ("get", "/api/v1/config", None),
+    ("get", "/api/v1/jobs/1", None),
+])
+def test_a_portal_key_cannot_read_topics_decide_or_administer(api, method: str, path: str, body) -> None:
+    r = getattr(api.client, method)(path, headers=api.h("portal"), **({"json": body} if body else {}))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("post", "/api/v1/retrain", None), ("get", "/api/v1/keys", None), ("post", "/api/v1/keys", {"role": "admin"}),
+    ("delete", "/api/v1/keys/1", None), ("get", "/api/v1/config", None),
+])
+def test_a_staff_key_cannot_administer(api, method: str, path: str, body) -> None:
+    r = getattr(api.client, method)(path, headers=api.h("staff"), **({"json": body} if body else {}))
+    assert r.status_code == 403
+
+
+def test_an_admin_creates_lists_and_revokes_keys_and_the_key_is_shown_once(api) -> None:
+    r = api.client.post("/api/v1/keys", json={"role": "portal", "name": "新门户"}, headers=api.h("admin"))
+    assert r.status_code == 201
+    new = r.json()
+    assert new["key"].startswith("tri_p_")
+    listed = api.client.get("/api/v1/keys", headers=api.h("admin")).json()
+    assert all(k["key"] is None for k in listed) and new["id"] in [k["id"] for k in listed]
+    assert api.client.post("/api/v1/classify", json={"texts": ["路灯"]}, headers={"X-API-Key": new["key"]}).status_code == 200
+    assert api.client.delete(f"/api/v1/keys/{new['id']}", headers=api.h("admin")).status_code == 200
+    assert api.client.post("/api/v1/classify", json={"texts": ["路灯"]}, headers={"X-API-Key": new["key"]}).status_code == 401
+    assert api.client.delete(f"/api/v1/keys/{new['id']}", headers=api.h("admin")).status_code == 404
+
+
+def test_admin_reads_the_configuration(api) -> None:
+    r = api.client.get("/api/v1/config", headers=api.h("admin"))
+    assert r.status_code == 200 and "交通运输" in [d["name"] for d in r.json()["domains"]]
+
+
+# ------------------------------------------------------------------ topics
+def test_topics_are_listed_by_heat_and_filtered(api) -> None:
+    r = api.client.get("/api/v1/topics", params={"limit": 100}, headers=api.h("staff"))
+    items = r.json()["items"]
+    assert r.json()["total"] >= len(items) > 3
+    heats = [t["heat"] for t in items]
+    assert heats == sorted(heats, reverse=True)
+    dom = items[0]["domain"]
+    only = api.client.get("/api/v1/topics", params={"domain": dom}, headers=api.h("staff")).json()["items"]
+    assert only and all(t["domain"] == dom for t in only)
+    com = items[0]["committee_id"]
+    if com:
+        assert all(t["committee_id"] == com for t in
+                   api.client.get("/api/v1/topics", params={"committee": com}, headers=api.h("staff")).json()["items"])
+    assert api.client.get("/api/v1/topics", params={"sort": "sideways"}, headers=api.h("staff")).status_code == 422
+    assert api.client.get("/api/v1/topics", params={"since": "2999-01-01"}, headers=api.h("staff")).json()["total"] == 0
+
+
+def test_a_topic_shows_masked_members_keywords_heat_terms_and_the_scorecard(api) -> None:
+    tid = first_topic(api)["id"]
+    d = api.client.get(f"/api/v1/topics/{tid}", headers=api.h("clerk")).json()
+    assert d["members"] and d["representative"] and d["keywords"] and d["heat_terms"]
+    assert {p["name"] for p in d["scorecard"]["principles"]} >= {"政治性", "群众性", "前瞻性", "民主性", "可行性"}
+    assert all("raw_text" not in m or m["raw_text"] is None for m in d["members"])
+
+
+def test_unmasking_needs_the_permission_and_a_reason_and_is_audited(api) -> None:
+    r = submit(api, f"我叫李大爷，电话{PHONE}，北辰社区3栋楼道灯坏了没人修", who="staff", place="北辰社区")
+    tid = r.json()["topic_id"]
+    masked = api.client.get(f"/api/v1/topics/{tid}", headers=api.h("staff"))
+    assert PHONE not in masked.text
+    assert api.client.get(f"/api/v1/topics/{tid}", params={"unmask": True, "reason": "核实"},
+                          headers=api.h("clerk")).status_code == 403
+    assert api.client.get(f"/api/v1/topics/{tid}", params={"unmask": True}, headers=api.h("staff")).status_code == 422
+    with api.rt.store.session() as s:
+        before = s.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "unmask")).scalar_one()
+    r = api.client.get(f"/api/v1/topics/{tid}", params={"unmask": True, "reason": "回访核实"}, headers=api.h("staff"))
+    assert r.status_code == 200 and PHONE in r.text
+    with api.rt.store.session() as s:
+        ev = s.execute(select(AuditEvent).where(AuditEvent.action == "unmask").order_by(AuditEvent.id.desc())).scalars().first()
+        after = s.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "unmask")).scalar_one()
+    assert after == before + 1 and ev.reason == "回访核实" and ev.actor.startswith("staff")
+
+
+def test_an_unknown_topic_is_404(api) -> None:
+    r = api.client.get("/api/v1/topics/T999999", headers=api.h("staff"))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def decide(api, tid: str, **body):
+    return api.client.post(f"/api/v1/topics/{tid}/decisions", json=body, headers=api.h("staff"))
+
+
+def test_accept_moves_a_topic_to_确定议题_and_records_who_and_why(api) -> None:
+    tid = first_topic(api)["id"]
+    r = decide(api, tid, action="accept", reason="群众反映集中，列入本季度协商")
+    assert r.status_code == 200, r.text
+    d = api.client.get(f"/api/v1/topics/{tid}", headers=api.h("staff")).json()
+    assert d["status"] == "accepted" and d["stage"] == "确定议题"
+    assert d["decisions"][-1]["action"] == "accept" and d["decisions"][-1]["reason"] == "群众反映集中，列入本季度协商"
+    assert decide(api, tid, action="accept", reason="again").status_code == 409
+
+
+def test_a_decision_without_a_reason_is_refused(api) -> None:
+    tid = first_topic(api)["id"]
+    r = decide(api, tid, action="reject", reason="")
+    assert r.status_code == 422
+    assert decide(api, tid, action="explode", reason="x").status_code == 422
+
+
+def test_the_lifecycle_runs_forward_to_the_回音壁_and_outcomes_need_a_class_and_unit(api) -> None:
+    tid = first_topic(api)["id"]
+    assert decide(api, tid, action="advance", reason="未采纳先推进").status_code == 409
+    decide(api, tid, action="accept", reason="列为议题")
+    for stage in ("议前调研", "协商议事", "公开公示"):
+        r = decide(api, tid, action="advance", reason=f"进入{stage}")
+        assert r.status_code == 200 and r.json()["stage"] == stage
+    assert decide(api, tid, action="advance", stage="议前调研", reason="回退").status_code == 409
+    board = api.client.get("/api/v1/public/board").json()
+    assert tid in [b["id"] for b in board]
+    assert decide(api, tid, action="advance", reason="办结").status_code == 422   # no outcome class
+    r = decide(api, tid, action="advance", reason="办结", outcome_class="A", outcome_unit="县交通运输局",
+               outcome="新增两班公交")
+    assert r.status_code == 200 and r.json()["stage"] == "成果转化"
+    item = next(b for b in api.client.get("/api/v1/public/board").json() if b["id"] == tid)
+    assert item["outcome_class"] == "A" and item["outcome_class_name"] == "承办单位办理" and item["outcome_unit"] == "县交通运输局"
+
+
+def test_the_board_needs_no_key_and_carries_no_member_text(api) -> None:
+    r = api.client.get("/api/v1/public/board")
+    assert r.status_code == 200
+    assert PHONE not in r.text and "members" not in r.text and "raw_text" not in r.text
+
+
+def test_a_citizen_sees_the_stage_of_the_topic_their_suggestion_joined(api) -> None:
+    r = submit(api, "上庄村到镇上的公交太少了，一天就两趟", place="上庄村")
+    rec = r.json()["receipt"]
+    with api.rt.store.session() as s:
+        tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == rec)).scalar_one()
+    decide(api, tid, action="accept", reason="列为议题")
+    body = api.client.get(f"/api/v1/suggestions/{rec}", headers=api.h("portal")).json()
+    assert body["status"] in ("accepted", "forwarded")
+    if body["status"] == "accepted":
+        assert body["stage"] == "确定议题" and body["topic"]["label"]
+
+
+def test_merge_moves_every_member_and_marks_the_source(api) -> None:
+    items = api.client.get("/api/v1/topics", params={"status": "candidate", "limit": 50}, headers=api.h("staff")).json()["items"]
+    src, dst = items[-1], items[-2]
+    r = decide(api, src["id"], action="merge", into=dst["id"], reason="同一问题")
+    assert r.status_code == 200 and r.json()["moved"] == src["size"]
+    s2 = api.client.get(f"/api/v1/topics/{src['id']}", headers=api.h("staff")).json()
+    d2 = api.client.get(f"/api/v1/topics/{dst['id']}", headers=api.h("staff")).json()
+    assert s2["status"] == "merged" and s2["merged_into"] == dst["id"] and not s2["members"]
+    assert d2["size"] == dst["size"] + src["size"] == len(d2["members"])
+    assert decide(api, src["id"], action="accept", reason="x x").status_code == 409
+    assert decide(api, dst["id"], action="merge", into=dst["id"], reason="自己").status_code == 422
+    assert decide(api, dst["id"], action="merge", into="T999999", reason="不存在").status_code == 404
+
+
+def test_split_takes_the_selected_members_into_a_new_topic(api) -> None:
+    t = next(x for x in api.client.get("/api/v1/topics", params={"limit": 100}, headers=api.h("staff")).json()["items"]
+             if x["size"] >= 2 and x["status"] == "candidate")
+    members = api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["members"]
+    take = [members[0]["id"]]
+    r = decide(api, t["id"], action="split", members=take, label="拆出的议题", reason="不是同一个问题")
+    assert r.status_code == 200, r.text
+    new = api.client.get(f"/api/v1/topics/{r.json()['new_topic_id']}", headers=api.h("staff")).json()
+    assert [m["id"] for m in new["members"]] == take and new["label"] == "拆出的议题"
+    assert api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["size"] == t["size"] - 1
+    assert decide(api, t["id"], action="split", members=[10 ** 9], reason="不存在").status_code == 422
+    rest = [m["id"] for m in api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["members"]]
+    assert decide(api, t["id"], action="split", members=rest, reason="全部").status_code == 422
+
+
+def test_reroute_and_relabel_stick_and_a_relabelled_topic_survives_reclustering(api) -> None:
+    t = first_topic(api)
+    assert decide(api, t["id"], action="reroute", committee="tian", reason="跨领域").json()["committee"] == "提案委员会"
+    assert decide(api, t["id"], action="reroute", committee="nosuch", reason="错").status_code == 422
+    assert decide(api, t["id"], action="relabel", label="改好的标签", reason="更清楚").status_code == 200
+    others = api.client.get("/api/v1/topics", params={"status": "candidate", "limit": 500}, headers=api.h("staff")).json()["items"]
+    before = {x["id"] for x in others if x["id"] != t["id"]}
+    r = api.client.post("/api/v1/topics/recluster", headers=api.h("staff"))
+    assert r.status_code == 200 and r.json()["messages"] > 0
+    d = api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()
+    assert d["label"] == "改好的标签" and d["committee"] == "提案委员会" and len(d["members"]) == t["size"]
+    after = {x["id"] for x in api.client.get("/api/v1/topics", params={"status": "candidate", "limit": 500},
+                                             headers=api.h("staff")).json()["items"]}
+    assert len(before & after) >= 0.7 * len(before)   # ids stay stable across re-clustering
+
+
+def test_a_correction_is_recorded_for_retraining(api) -> None:
+    t = first_topic(api)
+    m = api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["members"][0]
+    n = count(api, Correction)
+    r = decide(api, t["id"], action="correct", suggestion_id=m["id"], domain="公共安全", scope="group", reason="分错了")
+    assert r.status_code == 200, r.text
+    assert count(api, Correction) == n + 2
+    assert decide(api, t["id"], action="correct", suggestion_id=m["id"], domain="不存在的领域", reason="x x").status_code == 422
+    assert decide(api, t["id"], action="correct", suggestion_id=10 ** 9, domain="教育", reason="x x").status_code == 422
+
+
+def test_decision_bodies_with_unknown_fields_or_wrong_types_are_422(api) -> None:
+    tid = first_topic(api)["id"]
+    assert api.client.post(f"/api/v1/topics/{tid}/decisions", json={"action": "accept", "reason": "ok", "x": 1},
+                           headers=api.h("staff")).status_code == 422
+    assert api.client.post(f"/api/v1/topics/{tid}/decisions", json={"action": "split", "reason": "ok", "members": "1,2"},
+                           headers=api.h("staff")).status_code == 422
+
+
+# ------------------------------------------------------------------ Open311
+def test_open311_lists_services_and_accepts_a_form_request_with_its_api_key(api) -> None:
+    services = api.client.get("/open311/v2/services.json").json()
+    assert {"service_code", "service_name", "metadata", "type"} <= set(services[0])
+    code = next(s["service_code"] for s in services if s["service_name"] == "交通运输")
+    n = count(api)
+    r = api.client.post("/open311/v2/requests.json", data={
+        "api_key": api.keys["portal"], "service_code": code, "description": "幸福村公交站没有候车亭，下雨没处躲",
+        "address_string": "幸福村", "phone": PHONE, "first_name": "明", "last_name": "王"})
+    assert r.status_code == 201, r.text
+    rid = r.json()[0]["service_request_id"]
+    assert count(api) == n + 1
+    st = api.client.get(f"/open311/v2/requests/{rid}.json", params={"api_key": api.keys["portal"]})
+    assert st.status_code == 200 and st.json()[0]["status"] in ("open", "closed") and PHONE not in st.text
+    with api.rt.store.session() as s:
+        row = s.execute(select(Suggestion).where(Suggestion.receipt == rid)).scalar_one()
+    assert row.stated_domain == "交通运输" and PHONE in row.contact and row.channel == "Open311"
+
+
+@pytest.mark.parametrize("form, status", [({"service_code": "D01", "description": "路灯坏了"}, 401),
+                                          ({"service_code": "X99", "description": "路灯坏了"}, 400),
+                                          ({"service_code": "D01", "description": ""}, 400)])
+def test_open311_errors_use_the_georeport_shape(api, form: dict, status: int) -> None:
+    if status != 401:
+        form = {**form, "api_key": api.keys["portal"]}
+    n = count(api)
+    r = api.client.post("/open311/v2/requests.json", data=form)
+    assert r.status_code == status and r.json()[0]["code"] == status and r.json()[0]["description"]
+    assert count(api) == n
+
+
+# ------------------------------------------------------------------ ops
+def test_health_readiness_and_metrics(api) -> None:
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    r = api.client.get("/readyz")
+    assert r.status_code == 200 and r.json()["database"] == "ok"
+    m = api.client.get("/metrics").text
+    assert 'triage_http_requests_total{method="POST",route="/api/v1/suggestions"' in m
+    assert "triage_model_info" in m and "YS20" not in m and PHONE not in m
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(api) -> None:
+    r = api.client.get("/api/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = api.client.put("/api/v1/suggestions", json={})
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_openapi_schema_documents_every_endpoint(api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for p in ("/api/v1/suggestions", "/api/v1/suggestions/{receipt}", "/api/v1/classify", "/api/v1/topics",
+              "/api/v1/topics/{topic_id}", "/api/v1/topics/{topic_id}/decisions", "/api/v1/public/board",
+              "/api/v1/retrain", "/open311/v2/services.json", "/open311/v2/requests.json", "/healthz", "/readyz"):
+        assert p in paths
+    assert api.client.get("/docs").status_code == 200

@@ -15,17 +15,19 @@ STAFF = ("staff", "admin")
 ADMIN = ("admin",)
 
 
-def runtime(request: Request) -> Runtime:
+# Dependencies are coroutines: cheap (a cached key lookup), and a sync dependency would cost every
+# request a hop through the thread pool.
+async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     rt.check_model()
     return rt
 
 
-def office(rt: Runtime = Depends(runtime)) -> Office:
+async def office(rt: Runtime = Depends(runtime)) -> Office:
     return rt.office
 
 
-def caller(request: Request, rt: Runtime = Depends(runtime),
+async def caller(request: Request, rt: Runtime = Depends(runtime),
            x_api_key: str | None = Header(None, description="API 密钥"),
            authorization: str | None = Header(None, description="Bearer <API 密钥>")) -> ApiKey:
     key = x_api_key
@@ -46,7 +48,7 @@ def caller(request: Request, rt: Runtime = Depends(runtime),
 
 
 def require(*roles: str) -> Callable[..., ApiKey]:
-    def dep(key: ApiKey = Depends(caller)) -> ApiKey:
+    async def dep(key: ApiKey = Depends(caller)) -> ApiKey:
         if key.role not in roles:
             raise HTTPException(403, f"角色 {key.role} 无权执行此操作（需要 {' / '.join(roles)}）/ forbidden for this role")
         return key

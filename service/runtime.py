@@ -124,6 +124,10 @@ class Runtime:
         self._model_lock = threading.Lock()
         self._checked = 0.0
         self.office = self._load_office()
+        from service.batching import MicroBatcher
+
+        self.classify_fast = MicroBatcher(lambda texts: self.office.classify(texts, full=False))
+        self.classify_full = MicroBatcher(lambda texts: self.office.classify(texts, full=True), max_texts=16)
         from triage.retrain import RetrainConfig
 
         data = os.environ.get("TRIAGE_RETRAIN_DATA")

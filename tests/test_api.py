@@ -488,3 +488,39 @@ def test_the_openapi_schema_documents_every_endpoint(api) -> None:
               "/api/v1/retrain", "/open311/v2/services.json", "/open311/v2/requests.json", "/healthz", "/readyz"):
         assert p in paths
     assert api.client.get("/docs").status_code == 200
+
+
+# ------------------------------------------------------------------ retraining
+@pytest.mark.slow
+def test_retraining_is_an_admin_job_gated_on_a_held_out_split_and_switches_the_model(api, small_corpus, tmp_path) -> None:
+    import time
+
+    from triage.retrain import RetrainConfig, Retrainer
+
+    data = tmp_path / "small.csv"
+    small_corpus.to_csv(data, index=False)
+    t = first_topic(api)
+    m = api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["members"][0]
+    decide(api, t["id"], action="correct", suggestion_id=m["id"], domain="交通运输", reason="应为交通")
+    old = api.rt.office.triage.version
+    # an impossible bar: the candidate must beat the baseline by more than 1.0 macro-F1
+    refused = Retrainer(api.rt.store, api.rt.office.triage.bundle, tmp_path / "m",
+                        RetrainConfig(data=data, tolerance=-1.0)).run()
+    assert refused["activated"] is False and refused["reason"]
+    assert {"baseline", "candidate", "active"} <= set(refused["scores"]) and refused["corrections"] >= 1
+    api.rt.retrain_config = RetrainConfig(data=data, tolerance=1.0)   # any candidate passes
+    r = api.client.post("/api/v1/retrain", headers=api.h("admin"))
+    assert r.status_code == 202, r.text
+    job = r.json()["id"]
+    for _ in range(240):
+        st = api.client.get(f"/api/v1/jobs/{job}", headers=api.h("admin")).json()
+        if st["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert st["status"] == "done", st
+    assert st["result"]["activated"] is True and st["result"]["new_corrections"] >= 1
+    api.rt._checked = 0.0
+    r = submit(api, "村里到镇上的公交太少", who="staff")
+    assert r.json()["assessment"]["model_version"] == st["result"]["version"] != old
+    with api.rt.store.session() as s:
+        assert s.execute(select(AuditEvent).where(AuditEvent.action == "retrain")).scalars().first() is not None

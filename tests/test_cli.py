@@ -122,3 +122,19 @@ def test_classify_reads_a_gbk_file_and_reports_broken_rows(tmp_path, small_model
     assert (summary["processed"], summary["failed"], summary["total"]) == (2, 1, 3)
     assert pd.read_excel(out)["编号"].tolist() == [1, 3]
     assert pd.read_csv(tmp_path / "out.xlsx.errors.csv")["line"].tolist() == [3]
+
+
+def test_keys_create_prints_the_key_as_its_last_line_and_only_its_hash_is_stored(tmp_path, capsys) -> None:
+    from triage.cli import main
+    from triage.store import Store
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    assert main(["keys", "--database", url, "create", "--role", "staff", "--name", "办公室"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert key.startswith("tri_s_")
+    row = Store(url).find_key(key)
+    assert row is not None and row.role == "staff" and row.name == "办公室"
+    assert key not in (tmp_path / "k.db").read_bytes().decode("latin-1")
+    assert main(["keys", "--database", url, "revoke", str(row.id)]) == 0
+    assert Store(url).find_key(key) is None
+    assert main(["keys", "--database", url, "revoke", str(row.id)]) == 2

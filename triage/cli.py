@@ -275,8 +275,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import subprocess
 
-    import uvicorn
-
     from triage.store import Store
 
     # each request is small: one BLAS thread per worker thread avoids oversubscribing the cores
@@ -301,8 +299,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"triage 服务 / service: http://{host}:{args.port}/docs （API 文档 / API docs）；"
           f"数据库 / database: {store.url.split('@')[-1]}", file=sys.stderr)
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="warning" if args.quiet else "info", access_log=not args.quiet)
+    from service.server import serve
+
+    serve(args.host, args.port, args.workers, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
     return 0
 
 

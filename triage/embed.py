@@ -150,6 +150,7 @@ class EmbeddingCache:
         self.mem: dict[tuple[str, str], np.ndarray] = {}
         self.path = Path(path) if path else None
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -160,6 +161,12 @@ class EmbeddingCache:
         found = {k: self.mem[(encoder, k)] for k in keys if (encoder, k) in self.mem}
         missing = [k for k in keys if k not in found]
         if missing and self._db is not None:
+            with self._lock:  # one connection, shared by the service's request threads
+                return self._get_db(encoder, missing, found)
+        return found
+
+    def _get_db(self, encoder: str, missing: list[str], found: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._db is not None:
             for i in range(0, len(missing), 900):
                 part = missing[i:i + 900]
                 q = f"SELECT key, vec FROM emb WHERE encoder=? AND key IN ({','.join('?' * len(part))})"
@@ -173,7 +180,7 @@ class EmbeddingCache:
         for k, v in items.items():
             self.mem[(encoder, k)] = np.asarray(v, dtype=np.float32)
         if self._db is not None and items:
-            with self._db:
+            with self._lock, self._db:
                 self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
                                      [(encoder, k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()])
 

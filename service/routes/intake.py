@@ -57,5 +57,7 @@ def receipt(receipt: str, key: ApiKey = Depends(require(*ALL)), off: Office = De
 
 
 @router.post("/classify", response_model=ClassifyOut, summary="即时分拣提示（不存储）")
-def classify(body: ClassifyIn, key: ApiKey = Depends(require(*ALL)), off: Office = Depends(office)) -> dict:
-    return {"results": [assessment_out(a) for a in off.classify(body.texts, full=body.full)]}
+async def classify(body: ClassifyIn, key: ApiKey = Depends(require(*ALL)), rt: Runtime = Depends(runtime)) -> dict:
+    # concurrent requests share one model call (service/batching.py); the event loop never blocks
+    results = await (rt.classify_full if body.full else rt.classify_fast)(body.texts)
+    return {"results": [assessment_out(a) for a in results]}

@@ -128,6 +128,8 @@ class Runtime:
 
         self.classify_fast = MicroBatcher(lambda texts: self.office.classify(texts, full=False))
         self.classify_full = MicroBatcher(lambda texts: self.office.classify(texts, full=True), max_texts=16)
+        self.analyse = MicroBatcher(lambda texts: self.office.analyse(texts), max_texts=32)
+        self.office.warm()
         from triage.retrain import RetrainConfig
 
         data = os.environ.get("TRIAGE_RETRAIN_DATA")

@@ -99,6 +99,17 @@ def new_receipt(now: dt.datetime | None = None) -> str:
     return f"YS{now:%Y%m%d}-" + "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+@dataclass
+class Analysed:
+    assessment: Any
+    tokens: str
+    emb: np.ndarray
+
+
+def full_text(data: Intake) -> str:
+    return f"{data.title}\n{data.text}" if data.title else data.text
+
+
 def body_hash(data: Intake) -> str:
     return hashlib.sha256(json.dumps(asdict(data), default=str, sort_keys=True, ensure_ascii=False)
                           .encode("utf-8")).hexdigest()
@@ -126,8 +137,33 @@ class Office:
         self._since_recluster = 0
 
     # ================================================================ intake
+    def warm(self) -> None:
+        """Load everything a first request would (jieba's dictionary, the encoder's graph) up front:
+        sixteen first requests at once would otherwise each wait for it."""
+        self.analyse(["预热：小区路灯坏了"])
+        self.fast.assess_texts(["预热：小区路灯坏了"])
+
+    def analyse(self, texts: list[str]) -> list["Analysed"]:
+        """The model work of intake for valid texts, in one batch (the service batches concurrent
+        submissions: the sentence encoder is several times faster per text in a batch)."""
+        prepared = self.triage.prepare(texts)
+        results = self.triage.assess_texts(texts, prepared=prepared)
+        emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
+        if emb_cols and self.triage.encoder is not None and self.triage.encoder.name == self.encoder.name:
+            emb = prepared[emb_cols].to_numpy(np.float32)
+        else:
+            emb = self.encoder.encode([a.text for a in results])
+        return [Analysed(a, str(tok), e) for a, tok, e in zip(results, prepared["tokens"], emb)]
+
+    def replay(self, data: Intake, key: ApiKey | None, idempotency_key: str | None
+               ) -> tuple[Suggestion, Assessment] | None:
+        """The stored answer to an earlier request with this idempotency key, if any."""
+        if not idempotency_key:
+            return None
+        return self._replay(f"{key.id if key else 0}:{idempotency_key}", body_hash(data))
+
     def submit(self, data: Intake, key: ApiKey | None = None, idempotency_key: str | None = None,
-               auto_recluster: bool = True) -> tuple[Suggestion, Assessment, bool]:
+               auto_recluster: bool = True, analysed: "Analysed | None" = None) -> tuple[Suggestion, Assessment, bool]:
         """Store one suggestion with its assessment and topic; (row, assessment, replayed).
 
         Retrying with the same ``Idempotency-Key`` and body returns the first result; the same key
@@ -139,24 +175,19 @@ class Office:
             replay = self._replay(idem, bh)
             if replay is not None:
                 return (*replay, True)
-        full = f"{data.title}\n{data.text}" if data.title else data.text
         reason = validate_text(data.text)
         if reason is not None:
             raise InvalidRequest(reason)
-        prepared = self.triage.prepare([full])
-        a = self.triage.assess_texts([full], prepared=prepared)[0]
+        an = analysed or self.analyse([full_text(data)])[0]
+        a, emb, tokens = an.assessment, an.emb, an.tokens
         if a.error:
             raise InvalidRequest(a.error)
-        emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
-        emb = (prepared[emb_cols].to_numpy(np.float32)[0] if emb_cols and self.triage.encoder is not None
-               and self.triage.encoder.name == self.encoder.name else self.encoder.encode([a.text])[0])
         found = self.places.extract(a.text)
         given = normalize(data.place).strip() if data.place else None
         primary = self.places.primary(found)
         place = primary.name if primary else (given or None)
         places = [p.name for p in found] or ([given] if given else [])
         submitted = _naive(data.submitted_at) or utcnow()
-        tokens = str(prepared["tokens"].iat[0])
         with self._lock:
             index = self._current_index()
             tid, is_new = None, True

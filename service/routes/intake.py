@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Response
+from starlette.concurrency import run_in_threadpool
 
 from service.deps import ALL, office, require, runtime
 from service.runtime import Runtime
 from service.schemas import ClassifyIn, ClassifyOut, ReceiptOut, SuggestionIn, SuggestionOut
-from triage.office import Intake, Office
+from triage.office import Intake, InvalidRequest, Office, full_text
+from triage.pipeline import validate_text
 from triage.store import ApiKey
 
 router = APIRouter(tags=["intake"])
@@ -32,12 +34,21 @@ def stored_assessment_out(row, text: str, pii: list[str]) -> dict:
 
 @router.post("/suggestions", response_model=SuggestionOut, status_code=201,
              summary="提交留言（门户）：返回回执编号；工作人员密钥另返回完整分拣结果")
-def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(require(*ALL)),
-           off: Office = Depends(office), rt: Runtime = Depends(runtime),
-           idempotency_key: str | None = Header(None, max_length=200,
-                                                description="重试时带同一个值：不会重复受理")) -> dict:
+async def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(require(*ALL)),
+                 off: Office = Depends(office), rt: Runtime = Depends(runtime),
+                 idempotency_key: str | None = Header(None, max_length=200,
+                                                      description="重试时带同一个值：不会重复受理")) -> dict:
     data = Intake(**body.model_dump())
-    row, arow, replayed = off.submit(data, key, idempotency_key)
+    replay = await run_in_threadpool(off.replay, data, key, idempotency_key)
+    if replay is None:
+        reason = validate_text(data.text)
+        if reason is not None:
+            raise InvalidRequest(reason)
+        # concurrent submissions share one model call (the sentence encoder batches well)
+        analysed = (await rt.analyse([full_text(data)]))[0]
+        row, arow, replayed = await run_in_threadpool(off.submit, data, key, idempotency_key, True, analysed)
+    else:
+        (row, arow), replayed = replay, True
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"

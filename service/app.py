@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.routes import admin, intake, ops, public, topics
+from service.routes import admin, intake, ops, public, review, topics
 from service.routes.open311 import Open311Error, open311_error_response
 from service.routes.open311 import router as open311_router
 from service.runtime import Runtime, Settings
@@ -197,4 +198,18 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for r in (intake.router, topics.router, public.router, admin.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(open311_router)
+    app.include_router(review.router)
+    from fastapi.responses import RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(f"{review.BASE}/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
+
+    @app.exception_handler(review.LoginRequired)
+    async def login_required(request: Request, exc: review.LoginRequired):
+        return RedirectResponse(f"{review.BASE}/login", status_code=303)
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        return RedirectResponse(f"{review.BASE}/", status_code=307)
+
     return app

@@ -472,7 +472,7 @@ class Office:
         return {"committee": t.committee, "department": t.department}
 
     def _do_relabel(self, s: Session, t: Topic, actor: Actor, label: str | None = None) -> dict:
-        label = normalize(label or "").strip()
+        label = " ".join((label or "").split())   # as staff typed it: full-width punctuation is kept
         if not label or len(label) > 80:
             raise InvalidRequest("标签不能为空，且不超过 80 字 / label must be 1–80 characters")
         old, t.label, t.label_locked, t.pinned = t.label, label, True, True

@@ -181,6 +181,22 @@ def test_correcting_a_label_is_shown_after_a_reload(page) -> None:
     assert "幸福村 · 公交班次太少（已核实）" in page.inner_text("#topics")
 
 
+def test_splitting_the_ticked_members_opens_a_new_topic(page) -> None:
+    big = next(r for r in rows(page) if int(r.locator("td.num").nth(2).inner_text().split("/")[0]) >= 3)
+    big.locator("a.label").click()
+    page.wait_for_load_state()
+    before = page.locator("#members tbody tr").count()
+    page.locator("input.member").first.check()
+    form = page.locator("form[data-action=split]")
+    form.locator("input[name=reason]").fill("这一条说的是另一件事")
+    form.locator("button").click()
+    page.wait_for_load_state()
+    assert "已拆出新议题" in page.inner_text("body") and page.locator("#members tbody tr").count() == 1
+    page.go_back()
+    page.reload()
+    assert page.locator("#members tbody tr").count() == before - 1
+
+
 def test_a_message_with_an_xss_payload_is_text_in_every_view(page, site) -> None:
     from sqlalchemy import select
 

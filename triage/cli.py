@@ -297,6 +297,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"首次启动：已创建工作人员密钥（只显示一次）/ first start, a staff key (shown once):\n  {key}",
                   file=sys.stderr)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"审核页面 / review page: http://{host}:{args.port}/review/ （工作人员密钥登录 / staff key）", file=sys.stderr)
     print(f"triage 服务 / service: http://{host}:{args.port}/docs （API 文档 / API docs）；"
           f"数据库 / database: {store.url.split('@')[-1]}", file=sys.stderr)
     from service.server import serve

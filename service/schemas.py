@@ -4,11 +4,20 @@ silently ignored value."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 
 from triage.pipeline import MAX_CHARS
+
+
+def _utc(v: dt.datetime) -> dt.datetime:
+    # the store keeps naive UTC; RFC 3339 (OpenAPI's date-time) needs the offset
+    return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v
+
+
+#: a datetime in a response: always with its UTC offset
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 
 class Strict(BaseModel):
@@ -62,7 +71,7 @@ class SuggestionOut(BaseModel):
 
 class ReceiptOut(BaseModel):
     receipt: str
-    submitted_at: dt.datetime
+    submitted_at: UtcDateTime
     channel: str
     text: str
     status: str
@@ -99,8 +108,8 @@ class TopicOut(BaseModel):
     keywords: list[str]
     places: list[str]
     place: str | None
-    first_seen: dt.datetime | None
-    last_seen: dt.datetime | None
+    first_seen: UtcDateTime | None
+    last_seen: UtcDateTime | None
     theme: str | None
     merged_into: str | None
     outcome_class: str | None
@@ -114,7 +123,7 @@ class TopicList(BaseModel):
 
 class MemberOut(BaseModel):
     id: int
-    submitted_at: dt.datetime
+    submitted_at: UtcDateTime
     channel: str
     title: str
     text: str
@@ -131,7 +140,7 @@ class MemberOut(BaseModel):
 
 class DecisionOut(BaseModel):
     id: int
-    at: dt.datetime
+    at: UtcDateTime
     actor: str
     role: str
     action: str
@@ -176,7 +185,7 @@ class BoardItem(BaseModel):
     outcome_unit: str | None
     outcome: str | None
     size: int
-    published_at: dt.datetime | None
+    published_at: UtcDateTime | None
 
 
 class KeyIn(Strict):
@@ -193,8 +202,8 @@ class KeyOut(BaseModel):
     prefix: str
     can_unmask: bool
     rate_per_minute: int | None
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
+    created_at: UtcDateTime
+    revoked_at: UtcDateTime | None
     key: str | None = Field(None, description="shown once, at creation")
 
 
@@ -204,5 +213,5 @@ class JobOut(BaseModel):
     status: str
     result: dict[str, Any]
     error: str | None
-    created_at: dt.datetime
-    finished_at: dt.datetime | None
+    created_at: UtcDateTime
+    finished_at: UtcDateTime | None

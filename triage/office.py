@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import secrets
 import threading
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,13 @@ def _naive(ts: dt.datetime | pd.Timestamp | None) -> dt.datetime | None:
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts.to_pydatetime()
+
+
+def shown_id(value: object) -> str:
+    """An id fit to echo in an error message: only the shapes we issue. Anything else a caller typed
+    (a phone number pasted into the wrong field) is not repeated back into messages and logs."""
+    v = str(value)
+    return v if re.fullmatch(r"T\d{6,9}|YS\d{8}-[0-9A-Z]{8}|\d{1,9}", v) and not re.fullmatch(r"\d{7,}", v) else "（编号格式不符）"
 
 
 def new_receipt(now: dt.datetime | None = None) -> str:
@@ -276,7 +284,7 @@ class Office:
         with self.store.session() as s:
             row = s.execute(select(Suggestion).where(Suggestion.receipt == receipt)).scalar_one_or_none()
             if row is None or (key.role == "portal" and row.api_key_id != key.id):
-                raise NotFound(f"回执编号 {receipt} 不存在 / no such receipt")
+                raise NotFound(f"回执编号 {shown_id(receipt)} 不存在 / no such receipt")
             topic = s.get(Topic, row.topic_id) if row.topic_id else None
             while topic is not None and topic.status == "merged" and topic.merged_into:
                 topic = s.get(Topic, topic.merged_into)
@@ -332,7 +340,7 @@ class Office:
         with self.store.session() as s:
             t = s.get(Topic, tid)
             if t is None:
-                raise NotFound(f"议题 {tid} 不存在 / no such topic")
+                raise NotFound(f"议题 {shown_id(tid)} 不存在 / no such topic")
             members = list(s.execute(select(Suggestion).where(Suggestion.topic_id == tid)
                                      .order_by(Suggestion.submitted_at, Suggestion.id)).scalars())
             conf = {r.suggestion_id: r for r in s.execute(
@@ -372,7 +380,7 @@ class Office:
         with self._lock, self.store.session() as s:
             t = s.get(Topic, tid)
             if t is None:
-                raise NotFound(f"议题 {tid} 不存在 / no such topic")
+                raise NotFound(f"议题 {shown_id(tid)} 不存在 / no such topic")
             if t.status == "merged":
                 raise Conflict(f"议题 {tid} 已并入 {t.merged_into}，请在该议题上操作 / topic was merged")
             detail = handler(s, t, actor, **p) or {}
@@ -401,7 +409,7 @@ class Office:
             raise InvalidRequest("请指定要并入的另一个议题 into / name the topic to merge into")
         target = s.get(Topic, into)
         if target is None:
-            raise NotFound(f"议题 {into} 不存在 / no such topic")
+            raise NotFound(f"议题 {shown_id(into)} 不存在 / no such topic")
         if target.status in ("merged", "rejected"):
             raise Conflict(f"不能并入状态为 {target.status} 的议题 / cannot merge into that topic")
         moved = s.execute(select(Suggestion).where(Suggestion.topic_id == t.id)).scalars().all()
@@ -425,7 +433,7 @@ class Office:
             raise InvalidRequest("请选择要拆出的留言 members / select the messages to split off")
         unknown = [i for i in ids if i not in current]
         if unknown:
-            raise InvalidRequest(f"留言 {unknown[:5]} 不属于议题 {t.id} / not members of this topic")
+            raise InvalidRequest(f"留言 {[shown_id(u) for u in unknown[:5]]} 不属于议题 {t.id} / not members of this topic")
         if len(ids) == len(current):
             raise InvalidRequest("不能拆出全部留言 / cannot split off every message")
         nid = f"T{self.store.next_value(s, 'topic'):06d}"
@@ -458,12 +466,12 @@ class Office:
         if committee:
             c = tax.committee(committee) or next((x for x in tax.committees if x.name == committee), None)
             if c is None:
-                raise InvalidRequest(f"专委会 {committee} 不存在，可选：{'、'.join(x.id for x in tax.committees)}")
+                raise InvalidRequest(f"专委会不存在，可选：{'、'.join(x.id for x in tax.committees)}")
             t.route_kind, t.committee_id, t.committee, t.department = "committee", c.id, c.name, None
         elif department:
             d = tax.department(department) or next((x for x in tax.departments if x.name == department), None)
             if d is None:
-                raise InvalidRequest(f"部门 {department} 不存在 / no such department")
+                raise InvalidRequest("部门不存在，请用 departments.yaml 中的编号或名称 / no such department")
             t.route_kind, t.committee_id, t.committee, t.department = "department", None, None, d.name
         else:
             raise InvalidRequest("请指定 committee 或 department / name a committee or a department")
@@ -482,11 +490,11 @@ class Office:
                     domain: str | None = None, scope: str | None = None) -> dict:
         m = s.get(Suggestion, int(suggestion_id)) if suggestion_id is not None else None
         if m is None or m.topic_id != t.id:
-            raise InvalidRequest(f"留言 {suggestion_id} 不属于议题 {t.id} / not a member of this topic")
+            raise InvalidRequest(f"留言 {shown_id(suggestion_id)} 不属于议题 {t.id} / not a member of this topic")
         if domain is None and scope is None:
             raise InvalidRequest("请给出更正后的 domain 或 scope / give the corrected domain or scope")
         if domain is not None and domain not in self.triage.taxonomy.domain_names:
-            raise InvalidRequest(f"领域 {domain} 不在分类体系中 / unknown domain")
+            raise InvalidRequest(f"领域不在分类体系中，可选：{'、'.join(self.triage.taxonomy.domain_names)} / unknown domain")
         if scope is not None and scope not in ("group", "individual"):
             raise InvalidRequest("scope 只能是 group 或 individual")
         changed = {}

@@ -227,7 +227,8 @@ class Store:
 
     def __init__(self, url: str | None = None, migrate: bool = True) -> None:
         self.url = url or default_url()
-        kw: dict[str, Any] = {"pool_pre_ping": True}
+        # hide_parameters: a database error never carries a citizen's text into a log line
+        kw: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
         if self.url.startswith("sqlite"):
             kw["connect_args"] = {"check_same_thread": False, "timeout": 15}
         else:

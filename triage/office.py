@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -142,6 +143,7 @@ class Office:
         self._recluster_lock = threading.Lock()
         self._index: TopicIndex | None = None
         self._index_gen: Any = None
+        self._gen_checked = 0.0
         self._since_recluster = 0
 
     # ================================================================ intake
@@ -226,7 +228,7 @@ class Office:
                     topic.size = (topic.size or 0) + 1
                     topic.last_seen = max(topic.last_seen or submitted, submitted)
                     topic.first_seen = min(topic.first_seen or submitted, submitted)
-                    topic.submitters = self._submitters(s, topic.id, extra=row)
+                    topic.submitters = (topic.submitters or 0) + self._new_voice(s, topic.id, row)
                     topic.updated_at = utcnow()
             except IntegrityError:
                 if idem:  # a concurrent retry with the same key won the race
@@ -252,6 +254,16 @@ class Office:
     def _latest_assessment(s: Session, sid: int) -> Assessment:
         return s.execute(select(Assessment).where(Assessment.suggestion_id == sid)
                          .order_by(Assessment.id.desc()).limit(1)).scalar_one()
+
+    @staticmethod
+    def _new_voice(s: Session, tid: str, row: Suggestion) -> int:
+        """1 if ``row``'s submitter has not written to this topic before (anonymous ones always count):
+        one indexed lookup, not a scan of every member."""
+        if not row.submitter:
+            return 1
+        seen = s.execute(select(Suggestion.id).where(Suggestion.topic_id == tid, Suggestion.submitter == row.submitter,
+                                                     Suggestion.id != row.id).limit(1)).first()
+        return 0 if seen else 1
 
     @staticmethod
     def _submitters(s: Session, tid: str, extra: Suggestion | None = None) -> int:
@@ -543,8 +555,14 @@ class Office:
     def _bump_generation(self) -> None:
         with self.store.session() as s:
             self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
+        self._gen_checked = 0.0
 
     def _current_index(self) -> TopicIndex | None:
+        # another worker's re-clustering shows as a new generation; looking once a second is enough
+        now = time.monotonic()
+        if self._index is not None and now - self._gen_checked < 1.0:
+            return self._index
+        self._gen_checked = now
         gen = self.store.get_setting("topics_generation")
         if self._index is None or gen != self._index_gen:
             self._index = self._build_index()
@@ -630,6 +648,7 @@ class Office:
                                  detail={"messages": len(msgs), "topics": len(topics), "seconds": res.seconds}))
                 self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
             self._index = None
+            self._gen_checked = 0.0
             return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds}
 
     def _upsert_topic(self, s: Session, tid: str, r: pd.Series, card: dict) -> None:

@@ -249,3 +249,9 @@ def test_fuzzing_the_openapi_schema_finds_no_500_and_no_response_schema_violatio
 
         run()
     assert len(tried) >= 15 and sum(tried.values()) >= 100
+    from .conftest import ROOT
+
+    out = ROOT / "tests" / "artifacts"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fuzz.json").write_text(json.dumps({"operations": len(tried), "requests": sum(tried.values()),
+                                               "per_operation": tried}, ensure_ascii=False, indent=2))

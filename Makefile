@@ -40,6 +40,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/classify_throughput.py --model models/default --rows 10000
 	$(BIN)/python bench/topics_scale.py
 	$(BIN)/python bench/cross_writer.py
+	$(BIN)/python bench/api_latency.py
+	$(BIN)/python bench/load.py --n 20000 --concurrency 64 --workers 2
+	$(BIN)/python bench/load.py --n 20000 --concurrency 64 --workers 2 --kill-at 0.5
+	$(BIN)/python bench/load.py --n 20000 --concurrency 64 --workers 2 --database postgresql --restart-postgres-at 0.5
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts

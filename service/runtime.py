@@ -108,7 +108,21 @@ class Metrics:
                                  registry=self.registry)
         self.suggestions = Counter("triage_suggestions_stored_total", "suggestions stored", ["channel_kind"],
                                    registry=self.registry)
-        self.model = Gauge("triage_model_info", "active model", ["version"], registry=self.registry)
+        self.model = Gauge("triage_model_info", "active model", ["version"], registry=self.registry,
+                           multiprocess_mode="liveall")
+
+    def exposition(self) -> bytes:
+        """This worker's metrics, or every worker's when the server runs several
+        (``PROMETHEUS_MULTIPROC_DIR``, set by ``triage serve --workers N``)."""
+        from prometheus_client import generate_latest
+
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            reg = CollectorRegistry()
+            multiprocess.MultiProcessCollector(reg)
+            return generate_latest(reg)
+        return generate_latest(self.registry)
 
 
 class Runtime:

@@ -284,6 +284,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["TRIAGE_DATABASE_URL"] = args.database
     if args.model:
         os.environ["TRIAGE_MODEL"] = args.model
+    if args.workers > 1:   # the workers' metrics, summed at /metrics (prometheus_client multiprocess mode)
+        import shutil
+        import tempfile
+
+        mdir = Path(tempfile.gettempdir()) / f"triage-metrics-{args.port}"
+        shutil.rmtree(mdir, ignore_errors=True)
+        mdir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
     store = Store(args.database)          # migrations run once, here, not in every worker
     os.environ["TRIAGE_MIGRATED"] = "1"
     if args.demo:

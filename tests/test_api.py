@@ -466,6 +466,7 @@ def test_open311_errors_use_the_georeport_shape(api, form: dict, status: int) ->
 
 # ------------------------------------------------------------------ ops
 def test_health_readiness_and_metrics(api) -> None:
+    submit(api, "路灯坏了好久没人修")
     assert api.client.get("/healthz").json() == {"status": "ok"}
     r = api.client.get("/readyz")
     assert r.status_code == 200 and r.json()["database"] == "ok"

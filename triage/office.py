@@ -113,6 +113,10 @@ class Analysed:
     assessment: Any
     tokens: str
     emb: np.ndarray
+    places: list[str] = field(default_factory=list)
+    place: str | None = None
+    lex: Any = None                  # the message's row in ``index``'s lexical space
+    index: Any = None
 
 
 def full_text(data: Intake) -> str:
@@ -163,7 +167,17 @@ class Office:
             emb = prepared[emb_cols].to_numpy(np.float32)
         else:
             emb = self.encoder.encode([a.text for a in results])
-        return [Analysed(a, str(tok), e) for a, tok, e in zip(results, prepared["tokens"], emb)]
+        out = []
+        for a, tok, e in zip(results, prepared["tokens"], emb):
+            found = self.places.extract(a.text)
+            primary = self.places.primary(found)
+            out.append(Analysed(a, str(tok), e, [p.name for p in found], primary.name if primary else None))
+        index = self._index
+        if index is not None and out:   # vectorise the batch once, outside the index lock
+            rows = index.lexical([x.tokens for x in out], [[*x.places, *([x.place] if x.place else [])] for x in out])
+            for x, row in zip(out, rows):
+                x.lex, x.index = row, index
+        return out
 
     def replay(self, data: Intake, key: ApiKey | None, idempotency_key: str | None
                ) -> tuple[Suggestion, Assessment] | None:
@@ -192,17 +206,16 @@ class Office:
         a, emb, tokens = an.assessment, an.emb, an.tokens
         if a.error:
             raise InvalidRequest(a.error)
-        found = self.places.extract(a.text)
         given = normalize(data.place).strip() if data.place else None
-        primary = self.places.primary(found)
-        place = primary.name if primary else (given or None)
-        places = [p.name for p in found] or ([given] if given else [])
+        place = an.place or (given or None)
+        places = list(an.places) or ([given] if given else [])
         submitted = _naive(data.submitted_at) or utcnow()
         with self._lock:
             index = self._current_index()
             tid, is_new = None, True
             if index is not None:
-                tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places)
+                lex = an.lex if an.index is index and place == an.place else None
+                tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places, lex=lex)
             try:
                 with self.store.session() as s:
                     if is_new:

@@ -489,18 +489,27 @@ class TopicIndex:
             base = np.concatenate([np.asarray(base).ravel(), sp.vstack(self._new_lex)[:, cols] @ vals])
         return np.asarray(base).ravel()
 
+    def lexical(self, tokens: Sequence[str], places: Sequence[Sequence[str]]) -> list[sp.csr_matrix]:
+        """The place-blind lexical rows of several messages in one vectoriser call (the service
+        computes them for a batch of submissions before taking the index lock)."""
+        docs = [_strip_places(t, list(ps)) for t, ps in zip(tokens, places)]
+        m = _l2_sparse(sp.csr_matrix(self.lexvec.transform(docs), dtype=np.float64))
+        return [m[i] for i in range(m.shape[0])]
+
     def assign(self, text: str, tokens: str, emb: np.ndarray, place: str | None,
-               submitted_at: pd.Timestamp, places: Sequence[str] = ()) -> tuple[str, float, bool]:
+               submitted_at: pd.Timestamp, places: Sequence[str] = (),
+               lex: sp.csr_matrix | None = None) -> tuple[str, float, bool]:
         """(topic id, similarity, is_new). Updates the index in place.
 
         ``places`` are all places named in the message (``place`` is the most specific); their
-        tokens are left out of the lexical view, as in :meth:`TopicBuilder.fit`.
+        tokens are left out of the lexical view, as in :meth:`TopicBuilder.fit`. ``lex`` is the
+        message's row from :meth:`lexical`, when already computed.
         """
         cfg = self.sim.cfg
         day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
         e = np.asarray(emb, dtype=np.float32)
         names = [*places, *([place] if place else [])]
-        lv = _l2_sparse(sp.csr_matrix(self.lexvec.transform([_strip_places(tokens, names)]), dtype=np.float64))
+        lv = lex if lex is not None else self.lexical([tokens], [names])[0]
         n = len(self.ids)
         best, best_s = -1, -np.inf
         if n:

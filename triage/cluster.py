@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,6 +49,26 @@ class Points:
     place: list[str | None]          # most specific place
     day: np.ndarray                  # days since epoch (float)
     block: list[str] | None = None   # e.g. predicted domain
+    mentions: list[frozenset[str]] | None = None  # every place each message names (the primary among them)
+    _codes: np.ndarray | None = field(default=None, init=False, repr=False)
+    _keys: list[tuple[str, frozenset[str]]] = field(default_factory=list, init=False, repr=False)
+
+    def place_codes(self) -> tuple[np.ndarray, list[tuple[str, frozenset[str]]]]:
+        """Each message's (primary, mentions) as an integer code (-1: no place) and the distinct keys.
+
+        Few distinct keys, millions of candidate pairs: the place term is computed once per distinct
+        pair of keys, not once per pair of messages.
+        """
+        if self._codes is None:
+            code: dict[tuple[str, frozenset[str]], int] = {}
+            out = np.full(len(self.place), -1, dtype=np.int64)
+            empty: frozenset[str] = frozenset()
+            for k, pl in enumerate(self.place):
+                if pl:
+                    key = (pl, self.mentions[k] if self.mentions is not None else empty)
+                    out[k] = code.setdefault(key, len(code))
+            self._codes, self._keys = out, list(code)
+        return self._codes, self._keys
 
 
 class Similarity:
@@ -57,22 +77,40 @@ class Similarity:
         self.places = places
         self._place_memo: dict[tuple[str, str], float] = {}  # few distinct place pairs, millions of lookups
 
-    def place_term(self, a: str | None, b: str | None) -> float:
+    def place_term(self, a: str | None, b: str | None, mentions_a: frozenset[str] = frozenset(),
+                   mentions_b: frozenset[str] = frozenset()) -> float:
+        """Bonus when the primary places agree, penalty when they cannot be the same place.
+
+        The primary place is one guess per message (the most specific name found), and extraction
+        errs: a long proposal names several places, the short complaint about one of them names just
+        that one. So a conflict between the primaries is forgiven (neutral, not a bonus) when either
+        message also names the other's primary place or a place inside it; naming only a broader
+        place (the town both villages belong to) is no evidence and forgives nothing.
+        """
         if not a or not b:
             return 0.0
-        key = (a, b) if a <= b else (b, a)
+        if a == b:
+            return self.cfg.place_bonus
+        key = (a, b, mentions_a, mentions_b)
         v = self._place_memo.get(key)
         if v is None:
-            v = self._place_memo[key] = self._place_term(a, b)
+            v = self._place_memo[key] = self._place_term(a, b, mentions_a, mentions_b)
         return v
 
-    def _place_term(self, a: str, b: str) -> float:
+    def _place_term(self, a: str, b: str, mentions_a: frozenset[str], mentions_b: frozenset[str]) -> float:
         c = self.places.compatible(a, b)
+        if c is False and (self._names_within(a, mentions_b) or self._names_within(b, mentions_a)):
+            c = None
         if c is True:
             return self.cfg.place_bonus
         if c is False:
             return -self.cfg.place_penalty
         return 0.0
+
+    def _names_within(self, place: str, mentions: frozenset[str]) -> bool:
+        """Whether one of ``mentions`` is ``place`` or a place inside it."""
+        spec = self.places.specificity(place)
+        return any(self.places.specificity(x) >= spec and self.places.compatible(place, x) is True for x in mentions)
 
     def time_term(self, gap_days: np.ndarray) -> np.ndarray:
         gap = np.abs(gap_days)
@@ -85,23 +123,40 @@ class Similarity:
         sem = np.einsum("ij,ij->i", p.emb[i], p.emb[j])
         lex = np.asarray(p.lex[i].multiply(p.lex[j]).sum(axis=1)).ravel()
         s = self.cfg.w_semantic * sem + self.cfg.w_lexical * lex
-        s += np.fromiter((self.place_term(p.place[a], p.place[b]) for a, b in zip(i, j)), float, len(i))
+        s += self.place_terms(p, i, j)
         s += self.time_term(p.day[i] - p.day[j])
         return s
+
+    def place_terms(self, p: Points, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Place term for index pairs, computed once per distinct pair of place keys."""
+        codes, keys = p.place_codes()
+        ci, cj = codes[i], codes[j]
+        out = np.zeros(len(i))
+        both = (ci >= 0) & (cj >= 0)
+        if not both.any():
+            return out
+        lo, hi = np.minimum(ci[both], cj[both]), np.maximum(ci[both], cj[both])
+        uniq, inv = np.unique(lo * len(keys) + hi, return_inverse=True)
+        vals = np.fromiter((self.place_term(keys[u // len(keys)][0], keys[u % len(keys)][0],
+                                            keys[u // len(keys)][1], keys[u % len(keys)][1]) for u in uniq.tolist()),
+                           float, len(uniq))
+        out[both] = vals[inv.ravel()]
+        return out
 
     def matrix(self, p: Points, idx: np.ndarray) -> np.ndarray:
         """Dense combined similarity among a (small) set of messages."""
         e = p.emb[idx]
         lx = p.lex[idx]
         s = self.cfg.w_semantic * (e @ e.T) + self.cfg.w_lexical * (lx @ lx.T).toarray()
-        pl = [p.place[k] for k in idx]
-        uniq = sorted({x for x in pl if x})
-        if uniq:
-            code = {x: n for n, x in enumerate(uniq)}
-            table = np.array([[self.place_term(a, b) for b in uniq] for a in uniq])
-            ci = np.array([code.get(x, -1) for x in pl])
-            known = ci >= 0
-            s[np.ix_(known, known)] += table[np.ix_(ci[known], ci[known])]
+        codes, keys = p.place_codes()
+        ci = codes[idx]
+        known = ci >= 0
+        if known.any():
+            uniq, inv = np.unique(ci[known], return_inverse=True)
+            ks = [keys[u] for u in uniq.tolist()]
+            table = np.array([[self.place_term(a[0], b[0], a[1], b[1]) for b in ks] for a in ks])
+            inv = inv.ravel()
+            s[np.ix_(known, known)] += table[np.ix_(inv, inv)]
         d = p.day[idx]
         s += self.time_term(d[:, None] - d[None, :])
         return s

@@ -114,8 +114,10 @@ class TopicBuilder:
         self.lex_ = self.lexvec_.fit_transform(problem_tokens(msgs)).tocsr()
         self.sim_ = Similarity(cfg.similarity, self.places)
         place = [p if isinstance(p, str) and p else None for p in msgs["place"]]
+        mentions = ([frozenset(ps) if isinstance(ps, list) else frozenset() for ps in msgs["places"]]
+                    if "places" in msgs else None)
         self.points_ = Points(self.emb_, self.lex_, place, _days(msgs["submitted_at"]),
-                              list(msgs["domain"]) if "domain" in msgs else None)
+                              list(msgs["domain"]) if "domain" in msgs else None, mentions)
         labels = cluster(self.points_, self.sim_)
         self.labels_ = labels
         ids = match_ids(labels, msgs["id"].tolist(), previous or {}, cfg.id_match_min_jaccard, id_prefix)
@@ -438,12 +440,14 @@ class TopicIndex:
         self.ids: list[str] = []
         self.count: list[int] = []
         self.place, self.last_day = [], []
+        self.mentions: list[frozenset[str]] = []   # places the topic's messages name (most common five)
         days = b.points_.day
         for t in b.topics_:
             idx = [pos[m] for m in t.members]
             self.ids.append(t.id)
             self.count.append(len(idx))
             self.place.append(t.place)
+            self.mentions.append(frozenset(t.places))
             self.last_day.append(float(days[idx].max()))
         dim = b.emb_.shape[1] if b.emb_.ndim == 2 else 0
         if b.topics_:
@@ -498,6 +502,7 @@ class TopicIndex:
         day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
         e = np.asarray(emb, dtype=np.float32)
         names = [*places, *([place] if place else [])]
+        named = frozenset(names)
         lv = _l2_sparse(sp.csr_matrix(self.lexvec.transform([_strip_places(tokens, names)]), dtype=np.float64))
         n = len(self.ids)
         best, best_s = -1, -np.inf
@@ -507,7 +512,7 @@ class TopicIndex:
             # place term only for the best candidates (string comparisons are the slow part)
             top = np.argpartition(-s, min(20, n) - 1)[:20] if n > 20 else np.arange(n)
             for k in top:
-                v = s[k] + self.sim.place_term(place, self.place[k])
+                v = s[k] + self.sim.place_term(place, self.place[k], named, self.mentions[k])
                 if v > best_s:
                     best, best_s = int(k), float(v)
         if best >= 0 and best_s >= cfg.threshold:
@@ -528,6 +533,7 @@ class TopicIndex:
         self.ids.append(tid)
         self.count.append(1)
         self.place.append(place)
+        self.mentions.append(named)
         self.last_day.append(day)
         if n >= len(self._days):
             self._days = np.concatenate([self._days, np.zeros(len(self._days) + 1)])

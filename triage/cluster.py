@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from sklearn.cluster import AgglomerativeClustering
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
 
 from triage.places import PlaceExtractor
 
@@ -212,35 +213,54 @@ def cluster(p: Points, sim: Similarity, max_component: int = 4000) -> np.ndarray
         i, j = i[keep], j[keep]
     graph = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     ncomp, comp = connected_components(graph, directed=False)
+    # Singletons and pairs need no linkage: a component of two exists only because its one pair
+    # scored above the threshold. Tens of thousands of such components at 100k messages, so they
+    # are labelled with array operations and the loop below sees the larger components only.
+    sizes = np.bincount(comp, minlength=ncomp)
+    small = sizes[comp] <= 2
     labels = np.full(n, -1, dtype=int)
-    nxt = 0
-    order = np.argsort(comp, kind="stable")
+    small_comp = np.unique(comp[small])
+    labels[small] = np.searchsorted(small_comp, comp[small])
+    nxt = len(small_comp)
+    big = np.flatnonzero(~small)
+    order = big[np.argsort(comp[big], kind="stable")]
     bounds = np.flatnonzero(np.diff(comp[order])) + 1
-    for members in np.split(order, bounds):
-        if len(members) == 1:
-            labels[members] = nxt
-            nxt += 1
-            continue
+    for members in (np.split(order, bounds) if len(order) else []):
         if len(members) > max_component:  # pathological chaining: split by embedding k-means first
             parts = _split(p.emb[members], max_component)
         else:
             parts = [np.arange(len(members))]
         for part in parts:
             idx = members[part]
-            if len(idx) == 1:
-                labels[idx] = nxt
-                nxt += 1
-                continue
-            dist = np.clip(1.0 - sim.matrix(p, idx), 0.0, None)
-            np.fill_diagonal(dist, 0.0)
-            sub = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
-                                          distance_threshold=1.0 - cfg.threshold).fit_predict(dist)
+            sub = _average_linkage(sim.matrix(p, idx), cfg.threshold) if len(idx) > 1 else np.zeros(1, int)
             labels[idx] = sub + nxt
             nxt += int(sub.max()) + 1
     return labels
 
 
-def _lexical_candidates(lex: sp.csr_matrix, k: int, blocks, chunk: int = 512):
+def _average_linkage(similarity: np.ndarray, threshold: float) -> np.ndarray:
+    """Flat clusters (0..k-1) of average linkage: groups merge while their mean similarity is >= threshold.
+
+    scipy's linkage on the condensed distances directly; sklearn's wrapper around the same call cost
+    more in validation than the clustering itself on the many small components.
+    """
+    dist = np.clip(1.0 - similarity, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    z = linkage(squareform(dist, checks=False), method="average")
+    # merges at a distance of exactly 1 - threshold are made (similarity >= threshold)
+    flat = fcluster(z, t=1.0 - threshold, criterion="distance")
+    return np.unique(flat, return_inverse=True)[1].ravel()
+
+
+def _lexical_candidates(lex: sp.csr_matrix, k: int, blocks: Sequence[str] | None, chunk: int = 2048,
+                        query_terms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of each row's k nearest neighbours by tf-idf cosine, approximately.
+
+    Sparse all the way: each chunk of rows is multiplied with the (sparse) matrix and the top k of
+    every row is taken from the sparse product, never from a dense chunk x n block (at 100k messages
+    densifying was most of the lexical search). With ``query_terms`` the query side keeps only its
+    heaviest n-grams (faster, approximate: candidates only, every pair is scored on the full vectors).
+    """
     n = lex.shape[0]
     if k < 1 or n < 2:
         return np.zeros(0, int), np.zeros(0, int)
@@ -250,18 +270,42 @@ def _lexical_candidates(lex: sp.csr_matrix, k: int, blocks, chunk: int = 512):
     for g in groups:
         if len(g) < 2:
             continue
-        lg = lex[g]
-        kk = min(k, len(g) - 1)
+        lg = sp.csr_matrix(lex[g])
+        lt = lg.T.tocsr()
+        q = _keep_heaviest(lg, query_terms) if query_terms else lg
         for s in range(0, len(g), chunk):
-            sims = (lg[s:s + chunk] @ lg.T).toarray()
-            np.fill_diagonal(sims[:, s:s + chunk], -np.inf)
-            nb = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-            rows.append(np.repeat(g[s:s + chunk], kk))
-            cols.append(g[nb.ravel()])
+            prod = (q[s:s + chunk] @ lt).tocsr()
+            r, c = _row_topk(prod, k, offset=s)
+            rows.append(g[r + s])
+            cols.append(g[c])
     if not rows:
         return np.zeros(0, int), np.zeros(0, int)
     i, j = np.concatenate(rows), np.concatenate(cols)
     return np.minimum(i, j), np.maximum(i, j)
+
+
+def _keep_heaviest(m: sp.csr_matrix, terms: int) -> sp.csr_matrix:
+    """Each row with only its ``terms`` largest entries."""
+    counts = np.diff(m.indptr)
+    if counts.max(initial=0) <= terms:
+        return m
+    rows = np.repeat(np.arange(m.shape[0]), counts)
+    order = np.lexsort((-m.data, rows))
+    rank = np.arange(len(order)) - np.repeat(m.indptr[:-1], counts)
+    keep = np.sort(order[rank < terms])
+    return sp.csr_matrix((m.data[keep], m.indices[keep], np.concatenate([[0], np.cumsum(np.minimum(counts, terms))])),
+                         shape=m.shape)
+
+
+def _row_topk(m: sp.csr_matrix, k: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of each row's ``k`` largest positive entries, the diagonal (row + offset) excluded."""
+    counts = np.diff(m.indptr)
+    rows = np.repeat(np.arange(m.shape[0]), counts)
+    data = np.where((m.indices == rows + offset) | (m.data <= 0), -np.inf, m.data)
+    order = np.lexsort((-data, rows))   # grouped by row as CSR is, largest first inside each row
+    rank = np.arange(len(order)) - np.repeat(m.indptr[:-1], counts)
+    keep = order[(rank < k) & np.isfinite(data[order])]
+    return rows[keep], m.indices[keep]
 
 
 def _split(emb: np.ndarray, size: int) -> list[np.ndarray]:

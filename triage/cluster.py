@@ -119,10 +119,13 @@ class Similarity:
         near = self.cfg.time_bonus * np.clip(1.0 - gap / self.cfg.time_bonus_days, 0, None)
         return near - self.cfg.time_penalty * np.minimum(1.0, over / self.cfg.time_window_days)
 
-    def pairs(self, p: Points, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Combined similarity for index pairs (vectorised)."""
-        sem = np.einsum("ij,ij->i", p.emb[i], p.emb[j])
-        lex = np.asarray(p.lex[i].multiply(p.lex[j]).sum(axis=1)).ravel()
+    def pairs(self, p: Points, i: np.ndarray, j: np.ndarray, sem: np.ndarray | None = None,
+              lex: np.ndarray | None = None) -> np.ndarray:
+        """Combined similarity for index pairs (vectorised); ``sem``/``lex`` when already known."""
+        if sem is None:
+            sem = np.einsum("ij,ij->i", p.emb[i], p.emb[j])
+        if lex is None:
+            lex = np.asarray(p.lex[i].multiply(p.lex[j]).sum(axis=1)).ravel()
         s = self.cfg.w_semantic * sem + self.cfg.w_lexical * lex
         s += self.place_terms(p, i, j)
         s += self.time_term(p.day[i] - p.day[j])
@@ -163,34 +166,52 @@ class Similarity:
         return s
 
 
-def knn_candidates(emb: np.ndarray, k: int, blocks: Sequence[str] | None = None,
-                   chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of each row's k nearest neighbours by embedding cosine."""
+def scored_candidates(emb: np.ndarray, lex: sp.csr_matrix, k_sem: int, k_lex: int,
+                      blocks: Sequence[str] | None = None, chunk: int = 1024
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j) with their embedding cosine and tf-idf cosine.
+
+    Each row's ``k_sem`` nearest neighbours by embedding and ``k_lex`` by tf-idf (two messages
+    sharing a rare problem word may sit far apart in a multilingual model's space). One pass over
+    chunks of rows computes both similarity blocks, picks the neighbours and reads both values of
+    every picked pair from the blocks already in memory: gathering a million pairs' vectors again
+    afterwards (dense rows and sparse rows) cost more than the search itself at 100k messages.
+    """
     n = len(emb)
-    groups: list[np.ndarray]
     if blocks is None:
         groups = [np.arange(n)]
     else:
         b = np.asarray(blocks, dtype=object)
         groups = [np.flatnonzero(b == v) for v in dict.fromkeys(b.tolist())]
-    rows, cols = [], []
+    rows, cols, sems, lexs = [], [], [], []
     for g in groups:
         if len(g) < 2:
             continue
-        kk = min(k, len(g) - 1)
+        ks, kl = min(k_sem, len(g) - 1), min(k_lex, len(g) - 1)
         eg = emb[g]
+        lg = sp.csr_matrix(lex[g])
+        lt = lg.T.tocsr()
         for s in range(0, len(g), chunk):
-            sims = eg[s:s + chunk] @ eg.T
-            np.fill_diagonal(sims[:, s:s + chunk], -np.inf)
-            nb = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < len(g) else np.argsort(-sims, axis=1)[:, :kk]
-            rows.append(np.repeat(g[s:s + chunk], kk))
+            e = slice(s, min(s + chunk, len(g)))
+            sem = eg[e] @ eg.T
+            lx = (lg[e] @ lt).toarray()
+            np.fill_diagonal(sem[:, e], -np.inf)
+            np.fill_diagonal(lx[:, e], -np.inf)
+            picked = [np.argpartition(-sem, ks - 1, axis=1)[:, :ks]]
+            if kl > 0:
+                picked.append(np.argpartition(-lx, kl - 1, axis=1)[:, :kl])
+            nb = np.concatenate(picked, axis=1)
+            rows.append(np.repeat(g[e], nb.shape[1]))
             cols.append(g[nb.ravel()])
+            sems.append(np.take_along_axis(sem, nb, axis=1).ravel())
+            lexs.append(np.take_along_axis(lx, nb, axis=1).ravel())
     if not rows:
-        return np.zeros(0, int), np.zeros(0, int)
+        z = np.zeros(0, int)
+        return z, z, np.zeros(0), np.zeros(0)
     i, j = np.concatenate(rows), np.concatenate(cols)
     lo, hi = np.minimum(i, j), np.maximum(i, j)
-    pairs = np.unique(np.stack([lo, hi], 1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
+    _, first = np.unique(lo.astype(np.int64) * n + hi, return_index=True)
+    return lo[first], hi[first], np.concatenate(sems)[first], np.concatenate(lexs)[first]
 
 
 def cluster(p: Points, sim: Similarity, max_component: int = 4000) -> np.ndarray:
@@ -200,15 +221,9 @@ def cluster(p: Points, sim: Similarity, max_component: int = 4000) -> np.ndarray
         return np.zeros(0, dtype=int)
     cfg = sim.cfg
     blocks = p.block if (p.block is not None and n > cfg.block_above) else None
-    i, j = knn_candidates(p.emb, cfg.knn, blocks)
-    # lexical neighbours too: two messages sharing a rare place + problem word may sit far apart in
-    # the embedding space of a multilingual model
-    li, lj = _lexical_candidates(p.lex, cfg.knn // 2, blocks)
-    if len(li):
-        allp = np.unique(np.stack([np.concatenate([i, li]), np.concatenate([j, lj])], 1), axis=0)
-        i, j = allp[:, 0], allp[:, 1]
+    i, j, sem, lex = scored_candidates(p.emb, p.lex, cfg.knn, cfg.knn // 2, blocks)
     if len(i):
-        s = sim.pairs(p, i, j)
+        s = sim.pairs(p, i, j, sem, lex)
         keep = s >= cfg.threshold
         i, j = i[keep], j[keep]
     graph = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
@@ -250,62 +265,6 @@ def _average_linkage(similarity: np.ndarray, threshold: float) -> np.ndarray:
     # merges at a distance of exactly 1 - threshold are made (similarity >= threshold)
     flat = fcluster(z, t=1.0 - threshold, criterion="distance")
     return np.unique(flat, return_inverse=True)[1].ravel()
-
-
-def _lexical_candidates(lex: sp.csr_matrix, k: int, blocks: Sequence[str] | None, chunk: int = 2048,
-                        query_terms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of each row's k nearest neighbours by tf-idf cosine, approximately.
-
-    Sparse all the way: each chunk of rows is multiplied with the (sparse) matrix and the top k of
-    every row is taken from the sparse product, never from a dense chunk x n block (at 100k messages
-    densifying was most of the lexical search). With ``query_terms`` the query side keeps only its
-    heaviest n-grams (faster, approximate: candidates only, every pair is scored on the full vectors).
-    """
-    n = lex.shape[0]
-    if k < 1 or n < 2:
-        return np.zeros(0, int), np.zeros(0, int)
-    groups = [np.arange(n)] if blocks is None else [
-        np.flatnonzero(np.asarray(blocks, dtype=object) == v) for v in dict.fromkeys(blocks)]
-    rows, cols = [], []
-    for g in groups:
-        if len(g) < 2:
-            continue
-        lg = sp.csr_matrix(lex[g])
-        lt = lg.T.tocsr()
-        q = _keep_heaviest(lg, query_terms) if query_terms else lg
-        for s in range(0, len(g), chunk):
-            prod = (q[s:s + chunk] @ lt).tocsr()
-            r, c = _row_topk(prod, k, offset=s)
-            rows.append(g[r + s])
-            cols.append(g[c])
-    if not rows:
-        return np.zeros(0, int), np.zeros(0, int)
-    i, j = np.concatenate(rows), np.concatenate(cols)
-    return np.minimum(i, j), np.maximum(i, j)
-
-
-def _keep_heaviest(m: sp.csr_matrix, terms: int) -> sp.csr_matrix:
-    """Each row with only its ``terms`` largest entries."""
-    counts = np.diff(m.indptr)
-    if counts.max(initial=0) <= terms:
-        return m
-    rows = np.repeat(np.arange(m.shape[0]), counts)
-    order = np.lexsort((-m.data, rows))
-    rank = np.arange(len(order)) - np.repeat(m.indptr[:-1], counts)
-    keep = np.sort(order[rank < terms])
-    return sp.csr_matrix((m.data[keep], m.indices[keep], np.concatenate([[0], np.cumsum(np.minimum(counts, terms))])),
-                         shape=m.shape)
-
-
-def _row_topk(m: sp.csr_matrix, k: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of each row's ``k`` largest positive entries, the diagonal (row + offset) excluded."""
-    counts = np.diff(m.indptr)
-    rows = np.repeat(np.arange(m.shape[0]), counts)
-    data = np.where((m.indices == rows + offset) | (m.data <= 0), -np.inf, m.data)
-    order = np.lexsort((-data, rows))   # grouped by row as CSR is, largest first inside each row
-    rank = np.arange(len(order)) - np.repeat(m.indptr[:-1], counts)
-    keep = order[(rank < k) & np.isfinite(data[order])]
-    return rows[keep], m.indices[keep]
 
 
 def _split(emb: np.ndarray, size: int) -> list[np.ndarray]:

@@ -127,6 +127,7 @@ class PlaceExtractor:
         self.gaz = gazetteer if gazetteer is not None else default_gazetteer()
         names = sorted(set(self.gaz.level) | set(self.gaz.aliases), key=len, reverse=True)
         self._gaz_re = re.compile("|".join(map(re.escape, names))) if names else None
+        self._specificity: dict[str, int] = {}
 
     def extract(self, text: str) -> list[Place]:
         taken = [False] * len(text)
@@ -193,10 +194,13 @@ class PlaceExtractor:
 
     def specificity(self, name: str) -> int:
         """How specific a place name is (:data:`SPECIFICITY`): its gazetteer level, else its suffix's."""
-        lvl = self.gaz.level.get(self.gaz.aliases.get(name, name))
-        if lvl is None:
-            lvl = next((lv for suf, lv in _SUFFIXES_LONGEST if name.endswith(suf)), None)
-        return SPECIFICITY.get(lvl or "", 0)
+        v = self._specificity.get(name)
+        if v is None:  # memo: a few thousand names, asked about for every pair of place keys
+            lvl = self.gaz.level.get(self.gaz.aliases.get(name, name))
+            if lvl is None:
+                lvl = next((lv for suf, lv in _SUFFIXES_LONGEST if name.endswith(suf)), None)
+            v = self._specificity[name] = SPECIFICITY.get(lvl or "", 0)
+        return v
 
     def compatible(self, a: str | None, b: str | None) -> bool | None:
         """True/False when both are known to agree/disagree; None when either is unknown."""

@@ -40,3 +40,14 @@ def test_common_words_ending_like_places_are_not_places():
 
 def test_a_site_inside_a_known_place_is_one_place():
     assert names("石桥镇卫生院晚上没有医生") == ["石桥镇卫生院"]
+
+
+def test_a_conflict_of_primary_places_is_forgiven_only_when_the_other_names_that_place():
+    from triage.cluster import Similarity, SimilarityConfig
+
+    sim = Similarity(SimilarityConfig(), PlaceExtractor())
+    # the proposal's primary is the village, but it names the clinic the complaint is about
+    assert sim.place_term("龙潭乡卫生院", "松林村", frozenset({"龙潭乡卫生院"}), frozenset({"松林村", "龙潭乡卫生院"})) == 0.0
+    # naming only the town both villages lie in is no evidence: still a conflict
+    assert sim.place_term("上庄村", "龙潭村", frozenset({"上庄村", "石桥镇"}), frozenset({"龙潭村", "石桥镇"})) < 0
+    assert sim.place_term("上庄村", "龙潭村") < 0

@@ -154,3 +154,24 @@ def test_topic_building_embeds_each_message_once_with_the_shipped_model(shipped_
     enc = CachedEncoder(get_encoder("use"))
     build_candidates(tri, pd.DataFrame(rows), ["text"], encoder=enc)
     assert enc.misses <= len(rows) + len(default_plan().items)
+
+
+def test_parallel_tfidf_fit_equals_the_serial_fit():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from triage import topics as T
+
+    docs = [f"{w} 楼道 灯 坏了 {i}" for i, w in enumerate(["北辰", "上庄", "公交", "班次", "电梯"] * 40)]
+    mk = lambda: TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True, max_df=0.5,
+                                 dtype=np.float32)
+    serial = mk()
+    a = serial.fit_transform(docs)
+    par = mk()
+    old, T.PARALLEL_MIN_TEXTS = T.PARALLEL_MIN_TEXTS, 10
+    try:
+        b = T.fit_tfidf(par, docs, workers=2)
+    finally:
+        T.PARALLEL_MIN_TEXTS = old
+    assert par.vocabulary_ == serial.vocabulary_
+    assert abs(a - b).max() == 0
+    assert abs(serial.transform(docs[:5]) - par.transform(docs[:5])).max() == 0

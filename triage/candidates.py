@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from triage.embed import CachedEncoder, Encoder, get_encoder
+from triage.embed import CachedEncoder, Encoder, get_encoder, topic_embeddings
 from triage.features import join_columns
 from triage.pipeline import validate_text
 from triage.places import PlaceExtractor
@@ -101,8 +101,10 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         emb = prepared[emb_cols].to_numpy(np.float32)
     else:
         emb = enc.encode(good["text"].tolist())
+    # clustering sees long texts through their opening as well; scorecards and routing keep ``emb``
+    temb = topic_embeddings(enc, good["text"].tolist(), emb)
     lap("places_embed")
-    builder = TopicBuilder(config, places).fit(good, emb, previous)
+    builder = TopicBuilder(config, places).fit(good, temb, previous)
     lap("cluster_describe")
     now = now if now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
     judge = PrincipleJudge(encoder=enc)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from sklearn.cluster import AgglomerativeClustering
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
 
 from triage.places import PlaceExtractor
 
@@ -49,6 +50,26 @@ class Points:
     place: list[str | None]          # most specific place
     day: np.ndarray                  # days since epoch (float)
     block: list[str] | None = None   # e.g. predicted domain
+    mentions: list[frozenset[str]] | None = None  # every place each message names (the primary among them)
+    _codes: np.ndarray | None = field(default=None, init=False, repr=False)
+    _keys: list[tuple[str, frozenset[str]]] = field(default_factory=list, init=False, repr=False)
+
+    def place_codes(self) -> tuple[np.ndarray, list[tuple[str, frozenset[str]]]]:
+        """Each message's (primary, mentions) as an integer code (-1: no place) and the distinct keys.
+
+        Few distinct keys, millions of candidate pairs: the place term is computed once per distinct
+        pair of keys, not once per pair of messages.
+        """
+        if self._codes is None:
+            code: dict[tuple[str, frozenset[str]], int] = {}
+            out = np.full(len(self.place), -1, dtype=np.int64)
+            empty: frozenset[str] = frozenset()
+            for k, pl in enumerate(self.place):
+                if pl:
+                    key = (pl, self.mentions[k] if self.mentions is not None else empty)
+                    out[k] = code.setdefault(key, len(code))
+            self._codes, self._keys = out, list(code)
+        return self._codes, self._keys
 
 
 class Similarity:
@@ -57,22 +78,40 @@ class Similarity:
         self.places = places
         self._place_memo: dict[tuple[str, str], float] = {}  # few distinct place pairs, millions of lookups
 
-    def place_term(self, a: str | None, b: str | None) -> float:
+    def place_term(self, a: str | None, b: str | None, mentions_a: frozenset[str] = frozenset(),
+                   mentions_b: frozenset[str] = frozenset()) -> float:
+        """Bonus when the primary places agree, penalty when they cannot be the same place.
+
+        The primary place is one guess per message (the most specific name found), and extraction
+        errs: a long proposal names several places, the short complaint about one of them names just
+        that one. So a conflict between the primaries is forgiven (neutral, not a bonus) when either
+        message also names the other's primary place or a place inside it; naming only a broader
+        place (the town both villages belong to) is no evidence and forgives nothing.
+        """
         if not a or not b:
             return 0.0
-        key = (a, b) if a <= b else (b, a)
+        if a == b:
+            return self.cfg.place_bonus
+        key = (a, b, mentions_a, mentions_b)
         v = self._place_memo.get(key)
         if v is None:
-            v = self._place_memo[key] = self._place_term(a, b)
+            v = self._place_memo[key] = self._place_term(a, b, mentions_a, mentions_b)
         return v
 
-    def _place_term(self, a: str, b: str) -> float:
+    def _place_term(self, a: str, b: str, mentions_a: frozenset[str], mentions_b: frozenset[str]) -> float:
         c = self.places.compatible(a, b)
+        if c is False and (self._names_within(a, mentions_b) or self._names_within(b, mentions_a)):
+            c = None
         if c is True:
             return self.cfg.place_bonus
         if c is False:
             return -self.cfg.place_penalty
         return 0.0
+
+    def _names_within(self, place: str, mentions: frozenset[str]) -> bool:
+        """Whether one of ``mentions`` is ``place`` or a place inside it."""
+        spec = self.places.specificity(place)
+        return any(self.places.specificity(x) >= spec and self.places.compatible(place, x) is True for x in mentions)
 
     def time_term(self, gap_days: np.ndarray) -> np.ndarray:
         gap = np.abs(gap_days)
@@ -80,61 +119,99 @@ class Similarity:
         near = self.cfg.time_bonus * np.clip(1.0 - gap / self.cfg.time_bonus_days, 0, None)
         return near - self.cfg.time_penalty * np.minimum(1.0, over / self.cfg.time_window_days)
 
-    def pairs(self, p: Points, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Combined similarity for index pairs (vectorised)."""
-        sem = np.einsum("ij,ij->i", p.emb[i], p.emb[j])
-        lex = np.asarray(p.lex[i].multiply(p.lex[j]).sum(axis=1)).ravel()
+    def pairs(self, p: Points, i: np.ndarray, j: np.ndarray, sem: np.ndarray | None = None,
+              lex: np.ndarray | None = None) -> np.ndarray:
+        """Combined similarity for index pairs (vectorised); ``sem``/``lex`` when already known."""
+        if sem is None:
+            sem = np.einsum("ij,ij->i", p.emb[i], p.emb[j])
+        if lex is None:
+            lex = np.asarray(p.lex[i].multiply(p.lex[j]).sum(axis=1)).ravel()
         s = self.cfg.w_semantic * sem + self.cfg.w_lexical * lex
-        s += np.fromiter((self.place_term(p.place[a], p.place[b]) for a, b in zip(i, j)), float, len(i))
+        s += self.place_terms(p, i, j)
         s += self.time_term(p.day[i] - p.day[j])
         return s
+
+    def place_terms(self, p: Points, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Place term for index pairs, computed once per distinct pair of place keys."""
+        codes, keys = p.place_codes()
+        ci, cj = codes[i], codes[j]
+        out = np.zeros(len(i))
+        both = (ci >= 0) & (cj >= 0)
+        if not both.any():
+            return out
+        lo, hi = np.minimum(ci[both], cj[both]), np.maximum(ci[both], cj[both])
+        uniq, inv = np.unique(lo * len(keys) + hi, return_inverse=True)
+        vals = np.fromiter((self.place_term(keys[u // len(keys)][0], keys[u % len(keys)][0],
+                                            keys[u // len(keys)][1], keys[u % len(keys)][1]) for u in uniq.tolist()),
+                           float, len(uniq))
+        out[both] = vals[inv.ravel()]
+        return out
 
     def matrix(self, p: Points, idx: np.ndarray) -> np.ndarray:
         """Dense combined similarity among a (small) set of messages."""
         e = p.emb[idx]
         lx = p.lex[idx]
         s = self.cfg.w_semantic * (e @ e.T) + self.cfg.w_lexical * (lx @ lx.T).toarray()
-        pl = [p.place[k] for k in idx]
-        uniq = sorted({x for x in pl if x})
-        if uniq:
-            code = {x: n for n, x in enumerate(uniq)}
-            table = np.array([[self.place_term(a, b) for b in uniq] for a in uniq])
-            ci = np.array([code.get(x, -1) for x in pl])
-            known = ci >= 0
-            s[np.ix_(known, known)] += table[np.ix_(ci[known], ci[known])]
+        codes, keys = p.place_codes()
+        ci = codes[idx]
+        known = ci >= 0
+        if known.any():
+            uniq, inv = np.unique(ci[known], return_inverse=True)
+            ks = [keys[u] for u in uniq.tolist()]
+            table = np.array([[self.place_term(a[0], b[0], a[1], b[1]) for b in ks] for a in ks])
+            inv = inv.ravel()
+            s[np.ix_(known, known)] += table[np.ix_(inv, inv)]
         d = p.day[idx]
         s += self.time_term(d[:, None] - d[None, :])
         return s
 
 
-def knn_candidates(emb: np.ndarray, k: int, blocks: Sequence[str] | None = None,
-                   chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of each row's k nearest neighbours by embedding cosine."""
+def scored_candidates(emb: np.ndarray, lex: sp.csr_matrix, k_sem: int, k_lex: int,
+                      blocks: Sequence[str] | None = None, chunk: int = 1024
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j) with their embedding cosine and tf-idf cosine.
+
+    Each row's ``k_sem`` nearest neighbours by embedding and ``k_lex`` by tf-idf (two messages
+    sharing a rare problem word may sit far apart in a multilingual model's space). One pass over
+    chunks of rows computes both similarity blocks, picks the neighbours and reads both values of
+    every picked pair from the blocks already in memory: gathering a million pairs' vectors again
+    afterwards (dense rows and sparse rows) cost more than the search itself at 100k messages.
+    """
     n = len(emb)
-    groups: list[np.ndarray]
     if blocks is None:
         groups = [np.arange(n)]
     else:
         b = np.asarray(blocks, dtype=object)
         groups = [np.flatnonzero(b == v) for v in dict.fromkeys(b.tolist())]
-    rows, cols = [], []
+    rows, cols, sems, lexs = [], [], [], []
     for g in groups:
         if len(g) < 2:
             continue
-        kk = min(k, len(g) - 1)
+        ks, kl = min(k_sem, len(g) - 1), min(k_lex, len(g) - 1)
         eg = emb[g]
+        lg = sp.csr_matrix(lex[g])
+        lt = lg.T.tocsr()
         for s in range(0, len(g), chunk):
-            sims = eg[s:s + chunk] @ eg.T
-            np.fill_diagonal(sims[:, s:s + chunk], -np.inf)
-            nb = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < len(g) else np.argsort(-sims, axis=1)[:, :kk]
-            rows.append(np.repeat(g[s:s + chunk], kk))
+            e = slice(s, min(s + chunk, len(g)))
+            sem = eg[e] @ eg.T
+            lx = (lg[e] @ lt).toarray()
+            np.fill_diagonal(sem[:, e], -np.inf)
+            np.fill_diagonal(lx[:, e], -np.inf)
+            picked = [np.argpartition(-sem, ks - 1, axis=1)[:, :ks]]
+            if kl > 0:
+                picked.append(np.argpartition(-lx, kl - 1, axis=1)[:, :kl])
+            nb = np.concatenate(picked, axis=1)
+            rows.append(np.repeat(g[e], nb.shape[1]))
             cols.append(g[nb.ravel()])
+            sems.append(np.take_along_axis(sem, nb, axis=1).ravel())
+            lexs.append(np.take_along_axis(lx, nb, axis=1).ravel())
     if not rows:
-        return np.zeros(0, int), np.zeros(0, int)
+        z = np.zeros(0, int)
+        return z, z, np.zeros(0), np.zeros(0)
     i, j = np.concatenate(rows), np.concatenate(cols)
     lo, hi = np.minimum(i, j), np.maximum(i, j)
-    pairs = np.unique(np.stack([lo, hi], 1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
+    _, first = np.unique(lo.astype(np.int64) * n + hi, return_index=True)
+    return lo[first], hi[first], np.concatenate(sems)[first], np.concatenate(lexs)[first]
 
 
 def cluster(p: Points, sim: Similarity, max_component: int = 4000) -> np.ndarray:
@@ -144,69 +221,50 @@ def cluster(p: Points, sim: Similarity, max_component: int = 4000) -> np.ndarray
         return np.zeros(0, dtype=int)
     cfg = sim.cfg
     blocks = p.block if (p.block is not None and n > cfg.block_above) else None
-    i, j = knn_candidates(p.emb, cfg.knn, blocks)
-    # lexical neighbours too: two messages sharing a rare place + problem word may sit far apart in
-    # the embedding space of a multilingual model
-    li, lj = _lexical_candidates(p.lex, cfg.knn // 2, blocks)
-    if len(li):
-        allp = np.unique(np.stack([np.concatenate([i, li]), np.concatenate([j, lj])], 1), axis=0)
-        i, j = allp[:, 0], allp[:, 1]
+    i, j, sem, lex = scored_candidates(p.emb, p.lex, cfg.knn, cfg.knn // 2, blocks)
     if len(i):
-        s = sim.pairs(p, i, j)
+        s = sim.pairs(p, i, j, sem, lex)
         keep = s >= cfg.threshold
         i, j = i[keep], j[keep]
     graph = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     ncomp, comp = connected_components(graph, directed=False)
+    # Singletons and pairs need no linkage: a component of two exists only because its one pair
+    # scored above the threshold. Tens of thousands of such components at 100k messages, so they
+    # are labelled with array operations and the loop below sees the larger components only.
+    sizes = np.bincount(comp, minlength=ncomp)
+    small = sizes[comp] <= 2
     labels = np.full(n, -1, dtype=int)
-    nxt = 0
-    order = np.argsort(comp, kind="stable")
+    small_comp = np.unique(comp[small])
+    labels[small] = np.searchsorted(small_comp, comp[small])
+    nxt = len(small_comp)
+    big = np.flatnonzero(~small)
+    order = big[np.argsort(comp[big], kind="stable")]
     bounds = np.flatnonzero(np.diff(comp[order])) + 1
-    for members in np.split(order, bounds):
-        if len(members) == 1:
-            labels[members] = nxt
-            nxt += 1
-            continue
+    for members in (np.split(order, bounds) if len(order) else []):
         if len(members) > max_component:  # pathological chaining: split by embedding k-means first
             parts = _split(p.emb[members], max_component)
         else:
             parts = [np.arange(len(members))]
         for part in parts:
             idx = members[part]
-            if len(idx) == 1:
-                labels[idx] = nxt
-                nxt += 1
-                continue
-            dist = np.clip(1.0 - sim.matrix(p, idx), 0.0, None)
-            np.fill_diagonal(dist, 0.0)
-            sub = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
-                                          distance_threshold=1.0 - cfg.threshold).fit_predict(dist)
+            sub = _average_linkage(sim.matrix(p, idx), cfg.threshold) if len(idx) > 1 else np.zeros(1, int)
             labels[idx] = sub + nxt
             nxt += int(sub.max()) + 1
     return labels
 
 
-def _lexical_candidates(lex: sp.csr_matrix, k: int, blocks, chunk: int = 512):
-    n = lex.shape[0]
-    if k < 1 or n < 2:
-        return np.zeros(0, int), np.zeros(0, int)
-    groups = [np.arange(n)] if blocks is None else [
-        np.flatnonzero(np.asarray(blocks, dtype=object) == v) for v in dict.fromkeys(blocks)]
-    rows, cols = [], []
-    for g in groups:
-        if len(g) < 2:
-            continue
-        lg = lex[g]
-        kk = min(k, len(g) - 1)
-        for s in range(0, len(g), chunk):
-            sims = (lg[s:s + chunk] @ lg.T).toarray()
-            np.fill_diagonal(sims[:, s:s + chunk], -np.inf)
-            nb = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-            rows.append(np.repeat(g[s:s + chunk], kk))
-            cols.append(g[nb.ravel()])
-    if not rows:
-        return np.zeros(0, int), np.zeros(0, int)
-    i, j = np.concatenate(rows), np.concatenate(cols)
-    return np.minimum(i, j), np.maximum(i, j)
+def _average_linkage(similarity: np.ndarray, threshold: float) -> np.ndarray:
+    """Flat clusters (0..k-1) of average linkage: groups merge while their mean similarity is >= threshold.
+
+    scipy's linkage on the condensed distances directly; sklearn's wrapper around the same call cost
+    more in validation than the clustering itself on the many small components.
+    """
+    dist = np.clip(1.0 - similarity, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    z = linkage(squareform(dist, checks=False), method="average")
+    # merges at a distance of exactly 1 - threshold are made (similarity >= threshold)
+    flat = fcluster(z, t=1.0 - threshold, criterion="distance")
+    return np.unique(flat, return_inverse=True)[1].ravel()
 
 
 def _split(emb: np.ndarray, size: int) -> list[np.ndarray]:

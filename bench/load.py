@@ -110,8 +110,11 @@ async def run_load(base: str, key: str, bodies: list[dict], concurrency: int, fa
     queue: asyncio.Queue = asyncio.Queue()
     for i, b in enumerate(bodies):
         queue.put_nowait((f"load-{i}", b))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, timeout=60, limits=limits) as client:
+    import aiohttp   # not httpx: its pool kept the client at 100% of a core at 64 connections
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base, connector=conn, timeout=aiohttp.ClientTimeout(total=60),
+                                     headers={"X-API-Key": key}) as client:
         async def worker() -> None:
             nonlocal attempts, fired
             while True:
@@ -124,15 +127,18 @@ async def run_load(base: str, key: str, bodies: list[dict], concurrency: int, fa
                 while True:
                     attempts += 1
                     try:
-                        r = await client.post("/api/v1/suggestions", json=body, headers={"Idempotency-Key": ikey})
-                        if r.status_code in (200, 201):
-                            acked[ikey] = r.json()["receipt"]
+                        async with client.post("/api/v1/suggestions", json=body,
+                                               headers={"Idempotency-Key": ikey}) as r:
+                            status = r.status
+                            data = await r.read()
+                        if status in (200, 201):
+                            acked[ikey] = json.loads(data)["receipt"]
                             break
-                        kind = str(r.status_code)
-                        if r.status_code < 500 and r.status_code != 429:
+                        kind = str(status)
+                        if status < 500 and status != 429:
                             errors[f"{kind} (not retried)"] = errors.get(f"{kind} (not retried)", 0) + 1
                             break
-                    except httpx.HTTPError as exc:
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                         kind = type(exc).__name__
                     errors[kind] = errors.get(kind, 0) + 1
                     await asyncio.sleep(delay)

@@ -145,6 +145,7 @@ class Office:
         self.encoder = encoder
         self._lock = threading.RLock()          # the index is mutated by assignment
         self._recluster_lock = threading.Lock()
+        self._recluster_pending = threading.Lock()
         self._index: TopicIndex | None = None
         self._index_gen: Any = None
         self._gen_checked = 0.0
@@ -613,7 +614,7 @@ class Office:
         return TopicIndex(b)
 
     def _recluster_soon(self) -> None:
-        if self._recluster_lock.locked():
+        if not self._recluster_pending.acquire(blocking=False):   # one background run at a time
             return
         threading.Thread(target=self._recluster_quietly, name="triage-recluster", daemon=True).start()
 
@@ -622,6 +623,8 @@ class Office:
             self.recluster()
         except Exception:  # noqa: BLE001 - a background repair must not kill the worker; it is logged
             log.exception("re-clustering failed; topics stay as they were")
+        finally:
+            self._recluster_pending.release()
 
     def recluster(self, actor: Actor | None = None) -> dict[str, Any]:
         """Re-cluster the messages of unpinned candidate topics; ids kept by membership overlap."""

@@ -8,6 +8,7 @@ rather than copying large objects into every task.
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -16,7 +17,11 @@ T = TypeVar("T")
 
 
 def can_fork() -> bool:
-    return "fork" in mp.get_all_start_methods()
+    """Fork only a single-threaded process. Forking one with other threads (the service's request
+    threads) copies their locks in whatever state they are, and the child can hang for ever: seen
+    here as a re-clustering stuck in ``Popen._launch`` inside a busy service worker. There the work
+    runs in-process instead."""
+    return "fork" in mp.get_all_start_methods() and threading.active_count() == 1
 
 
 def chunked_map(fn: Callable[..., T], items: Sequence[Any], workers: int, *args: Any) -> list[T]:

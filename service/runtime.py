@@ -176,9 +176,6 @@ class Runtime:
                 if main != self._loaded_dir:
                     old = self.office.triage.version
                     tri = Triage.load(main)
-                    if tri.encoder is not None and tri.encoder.name == self.office.encoder.name:
-                        tri.encoder.cache = self.office.encoder.cache   # keep the persistent cache
-                        self.office.encoder = tri.encoder
                     self.office.triage = tri
                     if self.office.fast.version == old:
                         self.office.fast = tri

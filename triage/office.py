@@ -140,14 +140,8 @@ class Office:
         self.config = config or OfficeConfig()
         self.places = PlaceExtractor()
         if encoder is None:
-            cache = EmbeddingCache(home_dir() / "embeddings.sqlite")
-            if triage.encoder is not None:
-                # one persistent cache for intake and re-clustering: the model's own encoder gets it,
-                # otherwise every re-clustering re-embedded what intake had embedded (minutes at 10k)
-                triage.encoder.cache = cache
-                encoder = triage.encoder
-            else:
-                encoder = CachedEncoder(get_encoder(), cache)
+            inner = triage.encoder.inner if triage.encoder is not None else get_encoder()
+            encoder = CachedEncoder(inner, EmbeddingCache(home_dir() / "embeddings.sqlite"))
         self.encoder = encoder
         self._lock = threading.RLock()          # the index is mutated by assignment
         self._recluster_lock = threading.Lock()

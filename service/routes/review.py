@@ -16,6 +16,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from service import charts
@@ -192,13 +193,9 @@ def export(request: Request, key: ApiKey = Depends(staff), ids: list[str] = Quer
         if ids:
             topics = [t for t in (s.get(Topic, i) for i in ids[:500]) if t is not None]
         else:
-            from sqlalchemy import select
-
             topics = list(s.execute(select(Topic).where(Topic.status == (status or "accepted"))
                                     .order_by(Topic.heat.desc()).limit(500)).scalars())
         reps: dict[str, list[str]] = {}
-        from sqlalchemy import select
-
         for t in topics:
             members = s.execute(select(Suggestion).where(Suggestion.topic_id == t.id)
                                 .order_by(Suggestion.submitted_at).limit(50)).scalars().all()

@@ -7,6 +7,7 @@ import os
 import threading
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -528,3 +529,77 @@ def test_retraining_is_an_admin_job_gated_on_a_held_out_split_and_switches_the_m
     assert r.json()["assessment"]["model_version"] == st["result"]["version"] != old
     with api.rt.store.session() as s:
         assert s.execute(select(AuditEvent).where(AuditEvent.action == "retrain")).scalars().first() is not None
+
+
+# ------------------------------------------------------------- stored embeddings, background index, lease
+def test_every_stored_message_keeps_its_embeddings_and_rebuilds_embed_nothing(api) -> None:
+    from triage.embed import topic_embeddings
+
+    off = api.rt.office
+    with api.rt.store.session() as s:
+        rows = s.execute(select(Suggestion.embedding, Suggestion.embedding_model, Suggestion.text,
+                                Suggestion.head_embedding)).all()
+        msgs = off._messages(s, Suggestion.id > 0)
+    assert rows and all(r.embedding is not None and r.embedding_model == off.encoder.name for r in rows)
+    assert all((r.head_embedding is not None) == (len(r.text) > 120) for r in rows)
+    enc = off._stored_encoder(msgs)
+    got = topic_embeddings(enc, msgs["text"].tolist())
+    assert enc.misses == 0
+    fresh = topic_embeddings(off._raw, msgs["text"][:20].tolist())   # the stored vectors are the real ones
+    assert np.allclose(got[:20], fresh, atol=1e-4)
+
+
+def test_reclustering_reads_stored_embeddings_and_embeds_only_older_rows(api) -> None:
+    def last_run() -> dict:
+        with api.rt.store.session() as s:
+            return s.execute(select(AuditEvent.detail).where(AuditEvent.action == "recluster")
+                             .order_by(AuditEvent.id.desc())).scalars().first()
+
+    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    before = last_run()
+    assert before["without_embeddings"] == 0   # texts_embedded: only the principles' reference sentences
+    with api.rt.store.session() as s:
+        free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
+        rows = s.execute(select(Suggestion).where(Suggestion.topic_id.in_(free)).order_by(Suggestion.id)
+                         .limit(3)).scalars().all()
+        texts = {r.text for r in rows}
+        for r in rows:   # as if stored before revision 0002
+            r.embedding = None
+    r = api.client.post("/api/v1/topics/recluster", headers=api.h("staff"))
+    assert r.status_code == 200, r.text
+    after = last_run()
+    assert len(texts) == 3 and after["without_embeddings"] == 3
+    assert after["texts_embedded"] - before["texts_embedded"] == 3
+
+
+def test_a_running_reclustering_elsewhere_is_a_409_not_a_second_run(api) -> None:
+    assert api.rt.store.claim("recluster", "elsewhere:1:x", 60) is not None
+    try:
+        r = api.client.post("/api/v1/topics/recluster", headers=api.h("staff"))
+        assert r.status_code == 409 and "聚类" in r.json()["error"]["message"]
+    finally:
+        api.rt.store.release("recluster", "elsewhere:1:x")
+    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+
+
+def test_automatic_reclustering_waits_until_the_store_has_grown(api) -> None:
+    off = api.rt.office
+    assert off.recluster(only_if_due=True).get("skipped") == "not due"   # just re-clustered
+
+
+def test_a_background_rebuild_absorbs_what_was_stored_while_it_ran(api) -> None:
+    off = api.rt.office
+    assert off._rebuilding.acquire(timeout=60)   # a rebuild after the last re-clustering may be running
+    off._rebuilding.release()
+    early, upto = off._build_index()
+    r = submit(api, "城北新区科技园到地铁站之间没有任何公交接驳，员工每天步行四十分钟", who="staff", submitter="late-1")
+    assert r.status_code == 201, r.text
+    tid = r.json()["topic_id"]
+    real_build = off._build_index
+    off._build_index = lambda: (early, upto)   # the index as it was before that submission
+    try:
+        assert off._rebuilding.acquire(timeout=60)
+        off._rebuild("gen-test")
+    finally:
+        off._build_index = real_build
+    assert off._index is early and off._index_gen == "gen-test" and tid in early.ids

@@ -19,9 +19,73 @@ def store(db_url: str) -> Store:
 def test_migrations_create_every_table_at_the_newest_revision(store: Store) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"suggestions", "assessments", "topics", "audit_log", "api_keys", "jobs", "corrections",
-            "settings", "counters", "alembic_version"} <= tables
+            "settings", "counters", "leases", "alembic_version"} <= tables
     with store.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+
+
+def test_the_migrations_match_the_models(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from triage.store import Base
+
+    with store.engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
+
+
+def test_upgrading_from_0001_keeps_rows_and_adds_empty_embeddings(tmp_path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from pathlib import Path
+
+    import triage.store as ts
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url, migrate=False)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(ts.__file__).with_name("migrations")))
+    with old.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with old.engine.begin() as conn:
+        conn.execute(text("INSERT INTO suggestions (receipt, created_at, submitted_at, channel, title, raw_text, text,"
+                          " tokens, pii_kinds, places, support, submitter, body_hash, route_kind) VALUES ('YS1',"
+                          " '2026-01-01', '2026-01-01', '', '', '路灯坏了', '路灯坏了', '路灯 坏', '[]', '[]', 0, '',"
+                          " '', 'none')"))
+    new = Store(url)   # upgrades to the newest revision
+    with new.engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        row = c.execute(text("SELECT raw_text, embedding, embedding_model FROM suggestions")).one()
+    assert tuple(row) == ("路灯坏了", None, None)
+
+
+def test_a_lease_has_one_holder_until_released_or_stale(store: Store) -> None:
+    name = f"job{threading.get_ident() % 1000}"
+    assert store.claim(name, "a", 60) == 0
+    assert store.claim(name, "b", 60) is None
+    assert store.claim(name, "b", 60, stale=lambda h: False) is None
+    store.release(name, "b", mark=9)          # not the holder: nothing changes
+    assert store.claim(name, "c", 60) is None
+    store.release(name, "a", mark=7)
+    assert store.claim(name, "b", 60) == 7
+    assert store.claim(name, "c", 60, stale=lambda h: h == "b") == 7   # b's process is gone
+    assert store.claim(name, "d", 60) is None
+
+
+def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    wins: list[str] = []
+
+    def claim(who: str) -> None:
+        if store.claim("race", who, 60) is not None:
+            wins.append(who)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
 
 
 def test_upgrading_twice_changes_nothing(store: Store) -> None:

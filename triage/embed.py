@@ -235,12 +235,36 @@ def topic_embeddings(encoder: Encoder, texts: Sequence[str], emb: np.ndarray | N
     """
     texts = list(texts)
     full = encoder.encode(texts) if emb is None else np.asarray(emb, dtype=np.float32)
+    return with_openings(full, opening_embeddings(encoder, texts, head))
+
+
+def opening_embeddings(encoder: Encoder, texts: Sequence[str], head: int = GIST_CHARS) -> dict[int, np.ndarray]:
+    """Row → embedding of the opening ``head`` characters, for the texts longer than that."""
     long_ = [k for k, t in enumerate(texts) if len(t) > head]
     if not long_:
+        return {}
+    return dict(zip(long_, encoder.encode([texts[k][:head] for k in long_])))
+
+
+def with_openings(full: np.ndarray, openings: dict[int, np.ndarray]) -> np.ndarray:
+    """The topic embeddings: each long text's full-text and opening embeddings added, normalised."""
+    if not openings:
         return full
-    out = full.copy()
-    out[long_] += encoder.encode([texts[k][:head] for k in long_])
+    out = np.array(full, dtype=np.float32, copy=True)
+    rows = list(openings)
+    out[rows] += np.vstack([openings[k] for k in rows])
     return _l2(out)
+
+
+def prefilled(encoder: Encoder, known: dict[str, np.ndarray]) -> "CachedEncoder":
+    """``encoder`` behind a throw-away in-memory cache that already holds ``known`` (text → vector).
+
+    Used with embeddings read back from the store: only texts not among them reach ``encoder``,
+    and the vectors are freed with the wrapper instead of growing a long-lived cache.
+    """
+    cache = EmbeddingCache()
+    cache.put_many(encoder.name, {text_key(t): v for t, v in known.items()})
+    return CachedEncoder(encoder, cache)
 
 
 @functools.lru_cache(maxsize=4)

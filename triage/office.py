@@ -14,7 +14,9 @@ import hashlib
 import json
 import logging
 import re
+import os
 import secrets
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -81,7 +83,9 @@ class Actor:
 
 @dataclass
 class OfficeConfig:
-    recluster_every: int = 200      # new suggestions between automatic re-clusterings
+    recluster_every: int = 200      # new suggestions (store-wide) before an automatic re-clustering …
+    recluster_growth: float = 0.1   # … or this share of the store, whichever is more
+    recluster_lease_s: float = 1800.0   # a re-clustering that takes longer is presumed dead
     min_reason_chars: int = 2
 
 
@@ -112,11 +116,13 @@ def new_receipt(now: dt.datetime | None = None) -> str:
 class Analysed:
     assessment: Any
     tokens: str
-    emb: np.ndarray
+    emb: np.ndarray                  # the topic embedding (full text + opening), see embed.topic_embeddings
     places: list[str] = field(default_factory=list)
     place: str | None = None
     lex: Any = None                  # the message's row in ``index``'s lexical space
     index: Any = None
+    full: np.ndarray | None = None   # the full-text and opening embeddings, kept in the store
+    head: np.ndarray | None = None
 
 
 def full_text(data: Intake) -> str:
@@ -143,9 +149,13 @@ class Office:
             inner = triage.encoder.inner if triage.encoder is not None else get_encoder()
             encoder = CachedEncoder(inner, EmbeddingCache(home_dir() / "embeddings.sqlite"))
         self.encoder = encoder
+        # intake embeds without a cache: the vectors go into the store with the message, and a
+        # per-worker cache of every message ever seen would only grow
+        self._raw = encoder.inner if isinstance(encoder, CachedEncoder) else encoder
         self._lock = threading.RLock()          # the index is mutated by assignment
         self._recluster_lock = threading.Lock()
         self._recluster_pending = threading.Lock()
+        self._rebuilding = threading.Lock()
         self._index: TopicIndex | None = None
         self._index_gen: Any = None
         self._gen_checked = 0.0
@@ -161,20 +171,23 @@ class Office:
     def analyse(self, texts: list[str]) -> list["Analysed"]:
         """The model work of intake for valid texts, in one batch (the service batches concurrent
         submissions: the sentence encoder is several times faster per text in a batch)."""
-        prepared = self.triage.prepare(texts)
+        prepared = self.triage.prepare(texts, encoder=self._raw)
         results = self.triage.assess_texts(texts, prepared=prepared)
         emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
-        from triage.embed import topic_embeddings
+        from triage.embed import opening_embeddings, with_openings
 
+        texts_m = [a.text for a in results]
         full = (prepared[emb_cols].to_numpy(np.float32) if emb_cols and self.triage.encoder is not None
-                and self.triage.encoder.name == self.encoder.name else None)
+                and self.triage.encoder.name == self.encoder.name else self._raw.encode(texts_m))
         # the same space as re-clustering (build_candidates): a long text's opening counts twice
-        emb = topic_embeddings(self.encoder, [a.text for a in results], full)
+        heads = opening_embeddings(self._raw, texts_m)
+        emb = with_openings(full, heads)
         out = []
-        for a, tok, e in zip(results, prepared["tokens"], emb):
+        for k, (a, tok, e) in enumerate(zip(results, prepared["tokens"], emb)):
             found = self.places.extract(a.text)
             primary = self.places.primary(found)
-            out.append(Analysed(a, str(tok), e, [p.name for p in found], primary.name if primary else None))
+            out.append(Analysed(a, str(tok), e, [p.name for p in found], primary.name if primary else None,
+                                full=full[k], head=heads.get(k)))
         index = self._index
         if index is not None and out:   # vectorise the batch once, outside the index lock
             rows = index.lexical([x.tokens for x in out], [[*x.places, *([x.place] if x.place else [])] for x in out])
@@ -232,7 +245,9 @@ class Office:
                         place_given=given, place=place, places=places, stated_domain=data.stated_domain,
                         support=max(0, int(data.support or 0)), submitter=data.submitter or "",
                         api_key_id=key.id if key else None, idempotency_key=idem, body_hash=bh,
-                        domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name)
+                        domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name,
+                        embedding=_blob(an.full), head_embedding=_blob(an.head),
+                        embedding_model=self.encoder.name if an.full is not None else None)
                     s.add(row)
                     s.flush()
                     arow = _assessment_row(row.id, a)
@@ -574,16 +589,41 @@ class Office:
         self._gen_checked = 0.0
 
     def _current_index(self) -> TopicIndex | None:
-        # another worker's re-clustering shows as a new generation; looking once a second is enough
+        """The index to assign into (called under ``self._lock``).
+
+        The first one is built here; after that, another worker's re-clustering (a new generation)
+        is picked up by a rebuild in the background, so submissions never wait for it.
+        """
         now = time.monotonic()
         if self._index is not None and now - self._gen_checked < 1.0:
             return self._index
         self._gen_checked = now
         gen = self.store.get_setting("topics_generation")
-        if self._index is None or gen != self._index_gen:
-            self._index = self._build_index()
+        if self._index is None:
+            self._index, _ = self._build_index()
             self._index_gen = gen
+        elif gen != self._index_gen and self._rebuilding.acquire(blocking=False):
+            threading.Thread(target=self._rebuild, args=(gen,), name="triage-index", daemon=True).start()
         return self._index
+
+    def _rebuild(self, gen: Any) -> None:
+        try:
+            index, upto = self._build_index()
+            with self._lock:
+                if index is not None:
+                    # what was stored while the index was being built (by any worker) joins it now
+                    with self.store.session() as s:
+                        live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
+                        late = self._messages(s, (Suggestion.id > upto) & Suggestion.topic_id.in_(live))
+                    if len(late):
+                        emb = self._topic_embeddings(late)
+                        index.absorb(list(zip(late["topic_id"], late["tokens"], emb, late["place"],
+                                              late["submitted_at"], late["places"])))
+                self._index, self._index_gen = index, gen
+        except Exception:  # noqa: BLE001 - the old index keeps serving; the next check retries
+            log.exception("rebuilding the topic index failed; the previous one stays in use")
+        finally:
+            self._rebuilding.release()
 
     def _messages(self, s: Session, where) -> pd.DataFrame:
         rows = s.execute(select(Suggestion).where(where).order_by(Suggestion.id)).scalars().all()
@@ -594,24 +634,49 @@ class Office:
             "scope": [r.scope for r in rows], "domain": [r.domain for r in rows],
             "places": [list(r.places or []) for r in rows], "place": [r.place for r in rows],
             "topic_id": [r.topic_id for r in rows], "title": [r.title for r in rows],
-            "raw_text": [r.raw_text for r in rows]})
+            "raw_text": [r.raw_text for r in rows],
+            "embedding": [r.embedding if r.embedding_model == self.encoder.name else None for r in rows],
+            "head_embedding": [r.head_embedding if r.embedding_model == self.encoder.name else None for r in rows]},
+            index=pd.RangeIndex(len(rows)))
 
-    def _build_index(self) -> TopicIndex | None:
-        """The incremental index from the stored membership (no re-clustering)."""
+    def _stored_encoder(self, msgs: pd.DataFrame):
+        """The office's encoder, primed with the embeddings stored with these messages: rebuilding
+        the index or re-clustering then embeds only messages stored without them (older rows)."""
+        from triage.embed import GIST_CHARS, prefilled
+
+        known: dict[str, np.ndarray] = {}
+        for text, full, head in zip(msgs["text"], msgs["embedding"], msgs["head_embedding"]):
+            if full is not None:
+                known[text] = np.frombuffer(full, dtype=np.float32)
+            if head is not None:
+                known[text[:GIST_CHARS]] = np.frombuffer(head, dtype=np.float32)
+        return prefilled(self.encoder, known)
+
+    def _topic_embeddings(self, msgs: pd.DataFrame) -> np.ndarray:
+        from triage.embed import topic_embeddings
+
+        enc = self._stored_encoder(msgs)
+        emb = topic_embeddings(enc, msgs["text"].tolist())
+        if enc.misses:
+            log.info("embedded %d stored messages that had no stored embedding", enc.misses)
+        return emb
+
+    def _build_index(self) -> tuple[TopicIndex | None, int]:
+        """The incremental index from the stored membership (no re-clustering), and the last
+        suggestion id it covers."""
         from triage.topics import TopicBuilder
 
         with self.store.session() as s:
             live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
             msgs = self._messages(s, Suggestion.topic_id.in_(live))
+        upto = int(msgs["id"].astype(int).max()) if len(msgs) else 0
         if len(msgs) < 2:
-            return None
+            return None, upto
         codes, uniq = pd.factorize(msgs["topic_id"])
         previous = {tid: msgs["id"][codes == k].tolist() for k, tid in enumerate(uniq)}
-        from triage.embed import topic_embeddings
-
-        emb = topic_embeddings(self.encoder, msgs["text"].tolist())
+        emb = self._topic_embeddings(msgs)
         b = TopicBuilder(places=self.places).fit(msgs, emb, previous, labels=codes)
-        return TopicIndex(b)
+        return TopicIndex(b), upto
 
     def _recluster_soon(self) -> None:
         if not self._recluster_pending.acquire(blocking=False):   # one background run at a time
@@ -620,56 +685,99 @@ class Office:
 
     def _recluster_quietly(self) -> None:
         try:
-            self.recluster()
+            self.recluster(only_if_due=True)
+        except Conflict:
+            pass   # another worker is re-clustering: its result reaches this one as a new generation
         except Exception:  # noqa: BLE001 - a background repair must not kill the worker; it is logged
             log.exception("re-clustering failed; topics stay as they were")
         finally:
             self._recluster_pending.release()
 
-    def recluster(self, actor: Actor | None = None) -> dict[str, Any]:
-        """Re-cluster the messages of unpinned candidate topics; ids kept by membership overlap."""
+    def _lease_is_stale(self, holder: str) -> bool:
+        # a holder on this machine whose process is gone (kill -9) cannot release its lease
+        host, _, rest = holder.partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def recluster(self, actor: Actor | None = None, only_if_due: bool = False) -> dict[str, Any]:
+        """Re-cluster the messages of unpinned candidate topics; ids kept by membership overlap.
+
+        One worker re-clusters for all (a lease in the store). Its cost grows with the store, so the
+        automatic run (``only_if_due``) waits for ``recluster_every`` new suggestions or
+        ``recluster_growth`` of the store, whichever is more: the cost per suggestion stays flat.
+        """
+        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        with self._recluster_lock:
+            total = self.store.count_suggestions()
+            mark = self.store.claim("recluster", holder, self.config.recluster_lease_s, stale=self._lease_is_stale)
+            if mark is None:
+                raise Conflict("正在重新聚类，请稍后再试 / a re-clustering is already running; try again shortly")
+            done = None
+            try:
+                if only_if_due and total - mark < max(self.config.recluster_every,
+                                                      self.config.recluster_growth * mark):
+                    self._since_recluster = 0
+                    return {"messages": 0, "topics": 0, "skipped": "not due"}
+                result = self._recluster(actor)
+                done = total
+                return result
+            finally:
+                self.store.release("recluster", holder, mark=done)
+
+    def _recluster(self, actor: Actor | None) -> dict[str, Any]:
         from triage.candidates import build_candidates
 
-        with self._recluster_lock:
-            self._since_recluster = 0
-            with self.store.session() as s:
-                free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
-                msgs = self._messages(s, Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None))
-            if msgs.empty:
-                return {"messages": 0, "topics": 0}
-            previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
-            frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
-            res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=self.encoder, previous=previous)
-            topics = res.topics
-            with self._lock, self.store.session() as s:
-                # a topic id the store does not know yet gets a store-wide number (ids are shared by workers)
-                rename = {tid: (tid if tid in previous else f"T{self.store.next_value(s, 'topic'):06d}")
-                          for tid in topics["topic_id"]}
-                kept = set(rename.values())
-                for tid in previous:
-                    if tid not in kept:
-                        for m in s.execute(select(Suggestion).where(Suggestion.topic_id == tid)).scalars():
-                            m.topic_id = None
-                s.flush()
-                for tid in previous:
-                    if tid not in kept:
-                        old = s.get(Topic, tid)
-                        if old is not None and not old.pinned:
-                            s.delete(old)
-                s.flush()
-                for _, r in topics.iterrows():
-                    self._upsert_topic(s, rename[r["topic_id"]], r, res.scorecards[r["topic_id"]])
-                s.flush()
-                topic_of = {int(m): rename[t] for m, t in res.builder.topic_of_.items()}
-                for m in s.execute(select(Suggestion).where(Suggestion.id.in_(list(topic_of)))).scalars():
-                    m.topic_id = topic_of[m.id]
-                s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
-                                 action="recluster", target_type="topics", target_id="*",
-                                 detail={"messages": len(msgs), "topics": len(topics), "seconds": res.seconds}))
-                self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
-            self._index = None
-            self._gen_checked = 0.0
-            return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds}
+        self._since_recluster = 0
+        with self.store.session() as s:
+            free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
+            msgs = self._messages(s, Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None))
+        if msgs.empty:
+            return {"messages": 0, "topics": 0}
+        previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
+        frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
+        enc = self._stored_encoder(msgs)
+        res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=enc, previous=previous)
+        missing = int(msgs["embedding"].isna().sum())
+        if missing:
+            log.info("re-clustering embedded %d messages stored without embeddings", missing)
+        topics = res.topics
+        with self._lock, self.store.session() as s:
+            # a topic id the store does not know yet gets a store-wide number (ids are shared by workers)
+            rename = {tid: (tid if tid in previous else f"T{self.store.next_value(s, 'topic'):06d}")
+                      for tid in topics["topic_id"]}
+            kept = set(rename.values())
+            for tid in previous:
+                if tid not in kept:
+                    for m in s.execute(select(Suggestion).where(Suggestion.topic_id == tid)).scalars():
+                        m.topic_id = None
+            s.flush()
+            for tid in previous:
+                if tid not in kept:
+                    old = s.get(Topic, tid)
+                    if old is not None and not old.pinned:
+                        s.delete(old)
+            s.flush()
+            for _, r in topics.iterrows():
+                self._upsert_topic(s, rename[r["topic_id"]], r, res.scorecards[r["topic_id"]])
+            s.flush()
+            topic_of = {int(m): rename[t] for m, t in res.builder.topic_of_.items()}
+            for m in s.execute(select(Suggestion).where(Suggestion.id.in_(list(topic_of)))).scalars():
+                m.topic_id = topic_of[m.id]
+            s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
+                             action="recluster", target_type="topics", target_id="*",
+                             detail={"messages": len(msgs), "topics": len(topics), "seconds": res.seconds,
+                                     "without_embeddings": missing, "texts_embedded": enc.misses}))
+            self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
+        self._gen_checked = 0.0   # this worker's index follows the new generation (rebuilt in the background)
+        return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds}
 
     def _upsert_topic(self, s: Session, tid: str, r: pd.Series, card: dict) -> None:
         t = s.get(Topic, tid)
@@ -721,6 +829,10 @@ class Office:
                 log.warning("第 %d 行未导入：%s", i + 2, exc)
         self.recluster()
         return {"stored": stored, "failed": failed}
+
+
+def _blob(v: np.ndarray | None) -> bytes | None:
+    return None if v is None else np.asarray(v, dtype=np.float32).tobytes()
 
 
 def _assessment_row(sid: int, a) -> Assessment:

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event,
-                        select, text, update)
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
+                        event, func, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -100,6 +100,13 @@ class Suggestion(Base):
     scope: Mapped[str | None] = mapped_column(String(16), nullable=True)
     route_kind: Mapped[str] = mapped_column(String(16), default="none")
     route_name: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    # The sentence embeddings made at intake (float32 bytes): of the whole text and, for a long text,
+    # of its opening. Index rebuilds and re-clustering read them instead of embedding every stored
+    # message again, in every worker and after every restart. ``embedding_model`` names the encoder;
+    # rows made by another encoder are embedded afresh.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    head_embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedding_model: Mapped[str | None] = mapped_column(String(80), nullable=True)
 
 
 class Assessment(Base):
@@ -208,6 +215,19 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class Lease(Base):
+    """A store-wide lock with an expiry, for work that one worker should do for all (re-clustering).
+
+    ``mark`` is what the last holder finished (for re-clustering: the number of stored suggestions it
+    saw), so the next worker can tell whether the work is due again.
+    """
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), default="")
+    until: Mapped[dt.datetime] = mapped_column(DateTime)
+    mark: Mapped[int] = mapped_column(Integer, default=0)
+
+
 def hash_key(key: str) -> str:
     # Keys are 256-bit random tokens, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -290,6 +310,44 @@ class Store:
             s.flush()
             return 1
         return int(row)
+
+    def claim(self, name: str, holder: str, seconds: float, stale=None) -> int | None:
+        """Take the lease ``name`` for ``seconds`` if nobody holds it; its mark, or None if taken.
+
+        One conditional UPDATE: atomic on SQLite and PostgreSQL alike, so two workers never both win.
+        ``stale(holder)`` may say that the current holder is known dead; its lease is then taken over.
+        """
+        now = utcnow()
+        with self.session() as s:
+            if s.get(Lease, name) is None:
+                s.add(Lease(name=name, holder="", until=now - dt.timedelta(seconds=1), mark=0))
+                try:
+                    s.flush()
+                except Exception:   # another worker inserted it first: fine, compete below
+                    s.rollback()
+            until = now + dt.timedelta(seconds=seconds)
+            won = s.execute(update(Lease).where(Lease.name == name, Lease.until < now)
+                            .values(holder=holder, until=until)).rowcount
+            if not won and stale is not None:
+                current = s.execute(select(Lease.holder).where(Lease.name == name)).scalar_one_or_none()
+                if current and stale(current):
+                    log.warning("taking over the %s lease of a process that is gone", name)
+                    won = s.execute(update(Lease).where(Lease.name == name, Lease.holder == current)
+                                    .values(holder=holder, until=until)).rowcount
+            if not won:
+                return None
+            return int(s.get(Lease, name).mark or 0)
+
+    def release(self, name: str, holder: str, mark: int | None = None) -> None:
+        with self.session() as s:
+            values: dict[str, Any] = {"until": utcnow() - dt.timedelta(seconds=1)}
+            if mark is not None:
+                values["mark"] = mark
+            s.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(**values))
+
+    def count_suggestions(self) -> int:
+        with self.session() as s:
+            return int(s.execute(select(func.count(Suggestion.id))).scalar_one())
 
     def get_setting(self, key: str, default: Any = None) -> Any:
         with self.session() as s:

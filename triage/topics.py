@@ -632,15 +632,42 @@ class TopicIndex:
                 if v > best_s:
                     best, best_s = int(k), float(v)
         if best >= 0 and best_s >= cfg.threshold:
-            c = self.count[best]
-            self.E[best] = (self.E[best] * c + e) / (c + 1)
-            self.En[best] = self.E[best] / (np.linalg.norm(self.E[best]) or 1)
-            self.count[best] = c + 1
-            self.last_day[best] = max(self.last_day[best], day)
-            self._days[best] = self.last_day[best]
+            self._join(best, e, day)
             return self.ids[best], best_s, False
         tid = f"{self.prefix}{self.next:06d}"
         self.next += 1
+        self._open(tid, e, lv, place, named, day)
+        return tid, float(best_s) if best >= 0 else 0.0, True
+
+    def absorb(self, rows: Sequence[tuple[str, str, np.ndarray, str | None, pd.Timestamp, Sequence[str]]]) -> None:
+        """Count messages already stored in a topic: (topic id, tokens, embedding, place, time, places).
+
+        An index rebuilt in the background misses the messages stored while it was built; they are
+        absorbed before it replaces the old one, so no topic of those seconds is forgotten. A topic
+        the index does not know is opened under its stored id.
+        """
+        pos = {t: i for i, t in enumerate(self.ids)}
+        for tid, tokens, emb, place, submitted_at, places in rows:
+            day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
+            e = np.asarray(emb, dtype=np.float32)
+            if tid in pos:
+                self._join(pos[tid], e, day)
+                continue
+            names = [*places, *([place] if place else [])]
+            pos[tid] = len(self.ids)
+            self._open(tid, e, self.lexical([tokens], [names])[0], place, frozenset(names), day)
+
+    def _join(self, k: int, e: np.ndarray, day: float) -> None:
+        c = self.count[k]
+        self.E[k] = (self.E[k] * c + e) / (c + 1)
+        self.En[k] = self.E[k] / (np.linalg.norm(self.E[k]) or 1)
+        self.count[k] = c + 1
+        self.last_day[k] = max(self.last_day[k], day)
+        self._days[k] = self.last_day[k]
+
+    def _open(self, tid: str, e: np.ndarray, lv: sp.csr_matrix, place: str | None, named: frozenset[str],
+              day: float) -> None:
+        n = len(self.ids)
         if n >= len(self.E):
             grow = np.zeros((len(self.E), self.E.shape[1]), np.float32)
             self.E, self.En = np.vstack([self.E, grow]), np.vstack([self.En, grow])
@@ -655,4 +682,3 @@ class TopicIndex:
             self._days = np.concatenate([self._days, np.zeros(len(self._days) + 1)])
         self._days[n] = day
         self._new_lex.append(lv)
-        return tid, float(best_s) if best >= 0 else 0.0, True

@@ -107,6 +107,7 @@ async def run_load(base: str, key: str, bodies: list[dict], concurrency: int, fa
     attempts = 0
     fired = False
     lat: list[float] = []
+    stamps: list[float] = []             # when each acknowledgement arrived: throughput over the run
     queue: asyncio.Queue = asyncio.Queue()
     for i, b in enumerate(bodies):
         queue.put_nowait((f"load-{i}", b))
@@ -133,6 +134,7 @@ async def run_load(base: str, key: str, bodies: list[dict], concurrency: int, fa
                             data = await r.read()
                         if status in (200, 201):
                             acked[ikey] = json.loads(data)["receipt"]
+                            stamps.append(time.perf_counter())
                             break
                         kind = str(status)
                         if status < 500 and status != 429:
@@ -152,7 +154,13 @@ async def run_load(base: str, key: str, bodies: list[dict], concurrency: int, fa
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     lat.sort()
-    return {"acked": acked, "errors": errors, "attempts": attempts, "seconds": round(wall, 1),
+    # acknowledgements per second in each tenth of the run: does intake slow down as the store grows?
+    tenths = []
+    if len(stamps) >= 10:
+        cuts = [stamps[0] - 1e-9] + [stamps[min(len(stamps) - 1, (len(stamps) * k) // 10 - 1)] for k in range(1, 11)]
+        step = len(stamps) / 10
+        tenths = [round(step / max(b - a, 1e-6), 1) for a, b in zip(cuts, cuts[1:])]
+    return {"acked": acked, "rps_by_tenth": tenths, "errors": errors, "attempts": attempts, "seconds": round(wall, 1),
             "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
             "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None}
 
@@ -202,9 +210,21 @@ def main() -> int:
             c.execute(f'CREATE DATABASE "{fresh_pg}"')
         args.database = f"postgresql+psycopg://postgres@127.0.0.1:5432/{fresh_pg}"
     url = args.database or f"sqlite:///{home / 'load.db'}"
-    env = {**os.environ, "TRIAGE_HOME": str(home), "TRIAGE_DATABASE_URL": url, "TRIAGE_RECLUSTER_EVERY": "2000"}
+    # the service's own re-clustering schedule (every 200 new suggestions or a quarter of the store)
+    env = {**os.environ, "TRIAGE_HOME": str(home), "TRIAGE_DATABASE_URL": url}
     if args.model:
         env["TRIAGE_MODEL"] = args.model
+    try:
+        return run(args, home, url, env)
+    finally:
+        if fresh_pg:   # even when this script is interrupted
+            import psycopg
+
+            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{fresh_pg}" WITH (FORCE)')
+
+
+def run(args: argparse.Namespace, home: Path, url: str, env: dict) -> int:
     key = subprocess.run([sys.executable, "-m", "triage.cli", "keys", "create", "--role", "portal", "--rate", "0"],
                          env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     port = free_port()
@@ -253,11 +273,6 @@ def main() -> int:
                "rps": round(len(acked) / res["seconds"], 1) if res["seconds"] else None, **res, **inv,
                **restarted, "ready_transitions": [c for _t, c in ready_log], "invariant_holds": ok}
     print(json.dumps(summary, ensure_ascii=False))
-    if fresh_pg:
-        import psycopg
-
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{fresh_pg}" WITH (FORCE)')
     return 0 if ok else 1
 
 

@@ -6,7 +6,7 @@ cause is Nagle's algorithm meeting delayed ACKs: asyncio switches Nagle off only
 ``proto`` is ``IPPROTO_TCP``, and a socket made with ``socket.socket(AF_INET, SOCK_STREAM)`` (what a
 pre-bound socket handed to workers is) has proto 0, so its connections keep Nagle on. Each worker
 here binds its own socket, created with ``IPPROTO_TCP`` and ``SO_REUSEPORT`` (the kernel spreads
-connections over the workers), and this supervisor restarts a worker that dies (kill -9, out of
+connections over the workers; each listens before loading the app, see :func:`_worker`), and this supervisor restarts a worker that dies (kill -9, out of
 memory) so the port keeps answering.
 """
 
@@ -35,6 +35,11 @@ def _worker(host: str, port: int, log_level: str, access_log: bool) -> None:  # 
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sock = _bind(host, port)
+    # Listen before the app loads (seconds: the models). Otherwise the first worker to finish loading
+    # is the only one listening when clients connect, and keeps every keep-alive connection: a load
+    # run with 64 connections found one worker at 99% of a core and the other idle. Connections that
+    # reach a worker still loading wait in its backlog.
+    sock.listen(2048)
     config = uvicorn.Config("service.app:create_app", factory=True, log_level=log_level, access_log=access_log)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -105,6 +105,26 @@ def test_make_label_drops_filler_and_place():
     assert make_label("上庄村", "建议上庄村增加公交班次，老人出行难", ["公交", "班次"]) == "上庄村 · 增加公交班次"
 
 
+def test_absorbing_stored_messages_counts_them_and_opens_unknown_topics():
+    from triage.topics import TopicIndex
+
+    rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
+    b = build(rows)
+    index = TopicIndex(b)
+    enc = get_encoder("use")
+    lamp = b.topic_of_["m0"]
+    k = index.ids.index(lamp)
+    size = index.count[k]
+    m = frame([{"text": "北辰社区楼道灯又坏了", "at": "2026-10-05"}, {"text": "锦绣家园地下车库漏水严重", "at": "2026-10-06"}])
+    vecs = enc.encode(m["text"].tolist())
+    # a missing place arrives from pandas as NaN: it must be stored as "no place", not break scoring
+    index.absorb([(lamp, m["tokens"][0], vecs[0], m["place"][0], m["submitted_at"][0], []),
+                  ("T999999", m["tokens"][1], vecs[1], float("nan"), m["submitted_at"][1], [])])
+    assert index.count[k] == size + 1 and index.ids[-1] == "T999999" and index.place[-1] is None
+    tid, _, new = index.assign(m["text"][1], m["tokens"][1], vecs[1], None, m["submitted_at"][1])
+    assert tid == "T999999" and not new
+
+
 def test_incremental_assignment_joins_the_right_topic_or_opens_a_new_one():
     from triage.topics import TopicIndex
 

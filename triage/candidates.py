@@ -55,27 +55,49 @@ def _pick(frame: pd.DataFrame, key: str) -> pd.Series | None:
 
 def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
                      now: pd.Timestamp | None = None, previous: Mapping[str, Iterable[str]] | None = None,
-                     config: TopicConfig | None = None, memory: RoutingMemory | None = None) -> CandidateTopics:
+                     config: TopicConfig | None = None, memory: RoutingMemory | None = None,
+                     stored: pd.DataFrame | None = None) -> CandidateTopics:
+    """Ranked candidate topics for the rows of ``frame``.
+
+    ``stored`` (the service's re-clustering) gives, row for row, what intake already worked out and
+    kept: the masked ``text``, jieba ``tokens`` and the ``domain``/``scope`` (corrected by staff where
+    they corrected it). Segmenting and classifying every stored message again at each re-clustering
+    cost about as much as the clustering itself, and would undo corrections.
+    """
     clock = {"start": time.perf_counter()}
 
     def lap(stage: str) -> None:
         clock[stage] = time.perf_counter()
 
     frame = frame.reset_index(drop=True)
-    texts = join_columns(frame, text_columns).tolist()
-    valid = [validate_text(t) is None for t in texts]
-    # jieba once per message, on every core for large inputs
-    workers = os.cpu_count() or 1
-    prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder, workers=workers)
-    lap("prepare")
-    assessed = triage.assess_frame(frame, text_columns, prepared=prepared, workers=workers)
-    lap("classify")
+    if stored is None:
+        texts = join_columns(frame, text_columns).tolist()
+        valid = [validate_text(t) is None for t in texts]
+        # jieba once per message, on every core for large inputs
+        workers = os.cpu_count() or 1
+        prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder, workers=workers)
+        lap("prepare")
+        assessed = triage.assess_frame(frame, text_columns, prepared=prepared, workers=workers)
+        lap("classify")
+        masked, toks = [""] * len(texts), [""] * len(texts)
+        for i, t, tk in zip(np.flatnonzero(valid), prepared["text"], prepared["tokens"]):
+            masked[i], toks[i] = t, tk
+    else:
+        stored = stored.reset_index(drop=True)
+        prepared = pd.DataFrame()
+        assessed = frame.assign(domain=stored["domain"].to_numpy(), scope=stored["scope"].to_numpy(), triage_error=None)
+        masked, toks = stored["text"].tolist(), stored["tokens"].tolist()
+        lap("prepare")
+        lap("classify")
     ok = assessed["triage_error"].isna().to_numpy()
     places = PlaceExtractor()
-    masked, toks = [""] * len(texts), [""] * len(texts)
-    for i, t, tk in zip(np.flatnonzero(valid), prepared["text"], prepared["tokens"]):
-        masked[i], toks[i] = t, tk
-    found = [places.extract(t) for t in masked]
+    if stored is not None and {"places", "place"} <= set(stored.columns):
+        names = [list(ps) for ps in stored["places"]]
+        primary = [p if isinstance(p, str) and p else None for p in stored["place"]]
+    else:
+        found = [places.extract(t) for t in masked]
+        names = [[p.name for p in ps] for ps in found]
+        primary = [(places.primary(ps).name if ps else None) for ps in found]
     ids = _pick(frame, "id")
     msgs = pd.DataFrame({
         "id": (ids.astype(str) if ids is not None else pd.Series([f"row{i + 1}" for i in range(len(frame))])),
@@ -88,8 +110,8 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         "support": pd.to_numeric(_pick(frame, "support"), errors="coerce").fillna(0).astype(int)
         if _pick(frame, "support") is not None else 0,
         "scope": assessed["scope"], "domain": assessed["domain"],
-        "places": [[p.name for p in ps] for ps in found],
-        "place": [(places.primary(ps).name if ps else None) for ps in found],
+        "places": names,
+        "place": primary,
     })
     if msgs["id"].duplicated().any():  # ids must be unique to track membership
         msgs["id"] = [f"{v}#{i}" if d else v for i, (v, d) in enumerate(zip(msgs["id"], msgs["id"].duplicated()))]

@@ -84,7 +84,7 @@ class Actor:
 @dataclass
 class OfficeConfig:
     recluster_every: int = 200      # new suggestions (store-wide) before an automatic re-clustering …
-    recluster_growth: float = 0.1   # … or this share of the store, whichever is more
+    recluster_growth: float = 0.25  # … or this share of the store, whichever is more
     recluster_lease_s: float = 1800.0   # a re-clustering that takes longer is presumed dead
     min_reason_chars: int = 2
 
@@ -744,7 +744,8 @@ class Office:
         previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
         frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
         enc = self._stored_encoder(msgs)
-        res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=enc, previous=previous)
+        res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=enc, previous=previous,
+                               stored=msgs[["text", "tokens", "domain", "scope", "places", "place"]])
         missing = int(msgs["embedding"].isna().sum())
         if missing:
             log.info("re-clustering embedded %d messages stored without embeddings", missing)

@@ -19,6 +19,9 @@ from triage.config import corpora_dir
 from triage.errors import ConfigError
 
 TERMS = ("volume", "submitters", "support", "recency", "growth", "breadth", "principles")
+#: how staff read each term (the review page and exports show these, the API keeps the keys)
+TERM_LABELS = {"volume": "留言量", "submitters": "提交人数", "support": "附议与重复", "recency": "新近程度",
+               "growth": "增长", "breadth": "渠道与地点广度", "principles": "五大原则契合度"}
 
 
 @dataclass

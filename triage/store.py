@@ -266,12 +266,13 @@ class Store:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
+        # one INFO line per alembic plugin at every start is noise (they are logged at import)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-        logging.getLogger("alembic").setLevel(logging.WARNING)   # one line per plugin at every start is noise
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn

@@ -648,6 +648,7 @@ class TopicIndex:
         """
         pos = {t: i for i, t in enumerate(self.ids)}
         for tid, tokens, emb, place, submitted_at, places in rows:
+            place = place if isinstance(place, str) and place else None   # pandas gives NaN for a missing one
             day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
             e = np.asarray(emb, dtype=np.float32)
             if tid in pos:

@@ -23,12 +23,14 @@ from service import charts
 from service.deps import actor_of
 from service.runtime import Runtime
 from triage.errors import TriageError
+from triage.rank import TERM_LABELS
 from triage.review import needs_review, overview, petitions_by_department, similar_topics, sparkline_points, weekly_counts
 from triage.store import LIFECYCLE, ApiKey, Suggestion, Topic
 
 BASE = "/review"
 COOKIE = "triage_key"
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+templates.env.globals["term_label"] = lambda k: TERM_LABELS.get(k, k)
 router = APIRouter(prefix=BASE, include_in_schema=False)
 
 

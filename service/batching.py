@@ -31,14 +31,25 @@ class MicroBatcher:
         self._q.put((list(texts), fut, loop))
         return await fut
 
+    def close(self) -> None:
+        """Stop the thread (after what is queued). A process with extra threads may not fork, so
+        tests and embedding code that build a runtime close it when done."""
+        self._q.put(None)
+        self._thread.join(10)
+
     def _run(self) -> None:
         while True:
             first = self._q.get()
+            if first is None:
+                return
             batch = [first]
             n = len(first[0])
             try:
                 while n < self.max_texts:
                     item = self._q.get(timeout=self.max_wait_s)
+                    if item is None:
+                        self._q.put(None)   # finish this batch, then stop
+                        break
                     batch.append(item)
                     n += len(item[0])
             except queue.Empty:

@@ -149,6 +149,12 @@ class Runtime:
         data = os.environ.get("TRIAGE_RETRAIN_DATA")
         self.retrain_config = RetrainConfig(data=Path(data) if data else None)
 
+    def close(self) -> None:
+        """Stop the batcher threads and close the database pool."""
+        for b in (self.classify_fast, self.classify_full, self.analyse):
+            b.close()
+        self.store.engine.dispose()
+
     def _model_dirs(self) -> tuple[str, str]:
         active = self.store.get_setting("active_model")
         main = (active or {}).get("dir") or self.settings.model_dir or str(DEFAULT_MODEL_DIR)

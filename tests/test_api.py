@@ -42,7 +42,7 @@ def api(db_url: str, tmp_path_factory: pytest.TempPathFactory):
 
     yield SimpleNamespace(client=client, rt=rt, keys=keys, h=h)
     client.close()
-    rt.store.engine.dispose()
+    rt.close()   # batcher threads would keep later tests from forking
     if saved is None:
         os.environ.pop("TRIAGE_HOME", None)
     else:

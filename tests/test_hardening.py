@@ -39,6 +39,7 @@ def hard(tmp_path_factory: pytest.TempPathFactory):
     client = TestClient(app, raise_server_exceptions=False)
     yield SimpleNamespace(rt=rt, app=app, client=client, keys=keys, home=home)
     client.close()
+    rt.close()
     if saved is None:
         os.environ.pop("TRIAGE_HOME", None)
     else:
@@ -151,6 +152,7 @@ def test_a_read_only_database_answers_503_and_writes_nothing(hard, tmp_path) -> 
     assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable" and "Retry-After" in r.headers
     with Store(f"sqlite:///{path}", migrate=False).session() as s:
         assert s.execute(select(func.count()).select_from(Suggestion)).scalar_one() == 0
+    rt.close()
 
 
 def test_a_full_disk_answers_503_and_leaves_no_half_written_row(hard, tmp_path) -> None:
@@ -177,6 +179,7 @@ def test_a_full_disk_answers_503_and_leaves_no_half_written_row(hard, tmp_path) 
         sug = s.execute(select(func.count()).select_from(Suggestion)).scalar_one()
         ass = s.execute(select(func.count()).select_from(Assessment)).scalar_one()
     assert sug == ass == 1
+    rt.close()
 
 
 def test_readiness_goes_unready_when_the_database_is_gone(hard, tmp_path) -> None:
@@ -192,6 +195,7 @@ def test_readiness_goes_unready_when_the_database_is_gone(hard, tmp_path) -> Non
     r = c.get("/readyz")
     assert r.status_code == 503 and r.json()["database"] == "unreachable"
     assert c.get("/healthz").status_code == 200    # alive, just not ready
+    rt.close()
 
 
 # ------------------------------------------------------------------ personal data

@@ -66,6 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     pw.stop()
     server.should_exit = True
     thread.join(10)
+    rt.close()
     if saved is None:
         os.environ.pop("TRIAGE_HOME", None)
     else:

@@ -163,10 +163,15 @@ class Office:
 
     # ================================================================ intake
     def warm(self) -> None:
-        """Load everything a first request would (jieba's dictionary, the encoder's graph) up front:
-        sixteen first requests at once would otherwise each wait for it."""
+        """Load everything a first request would (jieba's dictionary, the encoder's graph, the topic
+        index) up front: sixteen first requests at once would otherwise each wait for it."""
         self.analyse(["预热：小区路灯坏了"])
         self.fast.assess_texts(["预热：小区路灯坏了"])
+        try:
+            with self._lock:   # the topic index too: the first submission after a restart must not build it
+                self._current_index()
+        except Exception:  # noqa: BLE001 - the database may be down at start; the first submission retries
+            log.warning("topic index not built at start (database unavailable?); it is built on first use")
 
     def analyse(self, texts: list[str]) -> list["Analysed"]:
         """The model work of intake for valid texts, in one batch (the service batches concurrent

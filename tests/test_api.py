@@ -603,3 +603,27 @@ def test_a_background_rebuild_absorbs_what_was_stored_while_it_ran(api) -> None:
     finally:
         off._build_index = real_build
     assert off._index is early and off._index_gen == "gen-test" and tid in early.ids
+
+
+def test_submissions_during_a_reclustering_keep_a_topic_and_sizes_add_up(api, monkeypatch) -> None:
+    import triage.candidates as cand
+    from triage.office import Intake
+
+    off = api.rt.office
+    real = cand.build_candidates
+    arrived: list[int] = []
+
+    def slow_build(*a, **kw):   # intake goes on while the clustering runs
+        for t in ("北辰社区楼道灯又不亮了，晚上上下楼很危险", "幸福村公交一天两班太少了", "锦绣家园停车位太少"):
+            row, _a, _r = off.submit(Intake(text=t, submitter=f"meanwhile-{len(arrived)}"), auto_recluster=False)
+            arrived.append(row.id)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(cand, "build_candidates", slow_build)
+    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    with api.rt.store.session() as s:
+        late = s.execute(select(Suggestion.topic_id).where(Suggestion.id.in_(arrived))).scalars().all()
+        assert len(late) == 3 and all(late)
+        sizes = dict(s.execute(select(Topic.id, Topic.size).where(Topic.status == "candidate")).all())
+        members = dict(s.execute(select(Suggestion.topic_id, func.count()).group_by(Suggestion.topic_id)).all())
+    assert {t: n for t, n in sizes.items() if n} == {t: members.get(t, 0) for t, n in sizes.items() if n}

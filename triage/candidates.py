@@ -61,7 +61,7 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
 
     ``stored`` (the service's re-clustering) gives, row for row, what intake already worked out and
     kept: the masked ``text``, jieba ``tokens`` and the ``domain``/``scope`` (corrected by staff where
-    they corrected it). Segmenting and classifying every stored message again at each re-clustering
+    they corrected it); ``places``/``place`` too if given, else they are found in the text. Segmenting and classifying every stored message again at each re-clustering
     cost about as much as the clustering itself, and would undo corrections.
     """
     clock = {"start": time.perf_counter()}

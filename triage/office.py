@@ -19,12 +19,13 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -750,36 +751,60 @@ class Office:
         frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
         enc = self._stored_encoder(msgs)
         res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=enc, previous=previous,
-                               stored=msgs[["text", "tokens", "domain", "scope", "places", "place"]])
+                               stored=msgs[["text", "tokens", "domain", "scope"]])
         missing = int(msgs["embedding"].isna().sum())
         if missing:
             log.info("re-clustering embedded %d messages stored without embeddings", missing)
         topics = res.topics
         with self._lock, self.store.session() as s:
+            # Intake goes on while the clustering runs (seconds to minutes). From here to the commit
+            # no other worker may store a suggestion, so that every message of a topic about to go
+            # is seen and moved; the writes below are bulk statements, so this lasts well under a second.
+            self.store.hold_writes(s)
+            decided = s.execute(select(Topic.id).where(Topic.id.in_(list(previous)),
+                                                       Topic.pinned.is_(True) | (Topic.status != "candidate"))).scalars().all()
+            if decided:   # staff acted on one of these topics meanwhile: their decision wins; run again soon
+                log.info("re-clustering discarded: %d of its topics were decided meanwhile", len(decided))
+                self._since_recluster = self.config.recluster_every
+                return {"messages": int(len(msgs)), "topics": 0, "skipped": "decided meanwhile"}
             # a topic id the store does not know yet gets a store-wide number (ids are shared by workers)
             rename = {tid: (tid if tid in previous else f"T{self.store.next_value(s, 'topic'):06d}")
                       for tid in topics["topic_id"]}
             kept = set(rename.values())
-            for tid in previous:
-                if tid not in kept:
-                    for m in s.execute(select(Suggestion).where(Suggestion.topic_id == tid)).scalars():
-                        m.topic_id = None
-            s.flush()
-            for tid in previous:
-                if tid not in kept:
-                    old = s.get(Topic, tid)
-                    if old is not None and not old.pinned:
-                        s.delete(old)
-            s.flush()
+            dropped = [tid for tid in previous if tid not in kept]
+            topic_of: dict[int, str | None] = {int(m): rename[t] for m, t in res.builder.topic_of_.items()}
+            # messages stored since the snapshot: in a topic that stays they stay (and count); in a
+            # topic that goes they follow most of its members
+            snapshot = set(msgs["id"].astype(int))
+            gone = set(dropped)
+            late_to: dict[str, int] = {}
+            for sid, tid in s.execute(select(Suggestion.id, Suggestion.topic_id).where(Suggestion.topic_id.is_not(None))):
+                if sid in snapshot or tid not in previous:
+                    continue
+                if tid in gone:
+                    votes = Counter(topic_of.get(int(m)) for m in previous[tid])
+                    votes.pop(None, None)
+                    tid = votes.most_common(1)[0][0] if votes else None
+                    topic_of[sid] = tid
+                if tid:
+                    late_to[tid] = late_to.get(tid, 0) + 1
             for _, r in topics.iterrows():
                 self._upsert_topic(s, rename[r["topic_id"]], r, res.scorecards[r["topic_id"]])
+                t = s.get(Topic, rename[r["topic_id"]])
+                t.size += late_to.get(t.id, 0)
             s.flush()
-            topic_of = {int(m): rename[t] for m, t in res.builder.topic_of_.items()}
-            for m in s.execute(select(Suggestion).where(Suggestion.id.in_(list(topic_of)))).scalars():
-                m.topic_id = topic_of[m.id]
+            before = dict(zip(msgs["id"].astype(int), msgs["topic_id"]))
+            moves = [{"id": sid, "topic_id": tid} for sid, tid in topic_of.items() if before.get(sid, "?") != tid]
+            moves += [{"id": sid, "topic_id": None} for sid, tid in before.items()
+                      if sid not in topic_of and tid in gone]
+            if moves:
+                s.execute(update(Suggestion), moves)   # bulk UPDATE by primary key
+            if dropped:
+                s.execute(delete(Topic).where(Topic.id.in_(dropped), Topic.pinned.is_(False)))
             s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
                              action="recluster", target_type="topics", target_id="*",
                              detail={"messages": len(msgs), "topics": len(topics), "seconds": res.seconds,
+                                     "moved": len(moves), "arrived_meanwhile": sum(late_to.values()),
                                      "without_embeddings": missing, "texts_embedded": enc.misses}))
             self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
         self._gen_checked = 0.0   # this worker's index follows the new generation (rebuilt in the background)

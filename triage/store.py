@@ -346,6 +346,19 @@ class Store:
                 values["mark"] = mark
             s.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(**values))
 
+    def hold_writes(self, s: Session) -> None:
+        """Keep every other writer of suggestions waiting until ``s`` commits.
+
+        SQLite has one writer at a time; a first write takes that lock now, before the reads that
+        must not miss a concurrent insert (a read outside a write transaction holds no lock). On
+        PostgreSQL that write locks the topic-id counter row, which intake takes before inserting,
+        so the table lock that follows (it conflicts with inserts and updates, not with reads) is
+        always taken in intake's order: no deadlock.
+        """
+        s.execute(update(Counter).where(Counter.name == "topic").values(value=Counter.value))
+        if self.dialect == "postgresql":
+            s.execute(text("LOCK TABLE suggestions IN SHARE ROW EXCLUSIVE MODE"))
+
     def count_suggestions(self) -> int:
         with self.session() as s:
             return int(s.execute(select(func.count(Suggestion.id))).scalar_one())

@@ -268,7 +268,7 @@ def run(args: argparse.Namespace, home: Path, url: str, env: dict) -> int:
     acked = res.pop("acked")
     inv = check(url, acked)
     ok = inv["lost"] == 0 and inv["duplicates"] == 0 and inv["half_stored"] == 0 and len(acked) == args.n
-    summary = {"database": url.split("://")[0], "n": args.n, "concurrency": args.concurrency,
+    summary = {"database": url.split("://")[0], "home": str(home), "n": args.n, "concurrency": args.concurrency,
                "workers": args.workers, "startup_s": round(startup, 1), "acked": len(acked),
                "rps": round(len(acked) / res["seconds"], 1) if res["seconds"] else None, **res, **inv,
                **restarted, "ready_transitions": [c for _t, c in ready_log], "invariant_holds": ok}

@@ -166,3 +166,21 @@ def test_settings_round_trip_json(store: Store) -> None:
 
 def test_readiness_ping_is_true_on_a_live_database(store: Store) -> None:
     assert store.ping()
+
+
+def test_the_first_number_of_a_sequence_is_taken_once_when_workers_race(store: Store) -> None:
+    got: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def take() -> None:
+        barrier.wait()
+        for _ in range(5):
+            with store.session() as s:
+                got.append(store.next_value(s, "race-seq"))
+
+    threads = [threading.Thread(target=take) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(1, 31))

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
                         event, func, select, text, update)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from triage.errors import TriageError
@@ -307,9 +307,12 @@ class Store:
         row = s.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1)
                         .returning(Counter.value)).scalar_one_or_none()
         if row is None:
-            s.add(Counter(name=name, value=1))
-            s.flush()
-            return 1
+            try:
+                with s.begin_nested():   # two workers may both open the first topic at once
+                    s.add(Counter(name=name, value=1))
+                return 1
+            except IntegrityError:
+                return self.next_value(s, name)
         return int(row)
 
     def claim(self, name: str, holder: str, seconds: float, stale=None) -> int | None:
@@ -321,11 +324,11 @@ class Store:
         now = utcnow()
         with self.session() as s:
             if s.get(Lease, name) is None:
-                s.add(Lease(name=name, holder="", until=now - dt.timedelta(seconds=1), mark=0))
                 try:
-                    s.flush()
-                except Exception:   # another worker inserted it first: fine, compete below
-                    s.rollback()
+                    with s.begin_nested():
+                        s.add(Lease(name=name, holder="", until=now - dt.timedelta(seconds=1), mark=0))
+                except IntegrityError:   # another worker inserted it first: fine, compete below
+                    pass
             until = now + dt.timedelta(seconds=seconds)
             won = s.execute(update(Lease).where(Lease.name == name, Lease.until < now)
                             .values(holder=holder, until=until)).rowcount
@@ -371,9 +374,13 @@ class Store:
     def set_setting(self, s: Session, key: str, value: Any) -> None:
         row = s.get(Setting, key)
         if row is None:
-            s.add(Setting(key=key, value=value))
-        else:
-            row.value = value
+            try:
+                with s.begin_nested():   # another worker may create the same setting at the same moment
+                    s.add(Setting(key=key, value=value))
+                return
+            except IntegrityError:
+                row = s.get(Setting, key)
+        row.value = value
 
     # ---------------------------------------------------------------- keys
     def create_key(self, role: str, name: str = "", can_unmask: bool = False,

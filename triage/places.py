@@ -128,6 +128,7 @@ class PlaceExtractor:
         names = sorted(set(self.gaz.level) | set(self.gaz.aliases), key=len, reverse=True)
         self._gaz_re = re.compile("|".join(map(re.escape, names))) if names else None
         self._specificity: dict[str, int] = {}
+        self._compatible: dict[tuple[str, str], bool | None] = {}   # few distinct pairs, asked millions of times
 
     def extract(self, text: str) -> list[Place]:
         taken = [False] * len(text)
@@ -208,6 +209,12 @@ class PlaceExtractor:
             return None
         if a == b:
             return True
+        key = (a, b)
+        if key not in self._compatible:
+            self._compatible[key] = self._compare(a, b)
+        return self._compatible[key]
+
+    def _compare(self, a: str, b: str) -> bool | None:
         ca, cb = self.gaz.chain(a), self.gaz.chain(b)
         if a in cb or b in ca:
             return True

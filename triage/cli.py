@@ -280,6 +280,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # each request is small: one BLAS thread per worker thread avoids oversubscribing the cores
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # the sentence encoder's batches are large enough to use threads: the cores shared by the workers
+    os.environ.setdefault("TRIAGE_ENCODER_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, args.workers))))
     if args.database:
         os.environ["TRIAGE_DATABASE_URL"] = args.database
     if args.model:

@@ -68,7 +68,7 @@ class USEEncoder(Encoder):
 
     def __init__(self, token_budget: int | None = None, threads: int | None = None) -> None:
         self.token_budget = token_budget
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or int(os.environ.get("TRIAGE_ENCODER_THREADS") or 0) or os.cpu_count() or 1
         self._model = None
         self._lock = threading.Lock()
 

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,7 @@ class Runtime:
         self.metrics = Metrics()
         self._model_lock = threading.Lock()
         self._checked = 0.0
+        self.probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-probe")   # readiness checks
         self.office = self._load_office()
         from service.batching import MicroBatcher
 
@@ -153,6 +155,7 @@ class Runtime:
         """Stop the batcher threads and close the database pool."""
         for b in (self.classify_fast, self.classify_full, self.analyse):
             b.close()
+        self.probe.shutdown(wait=True)
         self.store.engine.dispose()
 
     def _model_dirs(self) -> tuple[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -15,9 +17,10 @@ def healthz() -> dict:
 
 
 @router.get("/readyz", summary="可以接收请求：数据库可达、模型已加载")
-def readyz(request: Request) -> Response:
+async def readyz(request: Request) -> Response:
     rt = request.app.state.runtime
-    db = rt.store.ping()
+    # not in the request thread pool: under load it is full of submissions waiting their turn
+    db = await asyncio.get_running_loop().run_in_executor(rt.probe, rt.store.ping)
     body = {"status": "ready" if db else "unready", "database": "ok" if db else "unreachable",
             "model": rt.office.triage.version}
     return JSONResponse(body, status_code=200 if db else 503)

@@ -627,3 +627,15 @@ def test_submissions_during_a_reclustering_keep_a_topic_and_sizes_add_up(api, mo
         sizes = dict(s.execute(select(Topic.id, Topic.size).where(Topic.status == "candidate")).all())
         members = dict(s.execute(select(Suggestion.topic_id, func.count()).group_by(Suggestion.topic_id)).all())
     assert {t: n for t, n in sizes.items() if n} == {t: members.get(t, 0) for t, n in sizes.items() if n}
+
+
+def test_a_lease_left_by_a_dead_process_or_a_failed_release_is_taken_over(api) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for holder in (f"{socket.gethostname()}:{dead.stdout.strip()}:gone",    # kill -9 of a worker
+                   f"{socket.gethostname()}:{os.getpid()}:unreleased"):     # this process, release failed
+        assert api.rt.store.claim("recluster", holder, 600) is not None
+        assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200

@@ -700,11 +700,15 @@ class Office:
             self._recluster_pending.release()
 
     def _lease_is_stale(self, holder: str) -> bool:
-        # a holder on this machine whose process is gone (kill -9) cannot release its lease
+        # A holder on this machine whose process is gone (kill -9) cannot release its lease. Nor can
+        # this process, if its release failed (the database went away mid-run): the caller holds
+        # ``_recluster_lock``, so no run of this process still holds the lease.
         host, _, rest = holder.partition(":")
         pid = rest.partition(":")[0]
-        if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        if host != socket.gethostname() or not pid.isdigit():
             return False
+        if int(pid) == os.getpid():
+            return True
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:

@@ -152,6 +152,12 @@ class TableSource:
     def _chunks(self, rows: int) -> Iterator[Chunk]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _check_header(self, header: list[str]) -> list[str]:
+        if len(set(header)) != len(header):
+            dup = sorted({h for h in header if header.count(h) > 1})
+            raise InputFileError(f"{self.path} 的表头有重复列名：{', '.join(dup)} / duplicate column names")
+        return header
+
 
 class _Batcher:
     """Collects records into chunks of ``rows`` records (readable or not)."""
@@ -215,10 +221,7 @@ class CsvSource(TableSource):
                 header = next(reader)
             except StopIteration:
                 raise InputFileError(f"文件为空：{self.path} / empty file") from None
-            header = [h.strip() for h in header]
-            if len(set(header)) != len(header):
-                dup = sorted({h for h in header if header.count(h) > 1})
-                raise InputFileError(f"{self.path} 的表头有重复列名：{', '.join(dup)} / duplicate column names")
+            header = self._check_header([h.strip() for h in header])
             batch = _Batcher(rows, header)
             start = reader.line_num + 1
             while True:
@@ -336,9 +339,7 @@ class XlsxSource(TableSource):
             header = [str(h).strip() if h is not None else f"Unnamed: {i}" for i, h in enumerate(head)]
             while header and header[-1].startswith("Unnamed: "):
                 header.pop()  # trailing empty header cells: formatting, not columns
-            if len(set(header)) != len(header):
-                dup = sorted({h for h in header if header.count(h) > 1})
-                raise InputFileError(f"{self.path} 的表头有重复列名：{', '.join(dup)} / duplicate column names")
+            header = self._check_header(header)
             batch = _Batcher(rows, header)
             width = len(header)
             done = 0

@@ -134,6 +134,10 @@ class TableSource:
     def size(self) -> int:
         return self.path.stat().st_size
 
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
     def identity(self) -> dict:
         return {"kind": self.kind, **fingerprint(self.path)}
 

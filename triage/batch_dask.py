@@ -1,0 +1,109 @@
+"""The batch on a Dask cluster: the same chunk function through ``dask.dataframe.map_partitions``.
+
+Here the driver (the machine running ``triage classify``) reads the input and writes the parts and
+the output, exactly as the local engine does, so resuming, the errors file and the change report are
+the same code; the workers only classify. Chunks are sent in waves of a few per worker thread, so the
+driver's memory stays flat whatever the input size. Every worker needs the ``triage`` package and
+the model directory at the same path as the driver (``--model``); nothing else is shared.
+
+Dask is an optional extra (``pip install 'triage[dask]'``); the local engine never imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+
+from triage.errors import TriageError
+
+log = logging.getLogger(__name__)
+
+_models: dict[str | None, Any] = {}  # per worker process: loaded models by directory
+
+
+def _triage(model_dir: str | None):
+    if model_dir not in _models:
+        from triage.pipeline import Triage
+
+        _models[model_dir] = Triage.load(model_dir)
+    return _models[model_dir]
+
+
+def classify_partition(frame: pd.DataFrame, job, model_dir: str | None) -> pd.DataFrame:
+    """One partition (a chunk with its ``_line`` column) classified on a worker."""
+    from threadpoolctl import threadpool_limits
+
+    from triage.batch import LINE, classify_chunk
+
+    with threadpool_limits(1):
+        lines = frame[LINE].tolist()
+        return classify_chunk(_triage(model_dir), frame.drop(columns=[LINE]), lines, job)
+
+
+def _client(scheduler: str | None, workers: int):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise TriageError("未安装 Dask：pip install 'triage[dask]' / Dask is not installed") from exc
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except OSError as exc:
+            raise TriageError(f"无法连接 Dask 调度器 {scheduler}：{exc} / cannot reach the scheduler") from exc
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.WARNING)
+    return Client(cluster), cluster
+
+
+def run_dask(chunks: Iterator, job, work, done: set[int], cfg, progress) -> None:
+    """Classify the chunks not yet done on the cluster, writing each part as it comes back."""
+    import dask.dataframe as dd
+    from distributed import as_completed
+
+    from triage.batch import LINE, summarise_chunk
+
+    client, cluster = _client(cfg.scheduler, cfg.workers or os.cpu_count() or 1)
+    try:
+        slots = max(1, sum(client.nthreads().values()))
+        wave: list = []
+
+        def flush() -> None:
+            if not wave:
+                return
+            frames = [ch.frame.assign(**{LINE: ch.lines}).reset_index(drop=True) for ch in wave]
+            ddf = dd.from_map(lambda f: f, frames, enforce_metadata=False)
+            out = ddf.map_partitions(classify_partition, job, cfg.model_dir, enforce_metadata=False,
+                                     meta=classify_partition_meta(frames[0]))
+            futures = client.compute(out.to_delayed())
+            by_future = dict(zip(futures, wave))
+            for fut in as_completed(futures):
+                ch = by_future[fut]
+                part, stats = summarise_chunk(fut.result(), ch.index, ch.errors, job)
+                work.write_part(ch.index, part, stats)
+                progress.update(ch.records, ch.position)
+            wave.clear()
+
+        for ch in chunks:
+            if ch.index in done:
+                progress.update(ch.records, ch.position)
+                continue
+            wave.append(ch)
+            if len(wave) >= 2 * slots:
+                flush()
+        flush()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def classify_partition_meta(frame: pd.DataFrame) -> pd.DataFrame:
+    """An empty frame shaped like the output (Dask wants one; the parts themselves are not checked)."""
+    from triage.pipeline import OUTPUT_COLUMNS
+
+    cols = [c for c in frame.columns] + [c for c in (*OUTPUT_COLUMNS, "triage_error") if c not in frame.columns]
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})

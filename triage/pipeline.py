@@ -121,6 +121,46 @@ class Triage:
             _FORKED.pop("triage", None)
         return [a for part in parts for a in part]
 
+    def _columns(self, texts: Sequence[object], max_chars: int) -> dict[str, list]:
+        """The columns of :meth:`assess_frame` without evidence, straight from the label arrays.
+
+        The batch path: the same values as building an :class:`Assessment` per row (a test holds
+        the two equal), without the per-row objects, and with routes shared by rows that route alike.
+        """
+        n = len(texts)
+        reasons = [validate_text(t, max_chars) for t in texts]
+        good = [i for i, r in enumerate(reasons) if r is None]
+        cols: dict[str, list] = {c: [None] * n for c in (*OUTPUT_COLUMNS, "triage_error")}
+        cols["domain_evidence"] = [""] * n
+        cols["triage_error"] = reasons
+        if not good:
+            return cols
+        b = self.bundle
+        X = b.transform(self.prepare([texts[i] for i in good]))
+        m = len(good)
+
+        def labels(clf) -> tuple[list, list[float]]:
+            if clf is None:
+                return [None] * m, [0.0] * m
+            prob = clf.predict_proba(X)
+            return [str(v) for v in clf.classes_[prob.argmax(1)]], prob.max(1).tolist()
+
+        dlab, dconf = labels(b.domain)
+        slab, sconf = labels(b.scope)
+        plab, pconf = labels(b.department)
+        routes = self.router.route_many(dlab, slab, plab, pconf)
+        for j, i in enumerate(good):
+            r = routes[j]
+            cols["domain"][i] = dlab[j]
+            cols["domain_confidence"][i] = round(dconf[j], 4)
+            cols["scope"][i] = slab[j]
+            cols["scope_confidence"][i] = round(sconf[j], 4)
+            cols["route_kind"][i] = r.kind
+            cols["committee"][i] = r.name if r.kind == "committee" else None
+            cols["department"][i] = r.name if r.kind == "department" else None
+            cols["route_reason"][i] = r.reason
+        return cols
+
     def _assess(self, frame: pd.DataFrame, evidence: bool) -> Iterable[Assessment]:
         b = self.bundle
         X = b.transform(frame)
@@ -158,6 +198,11 @@ class Triage:
         texts = join_columns(frame, text_columns).tolist()
         # A cell that was not text in the source (e.g. a bare number) arrives as a string here;
         # validate_text rejects those with no letters.
+        if not evidence and prepared is None and workers <= 1:
+            out = frame.copy()
+            for k, v in self._columns(texts, max_chars).items():
+                out[k] = v
+            return out
         results = self.assess_texts(texts, evidence=evidence, prepared=prepared, workers=workers,
                                     max_chars=max_chars)
         out = frame.copy()

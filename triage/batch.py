@@ -207,51 +207,56 @@ class Progress:
             self.bar.close()
 
 
-def _use_fork() -> bool:
-    from triage.parallel import can_fork
+class LocalEngine:
+    """A forked process pool (the default): workers inherit the loaded model and write the parts.
 
-    return can_fork()
+    The pool is started when the engine is made, before any input is read, so that no reader thread
+    (pyarrow's, a database driver's) exists when the process forks. At most two chunks per worker are
+    in flight, so memory stays flat whatever the input size.
+    """
 
+    def __init__(self, cfg: BatchConfig, tri: Triage) -> None:
+        from triage.parallel import can_fork
 
-def run_local(chunks: Iterator[Chunk], job: ChunkJob, work: WorkDir, done: set[int], cfg: BatchConfig,
-              tri: Triage, progress: Progress) -> None:
-    """Chunks to a forked pool (at most two per worker in flight: memory stays flat)."""
-    workers = cfg.workers or os.cpu_count() or 1
-    if workers <= 1:
-        _worker["triage"] = tri
-        for ch in chunks:
-            if ch.index not in done:
-                run_chunk(ch, job, str(work.path))
-            progress.update(ch.records, ch.position)
-        return
-    fork = _use_fork()
-    ctx = mp.get_context("fork" if fork else "spawn")
-    if fork:
-        _worker["triage"] = tri  # the children inherit the loaded model
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(cfg.model_dir,))
-    inflight: dict[Future, Chunk] = {}
-    try:
-        pool.submit(_noop).result()  # start every worker now, before any reader thread exists
+        self.workers = cfg.workers or os.cpu_count() or 1
+        _worker["triage"] = tri           # in-process runs, and the forked children, use this model
+        self.pool: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            fork = can_fork()
+            self.pool = ProcessPoolExecutor(max_workers=self.workers,
+                                            mp_context=mp.get_context("fork" if fork else "spawn"),
+                                            initializer=_init_worker, initargs=(cfg.model_dir,))
+            self.pool.submit(_noop).result()  # every worker starts now
+
+    def run(self, chunks: Iterator[Chunk], job: ChunkJob, work: WorkDir, done: set[int], progress: Progress) -> None:
+        if self.pool is None:
+            for ch in chunks:
+                if ch.index not in done:
+                    run_chunk(ch, job, str(work.path))
+                progress.update(ch.records, ch.position)
+            return
+        inflight: dict[Future, Chunk] = {}
+
+        def collect(futures) -> None:
+            for f in futures:
+                c = inflight.pop(f)
+                f.result()
+                progress.update(c.records, c.position)
+
         for ch in chunks:
             if ch.index in done:
                 progress.update(ch.records, ch.position)
                 continue
-            while len(inflight) >= 2 * workers:
-                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    c = inflight.pop(f)
-                    f.result()
-                    progress.update(c.records, c.position)
-            inflight[pool.submit(run_chunk, ch, job, str(work.path))] = ch
-        for f in list(inflight):
-            c = inflight.pop(f)
-            f.result()
-            progress.update(c.records, c.position)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish and are kept
-        raise
-    pool.shutdown(wait=True)
+            while len(inflight) >= 2 * self.workers:
+                collect(wait(inflight, return_when=FIRST_COMPLETED)[0])
+            inflight[self.pool.submit(run_chunk, ch, job, str(work.path))] = ch
+        collect(list(inflight))
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the pool; on cancel, chunks already running still finish and are kept."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pool = None
 
 
 # --------------------------------------------------------------------------- the run
@@ -295,6 +300,17 @@ def file_target(output: str, work_dir: str | None = None) -> Target:
                   {"path": str(p.resolve())})
 
 
+def make_engine(cfg: BatchConfig, tri: Triage):
+    """The engine named by the config: ``local`` (a process pool) or ``dask`` (a cluster)."""
+    if cfg.engine == "local":
+        return LocalEngine(cfg, tri)
+    if cfg.engine == "dask":
+        from triage.batch_dask import DaskEngine
+
+        return DaskEngine(cfg)
+    raise InputFileError(f"未知的执行引擎 {cfg.engine!r}（可选 local、dask）/ unknown engine")
+
+
 class _Peeked:
     """The first chunk read ahead (the text columns are resolved from it), then the rest."""
 
@@ -307,6 +323,19 @@ class _Peeked:
         yield from self._it
 
 
+def _job(source: TableSource, first: Chunk, cfg: BatchConfig) -> ChunkJob:
+    """The per-chunk settings, with the text columns resolved from the first chunk's columns."""
+    text_cols = resolve_text_columns(first.frame, cfg.text_columns)
+    for fld, col in cfg.previous.items():
+        if fld not in FIELDS:
+            raise InputFileError(f"无法比较 {fld}：只能比较 {', '.join(FIELDS)} / unknown field")
+        if col not in first.frame.columns and source.kind != "jsonl":
+            raise InputFileError(f"找不到原分类列 {col!r}；文件中的列为：{', '.join(map(str, first.frame.columns))}"
+                                 f" / previous label column not found")
+    return ChunkJob(text_cols, cfg.max_chars, dict(cfg.previous), cfg.skip_existing, cfg.examples,
+                    absent_is_missing=source.kind == "jsonl")
+
+
 def classify_source(source: TableSource, target: Target, cfg: BatchConfig) -> dict[str, Any]:
     """Classify every record of ``source`` into ``target``; see the module docstring."""
     t0 = time.perf_counter()
@@ -314,38 +343,29 @@ def classify_source(source: TableSource, target: Target, cfg: BatchConfig) -> di
     from triage.text import tokens
 
     tokens("预热")  # jieba's dictionary loaded once, before the pool forks
-    chunks = _Peeked(iter(source.chunks(cfg.chunk_rows)))
-    text_cols = resolve_text_columns(chunks.first.frame, cfg.text_columns)
-    for fld, col in cfg.previous.items():
-        if fld not in FIELDS:
-            raise InputFileError(f"无法比较 {fld}：只能比较 {', '.join(FIELDS)} / unknown field")
-        if col not in chunks.first.frame.columns and source.kind != "jsonl":
-            raise InputFileError(f"找不到原分类列 {col!r}；文件中的列为：{', '.join(map(str, chunks.first.frame.columns))}"
-                                 f" / previous label column not found")
-    job = ChunkJob(text_cols, cfg.max_chars, dict(cfg.previous), cfg.skip_existing, cfg.examples,
-                   absent_is_missing=source.kind == "jsonl")
+    engine = make_engine(cfg, tri)
     work = WorkDir(target.work_dir)
-    manifest = {"input": source.identity(), "model": _model_identity(tri, cfg.model_dir), "output": target.identity,
-                "options": {**asdict(job), "chunk_rows": cfg.chunk_rows}}
-    done = work.open(manifest, restart=cfg.restart or target.temporary)
-    progress = Progress(cfg.quiet, source.total_hint, source.size)
+    progress = Progress(True, None, None)
     try:
-        if cfg.engine == "dask":
-            from triage.batch_dask import run_dask
-
-            run_dask(chunks, job, work, done, cfg, progress)
-        elif cfg.engine == "local":
-            run_local(chunks, job, work, done, cfg, tri, progress)
-        else:
-            raise InputFileError(f"未知的执行引擎 {cfg.engine!r}（可选 local、dask）/ unknown engine")
-    except KeyboardInterrupt:
+        chunks = _Peeked(iter(source.chunks(cfg.chunk_rows)))
+        job = _job(source, chunks.first, cfg)
+        manifest = {"input": source.identity(), "model": _model_identity(tri, cfg.model_dir),
+                    "output": target.identity, "options": {**asdict(job), "chunk_rows": cfg.chunk_rows}}
+        done = work.open(manifest, restart=cfg.restart or target.temporary)
+        progress = Progress(cfg.quiet, source.total_hint, source.size)
+        engine.run(chunks, job, work, done, progress)
+    except BaseException as exc:
+        engine.close(cancel=True)
         progress.close()
-        n = len(work.done())
-        log.warning("已中断：%d 块已完成并保存在 %s；用同一命令重新运行即从中断处继续 / interrupted: "
-                    "%d chunks saved, rerun the same command to resume", n, work.path, n)
+        if isinstance(exc, KeyboardInterrupt) and work.path.exists():
+            n = len(work.done())
+            log.warning("已中断：%d 块已完成并保存在 %s；用同一命令重新运行即从中断处继续 / interrupted: "
+                        "%d chunks saved, rerun the same command to resume", n, work.path, n)
         raise
+    engine.close()
     progress.close()
-    summary = {"input": source.label, "output": target.label, "encoding": source.encoding, "text_columns": text_cols}
+    summary = {"input": source.label, "output": target.label, "encoding": source.encoding,
+               "text_columns": job.text_columns}
     summary.update(_assemble(work, target, job))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     work.remove()

@@ -2,8 +2,8 @@
 
 Here the driver (the machine running ``triage classify``) reads the input and writes the parts and
 the output, exactly as the local engine does, so resuming, the errors file and the change report are
-the same code; the workers only classify. Chunks are sent in waves of a few per worker thread, so the
-driver's memory stays flat whatever the input size. Every worker needs the ``triage`` package and
+the same code; the workers only classify. A few chunks per worker thread are in flight at a time, so
+the driver's memory stays flat whatever the input size. Every worker needs the ``triage`` package and
 the model directory at the same path as the driver (``--model``); nothing else is shared.
 
 Dask is an optional extra (``pip install 'triage[dask]'``); the local engine never imports it.
@@ -59,46 +59,65 @@ def _client(scheduler: str | None, workers: int):
     return Client(cluster), cluster
 
 
-def run_dask(chunks: Iterator, job, work, done: set[int], cfg, progress) -> None:
-    """Classify the chunks not yet done on the cluster, writing each part as it comes back."""
-    import dask.dataframe as dd
-    from distributed import as_completed
+class DaskEngine:
+    """Chunks to a Dask cluster, each as a one-partition dataframe mapped by :func:`classify_partition`.
 
-    from triage.batch import LINE, summarise_chunk
+    A window of two chunks per worker thread is in flight; as each comes back its part is written and
+    the next chunk is sent, so the workers never wait for a whole wave and the driver's memory stays
+    flat.
+    """
 
-    client, cluster = _client(cfg.scheduler, cfg.workers or os.cpu_count() or 1)
-    try:
-        slots = max(1, sum(client.nthreads().values()))
-        wave: list = []
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.client, self.cluster = _client(cfg.scheduler, cfg.workers or os.cpu_count() or 1)
 
-        def flush() -> None:
-            if not wave:
-                return
-            frames = [ch.frame.assign(**{LINE: ch.lines}).reset_index(drop=True) for ch in wave]
-            ddf = dd.from_map(lambda f: f, frames, enforce_metadata=False)
-            out = ddf.map_partitions(classify_partition, job, cfg.model_dir, enforce_metadata=False,
-                                     meta=classify_partition_meta(frames[0]))
-            futures = client.compute(out.to_delayed())
-            by_future = dict(zip(futures, wave))
-            for fut in as_completed(futures):
-                ch = by_future[fut]
-                part, stats = summarise_chunk(fut.result(), ch.index, ch.errors, job)
-                work.write_part(ch.index, part, stats)
-                progress.update(ch.records, ch.position)
-            wave.clear()
+    def run(self, chunks: Iterator, job, work, done: set[int], progress) -> None:
+        import dask.dataframe as dd
+        from distributed import as_completed
+
+        from triage.batch import LINE, summarise_chunk
+
+        slots = max(1, sum(self.client.nthreads().values()))
+        inflight: dict = {}
+        pending = as_completed()
+
+        def submit(ch) -> None:
+            frame = ch.frame.assign(**{LINE: ch.lines}).reset_index(drop=True)
+            ddf = dd.from_map(_identity, [frame], enforce_metadata=False)
+            out = ddf.map_partitions(classify_partition, job, self.cfg.model_dir, enforce_metadata=False,
+                                     meta=classify_partition_meta(frame))
+            fut = self.client.compute(out.to_delayed()[0])
+            inflight[fut] = ch
+            pending.add(fut)
+
+        def collect_one() -> None:
+            fut = next(pending)
+            ch = inflight.pop(fut)
+            part, stats = summarise_chunk(fut.result(), ch.index, ch.errors, job)
+            work.write_part(ch.index, part, stats)
+            progress.update(ch.records, ch.position)
 
         for ch in chunks:
             if ch.index in done:
                 progress.update(ch.records, ch.position)
                 continue
-            wave.append(ch)
-            if len(wave) >= 2 * slots:
-                flush()
-        flush()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+            while len(inflight) >= 2 * slots:
+                collect_one()
+            submit(ch)
+        while inflight:
+            collect_one()
+
+    def close(self, cancel: bool = False) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+
+def _identity(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
 
 
 def classify_partition_meta(frame: pd.DataFrame) -> pd.DataFrame:

@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2000
 ERROR_COLUMN = "triage_error"
-LINE = "_line"
-PREV = "_previous_"   # hidden columns carrying the previous labels from the chunk to its tally
+LINE = "__triage_line__"   # hidden: the input line of each row, from the chunk to its part
+PREV = "__triage_previous_"   # hidden: the previous labels, from the chunk to its tally
 
 
 @dataclass
@@ -98,7 +98,7 @@ def changes_path(output: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------- one chunk
 
 def classify_chunk(tri: Triage, frame: pd.DataFrame, lines: list[int], job: ChunkJob) -> pd.DataFrame:
-    """The chunk's rows with the assessment columns, ``_line`` first, hidden previous labels last.
+    """The chunk's rows with the assessment columns, the line number (LINE) first, hidden previous labels last.
 
     The same function runs on the local pool and inside Dask's ``map_partitions``.
     """

@@ -34,7 +34,7 @@ def _triage(model_dir: str | None):
 
 
 def classify_partition(frame: pd.DataFrame, job, model_dir: str | None) -> pd.DataFrame:
-    """One partition (a chunk with its ``_line`` column) classified on a worker."""
+    """One partition (a chunk with its line-number column, LINE) classified on a worker."""
     from threadpoolctl import threadpool_limits
 
     from triage.batch import LINE, classify_chunk

@@ -345,3 +345,13 @@ def test_the_dask_engine_writes_what_the_local_engine_writes(tmp_path, corpus, s
                  engine="dask", scheduler=cluster.scheduler_address)
     assert (tmp_path / "dask.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
     assert (tmp_path / "dask.changes.csv").read_bytes() == (tmp_path / "local.changes.csv").read_bytes()
+
+
+def test_a_gb18030_file_whose_first_megabyte_is_ascii_is_still_detected(tmp_path, small_model_dir):
+    src = tmp_path / "late.csv"
+    head = "".join(f"{i},2019-01-01 ref-{i:08d}\n" for i in range(40000)).encode("ascii")  # > 1 MB
+    assert len(head) > 1 << 20
+    src.write_bytes(b"id,text\n" + head + "40000,小区门口路灯坏了没人修\n".encode("gb18030"))
+    s = classify(src, tmp_path / "out.csv", small_model_dir, chunk_rows=20000)
+    assert s["encoding"] == "gb18030" and s["total"] == 40001
+    assert pd.read_csv(tmp_path / "out.csv", dtype=str)["text"].iloc[-1] == "小区门口路灯坏了没人修"

@@ -87,6 +87,26 @@ def detect_encoding(raw: bytes) -> str:
     return best.encoding if best is not None else "utf-8"
 
 
+def sniff_encoding(path: Path, limit: int = 64 * SAMPLE_BYTES) -> str:
+    """:func:`detect_encoding` on the first MB that has a non-ASCII byte (ASCII reads the same in
+    every candidate). A file whose first MB is ids and dates only still has its Chinese further on;
+    deciding "UTF-8" from the ASCII head would turn every GB18030 row after it into an error."""
+    with path.open("rb") as f:
+        head = f.read(SAMPLE_BYTES)
+        if head.startswith(b"\xef\xbb\xbf") or not head.isascii():
+            return detect_encoding(head)
+        read = len(head)
+        while read < limit:
+            block = f.read(SAMPLE_BYTES)
+            if not block:
+                break
+            read += len(block)
+            if not block.isascii():
+                first = next(i for i, b in enumerate(block) if b >= 0x80)  # a character starts here
+                return detect_encoding(block[first:] + f.read(first))
+    return "utf-8"
+
+
 def has_bad_bytes(s: str) -> bool:
     """True when decoding met bytes of no character (kept as lone surrogates by surrogateescape)."""
     return any("\udc80" <= c <= "\udcff" for c in s)
@@ -205,14 +225,13 @@ class _Batcher:
 
 
 class CsvSource(TableSource):
-    """CSV/TSV over a decoded text stream; the encoding is decided from the first MB."""
+    """CSV/TSV over a decoded text stream; the encoding is decided from the first MB (with text)."""
 
     kind = "csv"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
-        with self.path.open("rb") as f:
-            self.encoding = detect_encoding(f.read(SAMPLE_BYTES))
+        self.encoding = sniff_encoding(self.path)
         self.delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
 
     def _chunks(self, rows: int) -> Iterator[Chunk]:
@@ -259,8 +278,7 @@ class JsonlSource(TableSource):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
-        with self.path.open("rb") as f:
-            self.encoding = detect_encoding(f.read(SAMPLE_BYTES))
+        self.encoding = sniff_encoding(self.path)
 
     def _chunks(self, rows: int) -> Iterator[Chunk]:
         enc = self.encoding

@@ -375,14 +375,26 @@ def classify_source(source: TableSource, target: Target, cfg: BatchConfig) -> di
 
 
 def _assemble(work: WorkDir, target: Target, job: ChunkJob) -> dict[str, Any]:
-    """Concatenate the parts (in input order) into the output, the errors file and the change report."""
-    stats = list(work.stats())
-    for i, s in enumerate(stats):
+    """Concatenate the parts (in input order) into the output, the errors file and the change report.
+
+    The parts' statistics are read twice (totals, then the errors) rather than held: a file whose
+    every row fails has a million error lines.
+    """
+    columns: list[str] = []
+    totals = {"total": 0, "processed": 0, "failed": 0, "skipped": 0}
+    n_err = 0
+    first_errors: list[list[Any]] = []
+    tally = ChangeTally(job.examples)
+    for i, s in enumerate(work.stats()):
         if s["index"] != i:
             raise OutputFileError(f"工作目录 {work.path} 缺少第 {i} 块，请重新运行 / a chunk is missing: rerun")
-    columns: list[str] = []
-    for s in stats:
         columns += [c for c in s["columns"] if c not in columns]
+        for k, key in (("total", "records"), ("processed", "processed"), ("failed", "failed"), ("skipped", "skipped")):
+            totals[k] += s[key]
+        n_err += len(s["errors"])
+        first_errors += s["errors"][: 20 - len(first_errors)]
+        if job.previous:
+            tally.merge(ChangeTally.from_json(s["changes"], job.examples))
     sink = target.open(columns)
     try:
         for frame in work.frames():
@@ -391,20 +403,11 @@ def _assemble(work: WorkDir, target: Target, job: ChunkJob) -> dict[str, Any]:
     except BaseException:
         sink.abort()
         raise
-    n_err = sum(len(s["errors"]) for s in stats)
     if target.errors is not None:
-        _write_errors(target.errors, stats, n_err)
-    first_errors: list[list[Any]] = []
-    for s in stats:
-        first_errors += s["errors"][: 20 - len(first_errors)]
-    summary: dict[str, Any] = {
-        "total": sum(s["records"] for s in stats), "processed": sum(s["processed"] for s in stats),
-        "failed": sum(s["failed"] for s in stats), "skipped": sum(s["skipped"] for s in stats),
-        "errors_file": str(target.errors) if n_err and target.errors else None, "_first_errors": first_errors}
+        _write_errors(target.errors, work, n_err)
+    summary: dict[str, Any] = {**totals, "errors_file": str(target.errors) if n_err and target.errors else None,
+                               "_first_errors": first_errors}
     if job.previous:
-        tally = ChangeTally(job.examples)
-        for s in stats:
-            tally.merge(ChangeTally.from_json(s["changes"], job.examples))
         if target.changes is not None:
             tally.write_csv(target.changes)
         summary["changes"] = tally.summary()
@@ -412,7 +415,7 @@ def _assemble(work: WorkDir, target: Target, job: ChunkJob) -> dict[str, Any]:
     return summary
 
 
-def _write_errors(path: Path, stats: list[dict[str, Any]], n: int) -> None:
+def _write_errors(path: Path, work: WorkDir, n: int) -> None:
     import csv
 
     if not n:
@@ -422,7 +425,7 @@ def _write_errors(path: Path, stats: list[dict[str, Any]], n: int) -> None:
     with open(tmp, "w", encoding="utf-8-sig", newline="") as f:
         w = csv.writer(f)
         w.writerow(["line", "reason", "column"])
-        for s in stats:
+        for s in work.stats():
             w.writerows(s["errors"])
         f.flush()
         os.fsync(f.fileno())

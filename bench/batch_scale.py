@@ -6,7 +6,11 @@ Peak memory is the largest sum of proportional resident memory (PSS: a copy-on-w
 the forked workers counts once in all) over the child and all its descendants (the pool workers, or
 the Dask scheduler, nannies and workers), sampled from /proc every 0.1 s. The baseline
 is the local engine on one process at the smallest size, measured in the same run; "mem vs first" is
-each engine's peak against its own peak at the smallest size (flat memory reads ≈ 1.0).
+each engine's peak against its own peak at the smallest size (flat memory reads ≈ 1.0). "cpu s" is
+the CPU time of the whole process tree (user + system, from the children's rusage) and rows/cpu-s
+the rows per CPU second: on a machine shared with other work, wall-clock rows/s says how busy the
+machine was; rows/cpu-s × cores is what the run would reach with the cores to itself (an upper
+bound: it assumes perfect scaling).
 
 Rows are drawn from corpora/suggestions.csv and varied a little (as in bench/classify_throughput.py)
 and written in pieces, so the benchmark itself never holds a million rows either.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,6 +87,7 @@ def run(src: Path, out: Path, model: str | None, engine: str, workers: int) -> d
            "--engine", engine, "--workers", str(workers)]
     if model:
         cmd += ["--model", model]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -100,9 +106,11 @@ def run(src: Path, out: Path, model: str | None, engine: str, workers: int) -> d
     th.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["processed"] + summary["failed"] + summary["skipped"] == summary["total"]
-    return {"seconds": seconds, "rows": summary["total"], "peak": peak[0]}
+    return {"seconds": seconds, "rows": summary["total"], "peak": peak[0], "cpu": cpu}
 
 
 def main() -> None:
@@ -122,6 +130,7 @@ def main() -> None:
         write_rows(first, sizes[0])
         base = run(first, Path(tmp) / "base.csv", args.model, "local", 1)
         base_rate = base["rows"] / base["seconds"]
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
         print(f"cores={os.cpu_count()}  model={args.model}  baseline: local engine, 1 process, {sizes[0]:,} rows: "
               f"{base_rate:,.0f} rows/s, peak {base['peak'] / 2**20:,.0f} MiB", flush=True)
         for n in sizes:
@@ -135,13 +144,16 @@ def main() -> None:
                       f"peak {r['peak'] / 2**20:>7,.0f} MiB", flush=True)
                 (Path(tmp) / f"out-{engine}-{n}.csv").unlink()
             src.unlink()
-    print(f"\n{'engine':<8}{'rows':>10}{'seconds':>10}{'rows/s':>10}{'vs 1 proc':>11}{'peak MiB':>10}{'mem vs first':>14}")
+    print(f"\n{'engine':<8}{'rows':>10}{'seconds':>10}{'rows/s':>10}{'vs 1 proc':>11}{'peak MiB':>10}"
+          f"{'mem vs first':>14}{'cpu s':>9}{'rows/cpu-s':>12}")
     first_peak: dict[str, int] = {}
     for engine, n, r in results:
         first_peak.setdefault(engine, r["peak"])
         rate = r["rows"] / r["seconds"]
         print(f"{engine:<8}{n:>10,}{r['seconds']:>10.1f}{rate:>10,.0f}{rate / base_rate:>10.2f}x"
-              f"{r['peak'] / 2**20:>10,.0f}{r['peak'] / first_peak[engine]:>13.2f}x")
+              f"{r['peak'] / 2**20:>10,.0f}{r['peak'] / first_peak[engine]:>13.2f}x{r['cpu']:>9.0f}"
+              f"{r['rows'] / r['cpu']:>12,.0f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f} (other work on the machine shows here)")
     print(f"target: >= 2,500 rows/s on 2 cores for the lexical path (local engine), peak memory flat in the size")
 
 

@@ -48,6 +48,7 @@ CHUNK_ROWS = 2000
 ERROR_COLUMN = "triage_error"
 LINE = "__triage_line__"   # hidden: the input line of each row, from the chunk to its part
 PREV = "__triage_previous_"   # hidden: the previous labels, from the chunk to its tally
+SKIP = "__triage_skipped__"   # hidden: rows left as they were (skip_existing)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def changes_path(output: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------- one chunk
 
 def classify_chunk(tri: Triage, frame: pd.DataFrame, lines: list[int], job: ChunkJob) -> pd.DataFrame:
-    """The chunk's rows with the assessment columns, the line number (LINE) first, hidden previous labels last.
+    """The chunk's rows with the assessment columns; hidden: the line first, the previous labels last.
 
     The same function runs on the local pool and inside Dask's ``map_partitions``.
     """
@@ -116,21 +117,21 @@ def classify_chunk(tri: Triage, frame: pd.DataFrame, lines: list[int], job: Chun
     else:
         done = tri.assess_frame(frame[todo], job.text_columns, max_chars=job.max_chars)
         out = pd.concat([done, frame[~todo]]).sort_index()
-        out[ERROR_COLUMN] = out[ERROR_COLUMN].astype(object).where(todo, "skipped")
     missing = pd.concat([frame[c].isna() for c in job.text_columns], axis=1).all(axis=1) & todo
     if job.absent_is_missing and missing.any():
         out[ERROR_COLUMN] = out[ERROR_COLUMN].astype(object).where(
             ~missing, f"缺少文本列 {'、'.join(job.text_columns)} / text column missing")
     out.insert(0, LINE, list(lines))
+    out[SKIP] = ~todo
     for k, v in hidden.items():
         out[k] = v
     return out
 
 
 def summarise_chunk(out: pd.DataFrame, index: int, read_errors: list[RowError], job: ChunkJob) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The part to store (hidden columns dropped, skipped rows unmarked) and its statistics."""
+    """The part to store (hidden columns but the line dropped) and its statistics."""
     err = out[ERROR_COLUMN]
-    skipped = err == "skipped"
+    skipped = out[SKIP].astype(bool)
     failed = err.notna() & ~skipped
     errors = [[e.line, e.reason, e.column] for e in read_errors]
     errors += [[int(line), str(reason), ",".join(job.text_columns)]
@@ -144,9 +145,7 @@ def summarise_chunk(out: pd.DataFrame, index: int, read_errors: list[RowError], 
 
         rows = out[ok]
         tally.add_frame(rows, prev, join_columns(rows, job.text_columns), rows[LINE])
-    part = out.drop(columns=[c for c in out.columns if c.startswith(PREV)])
-    if skipped.any():
-        part[ERROR_COLUMN] = part[ERROR_COLUMN].where(~skipped, None)
+    part = out.drop(columns=[c for c in out.columns if c.startswith(PREV) or c == SKIP])
     stats = {"index": index, "records": len(out) + len(read_errors), "rows": len(out),
              "processed": int((~failed & ~skipped).sum()), "failed": int(failed.sum()) + len(read_errors),
              "skipped": int(skipped.sum()), "errors": errors, "columns": [c for c in part.columns if c != LINE],

@@ -4,7 +4,7 @@ Each run is the real command in a child process (`python -m triage.cli classify 
 file, timed from start to the output's appearance (model load and the final assembly included).
 Peak memory is the largest sum of proportional resident memory (PSS: a copy-on-write page shared by
 the forked workers counts once in all) over the child and all its descendants (the pool workers, or
-the Dask scheduler, nannies and workers), sampled from /proc every 0.1 s. The baseline
+the Dask scheduler, nannies and workers), sampled from /proc every 2 s (a plateau: chunks keep it flat). The baseline
 is the local engine on one process at the smallest size, measured in the same run; "mem vs first" is
 each engine's peak against its own peak at the smallest size (flat memory reads ≈ 1.0). "cpu s" is
 the CPU time of the whole process tree (user + system, from the children's rusage) and rows/cpu-s
@@ -60,21 +60,25 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def _tree_memory(pid: int) -> int:
-    """Memory of ``pid`` and every descendant (read from /proc; 0 for processes gone)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    total, todo = 0, [pid]
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, from /proc/PID/task/TID/children (no scan of all /proc)."""
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
-        todo += children.get(p, [])
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _tree_memory(pid: int) -> int:
+    """Memory of ``pid`` and every descendant (read from /proc; 0 for processes gone)."""
+    total = 0
+    for p in _descendants(pid):
         try:
             total += _pss(p)
         except (OSError, IndexError, ValueError):
@@ -96,7 +100,7 @@ def run(src: Path, out: Path, model: str | None, engine: str, workers: int) -> d
     def sample() -> None:
         while not done.is_set():
             peak[0] = max(peak[0], _tree_memory(proc.pid))
-            done.wait(0.1)
+            done.wait(2.0)  # reading PSS walks page tables (~50 ms a sample): sparingly, the run is what we time
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()

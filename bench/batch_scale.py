@@ -4,7 +4,8 @@ Each run is the real command in a child process (`python -m triage.cli classify 
 file, timed from start to the output's appearance (model load and the final assembly included).
 Peak memory is the largest sum of proportional resident memory (PSS: a copy-on-write page shared by
 the forked workers counts once in all) over the child and all its descendants (the pool workers, or
-the Dask scheduler, nannies and workers), sampled from /proc every 2 s (a plateau: chunks keep it flat). The baseline
+the Dask scheduler, nannies and workers), sampled from /proc every 2 s (chunking keeps memory on a
+plateau, and a PSS read costs ~50 ms: sampled more often, it slows the run it measures). The baseline
 is the local engine on one process at the smallest size, measured in the same run; "mem vs first" is
 each engine's peak against its own peak at the smallest size (flat memory reads ≈ 1.0). "cpu s" is
 the CPU time of the whole process tree (user + system, from the children's rusage) and rows/cpu-s

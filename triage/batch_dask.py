@@ -83,16 +83,20 @@ class DaskEngine:
 
         def submit(ch) -> None:
             frame = ch.frame.assign(**{LINE: ch.lines}).reset_index(drop=True)
-            ddf = dd.from_map(_identity, [frame], enforce_metadata=False)
+            # scattered, not embedded in the graph: the scheduler runs in this process for a
+            # LocalCluster, and a chunk inside a task spec stayed in its memory after the task
+            # (about 1.7 MB per 2,000-row chunk, 3.4 GB peak at a million rows)
+            data = self.client.scatter(frame)
+            ddf = dd.from_delayed([data], meta=frame.head(0), verify_meta=False)
             out = ddf.map_partitions(classify_partition, job, self.cfg.model_dir, enforce_metadata=False,
                                      meta=classify_partition_meta(frame))
             fut = self.client.compute(out.to_delayed()[0])
-            inflight[fut] = ch
+            inflight[fut] = (ch, data)
             pending.add(fut)
 
         def collect_one() -> None:
             fut = next(pending)
-            ch = inflight.pop(fut)
+            ch, _data = inflight.pop(fut)
             part, stats = summarise_chunk(fut.result(), ch.index, ch.errors, job)
             work.write_part(ch.index, part, stats)
             progress.update(ch.records, ch.position)
@@ -114,10 +118,6 @@ class DaskEngine:
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
-
-
-def _identity(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame
 
 
 def classify_partition_meta(frame: pd.DataFrame) -> pd.DataFrame:

@@ -38,6 +38,7 @@ model: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/classify_throughput.py --model models/lexical
 	$(BIN)/python bench/classify_throughput.py --model models/default --rows 10000
+	$(BIN)/python bench/batch_scale.py --model models/lexical --sizes 10000,100000,1000000 --engines local,dask
 	$(BIN)/python bench/topics_scale.py
 	$(BIN)/python bench/cross_writer.py
 	$(BIN)/python bench/api_latency.py

@@ -1,103 +1,443 @@
-"""Batch reclassification of a file: every row accounted for, all cores, atomic output.
+"""Batch reclassification: large inputs in chunks, all cores, resumable, every row accounted for.
+
+The input is streamed in chunks of records (:mod:`triage.streams`, or a database query through
+:mod:`triage.dbio`); each chunk is classified by :func:`classify_chunk` (on a forked process pool by
+default, on a Dask cluster with ``engine="dask"``) and written as one part of a work directory
+(:mod:`triage.checkpoint`) next to the output. When every chunk is done the parts are concatenated
+into the output, which appears atomically, and the work directory is removed. A run that is stopped
+(Ctrl-C, ``kill -9``, power loss) is continued by the same command and writes the same output.
 
 The output keeps every input column and the row order and adds the assessment columns; rows that
-cannot be processed keep their place (empty results, ``triage_error`` says why) and are also listed in
-``OUTPUT.errors.csv`` with their line number. ``processed + failed == total`` always.
+cannot be processed keep their place (empty results, ``triage_error`` says why). Records that could
+not be read at all (wrong field count, invalid JSON, undecodable bytes) have no columns to keep and
+are absent from the output. Both kinds are listed in ``OUTPUT.errors.csv`` (line, reason, column).
+
+Accounting: ``total`` is the number of input records (blank lines and blank sheet rows are not
+records); ``processed`` were classified; ``failed`` could not be read or classified (each has a line
+in the errors file); ``skipped`` were left as they were on request (``skip_existing``: the column
+already has a value). ``processed + failed + skipped == total`` always.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
 import multiprocessing as mp
-
 import pandas as pd
-from tqdm import tqdm
 
-from triage.pipeline import Triage
-from triage.tableio import read_table, resolve_text_columns, write_table
+from triage.changes import FIELDS, ChangeTally
+from triage.checkpoint import WorkDir, fsync_dir
+from triage.errors import InputFileError, OutputFileError
+from triage.pipeline import MAX_CHARS, OUTPUT_COLUMNS, Triage
+from triage.streams import Chunk, RowError, TableSource
+from triage.tableio import resolve_text_columns
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2000
-
-_worker: dict[str, object] = {}  # per-process cache of the loaded model (rebuilt from disk)
-
-
-def _init_worker(model_dir: str | None) -> None:
-    # one BLAS thread per process: the processes already use every core
-    from threadpoolctl import threadpool_limits
-
-    _worker["limits"] = threadpool_limits(1)
-    if "triage" not in _worker:  # inherited through fork when possible: no second load
-        _worker["triage"] = Triage.load(model_dir)
+ERROR_COLUMN = "triage_error"
+LINE = "__triage_line__"   # hidden: the input line of each row, from the chunk to its part
+PREV = "__triage_previous_"   # hidden: the previous labels, from the chunk to its tally
+SKIP = "__triage_skipped__"   # hidden: rows left as they were (skip_existing)
 
 
-def _run_chunk(args: tuple[pd.DataFrame, list[str]]) -> pd.DataFrame:
-    frame, cols = args
-    tri = _worker["triage"]
-    assert isinstance(tri, Triage)
-    return tri.assess_frame(frame, cols)
+@dataclass
+class BatchConfig:
+    """What a batch run does; everything that changes the output is part of the resume manifest."""
+
+    model_dir: str | None = None
+    text_columns: list[str] | None = None
+    workers: int = 0                         # processes (0 = all cores); not part of the output
+    chunk_rows: int = CHUNK_ROWS
+    max_chars: int = MAX_CHARS               # longer texts are reported, not classified
+    previous: dict[str, str] = field(default_factory=dict)   # "domain"/"scope"/"committee" → input column
+    skip_existing: str | None = None         # leave rows whose column already has a value
+    examples: int = 3                        # examples per move in the change report
+    restart: bool = False                    # discard an earlier run's work directory
+    quiet: bool = False
+    engine: str = "local"                    # "local" | "dask"
+    scheduler: str | None = None             # Dask scheduler address (None: a LocalCluster)
+    work_dir: str | None = None              # default: OUTPUT.partial.d next to the output
+
+
+@dataclass
+class ChunkJob:
+    """What a worker needs besides the rows: small and picklable (sent with every chunk)."""
+
+    text_columns: list[str]
+    max_chars: int
+    previous: dict[str, str]
+    skip_existing: str | None
+    examples: int
+    absent_is_missing: bool                  # JSONL: a record without the key lacks the column
+
+
+def side_path(output: str | os.PathLike[str], what: str) -> Path:
+    """``out.csv`` → ``out.errors.csv``; ``out.xlsx`` → ``out.xlsx.errors.csv``."""
+    p = Path(output)
+    return p.with_suffix(f".{what}.csv") if p.suffix.lower() == ".csv" else p.with_name(f"{p.name}.{what}.csv")
 
 
 def errors_path(output: str | os.PathLike[str]) -> Path:
-    p = Path(output)
-    return p.with_name(p.name + ".errors.csv") if p.suffix.lower() != ".csv" else p.with_suffix(".errors.csv")
+    return side_path(output, "errors")
 
 
-def classify_frame(frame: pd.DataFrame, cols: list[str], model_dir: str | None, workers: int = 0,
-                   quiet: bool = False) -> pd.DataFrame:
-    n = len(frame)
-    workers = workers or os.cpu_count() or 1
-    chunks = [(frame.iloc[i:i + CHUNK_ROWS], cols) for i in range(0, n, CHUNK_ROWS)]
-    show = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
-    bar = tqdm(total=n, unit="行", desc="分拣", disable=not show, smoothing=0.1)
-    parts: list[pd.DataFrame] = []
-    if workers <= 1 or len(chunks) <= 1:
-        _init_worker(model_dir)
-        for ch in chunks:
-            parts.append(_run_chunk(ch))
-            bar.update(len(ch[0]))
+def changes_path(output: str | os.PathLike[str]) -> Path:
+    return side_path(output, "changes")
+
+
+# --------------------------------------------------------------------------- one chunk
+
+def classify_chunk(tri: Triage, frame: pd.DataFrame, lines: list[int], job: ChunkJob) -> pd.DataFrame:
+    """The chunk's rows with the assessment columns; hidden: the line first, the previous labels last.
+
+    The same function runs on the local pool and inside Dask's ``map_partitions``.
+    """
+    frame = frame.reset_index(drop=True)
+    for c in job.text_columns:
+        if c not in frame.columns:  # a JSONL chunk where no record has the key
+            frame[c] = None
+    hidden = {f"{PREV}{fld}": frame[col] if col in frame.columns else None for fld, col in job.previous.items()}
+    todo = pd.Series(True, index=frame.index)
+    if job.skip_existing:
+        have = frame[job.skip_existing] if job.skip_existing in frame.columns else pd.Series(None, index=frame.index)
+        todo = ~have.map(lambda v: v is not None and bool(str(v).strip()))
+    if todo.all():
+        out = tri.assess_frame(frame, job.text_columns, max_chars=job.max_chars)
     else:
-        fork = "fork" in mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if fork else "spawn")
-        if fork:
-            _worker["triage"] = Triage.load(model_dir)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(model_dir,)) as pool:
-            for part in pool.map(_run_chunk, chunks):
-                parts.append(part)
-                bar.update(len(part))
-    bar.close()
-    return pd.concat(parts) if parts else frame.assign(triage_error=pd.Series(dtype=object))
+        done = tri.assess_frame(frame[todo], job.text_columns, max_chars=job.max_chars)
+        out = pd.concat([done, frame[~todo]]).sort_index()
+    missing = pd.concat([frame[c].isna() for c in job.text_columns], axis=1).all(axis=1) & todo
+    if job.absent_is_missing and missing.any():
+        out[ERROR_COLUMN] = out[ERROR_COLUMN].astype(object).where(
+            ~missing, f"缺少文本列 {'、'.join(job.text_columns)} / text column missing")
+    out.insert(0, LINE, list(lines))
+    out[SKIP] = ~todo
+    for k, v in hidden.items():
+        out[k] = v
+    return out
+
+
+def summarise_chunk(out: pd.DataFrame, index: int, read_errors: list[RowError], job: ChunkJob) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The part to store (hidden columns but the line dropped) and its statistics."""
+    err = out[ERROR_COLUMN]
+    skipped = out[SKIP].astype(bool)
+    failed = err.notna() & ~skipped
+    errors = [[e.line, e.reason, e.column] for e in read_errors]
+    errors += [[int(line), str(reason), ",".join(job.text_columns)]
+               for line, reason in zip(out.loc[failed, LINE], err[failed])]
+    errors.sort(key=lambda e: e[0])
+    tally = ChangeTally(job.examples)
+    if job.previous:
+        ok = ~failed & ~skipped
+        prev = {fld: f"{PREV}{fld}" for fld in job.previous}
+        from triage.features import join_columns
+
+        rows = out[ok]
+        tally.add_frame(rows, prev, join_columns(rows, job.text_columns), rows[LINE])
+    part = out.drop(columns=[c for c in out.columns if c.startswith(PREV) or c == SKIP])
+    stats = {"index": index, "records": len(out) + len(read_errors), "rows": len(out),
+             "processed": int((~failed & ~skipped).sum()), "failed": int(failed.sum()) + len(read_errors),
+             "skipped": int(skipped.sum()), "errors": errors, "columns": [c for c in part.columns if c != LINE],
+             "changes": tally.to_json()}
+    return part, stats
+
+
+# --------------------------------------------------------------------------- local engine
+
+_worker: dict[str, Any] = {}  # per-process: the loaded model, inherited through fork when possible
+
+
+def _init_worker(model_dir: str | None) -> None:
+    from threadpoolctl import threadpool_limits
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's: it lets running chunks finish
+    _worker["limits"] = threadpool_limits(1)        # one BLAS thread per process: processes use the cores
+    if "triage" not in _worker:
+        _worker["triage"] = Triage.load(model_dir)
+
+
+def _noop() -> None:
+    return None
+
+
+def run_chunk(chunk: Chunk, job: ChunkJob, work: str) -> dict[str, Any]:
+    """Classify one chunk and store it as a part (in a worker: only the statistics travel back)."""
+    tri = _worker["triage"]
+    out = classify_chunk(tri, chunk.frame, chunk.lines, job)
+    part, stats = summarise_chunk(out, chunk.index, chunk.errors, job)
+    WorkDir(work).write_part(chunk.index, part, stats)
+    return stats
+
+
+class Progress:
+    """A tqdm bar with rows/s and ETA, on a terminal only (never in CI or with ``quiet``)."""
+
+    def __init__(self, quiet: bool, total_rows: int | None, size: int | None) -> None:
+        self.show = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
+        self.rows_total, self.size = total_rows, size
+        self.bar = None
+        if self.show:
+            from tqdm import tqdm
+
+            tqdm.monitor_interval = 0  # no monitor thread: the pool may fork after this
+            self.bar = tqdm(total=total_rows, unit="行", desc="分拣", smoothing=0.1, dynamic_ncols=True)
+
+    def update(self, records: int, position: int = 0) -> None:
+        if self.bar is None:
+            return
+        if self.rows_total is None and self.size and position:  # estimate from the bytes read so far
+            done = self.bar.n + records
+            self.bar.total = max(done, int(done * self.size / max(position, 1)))
+        self.bar.update(records)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class LocalEngine:
+    """A forked process pool (the default): workers inherit the loaded model and write the parts.
+
+    The pool is started when the engine is made, before any input is read, so that no reader thread
+    (pyarrow's, a database driver's) exists when the process forks. At most two chunks per worker are
+    in flight, so memory stays flat whatever the input size.
+    """
+
+    def __init__(self, cfg: BatchConfig, tri: Triage) -> None:
+        from triage.parallel import can_fork
+
+        self.workers = cfg.workers or os.cpu_count() or 1
+        _worker["triage"] = tri           # in-process runs, and the forked children, use this model
+        self.pool: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            fork = can_fork()
+            self.pool = ProcessPoolExecutor(max_workers=self.workers,
+                                            mp_context=mp.get_context("fork" if fork else "spawn"),
+                                            initializer=_init_worker, initargs=(cfg.model_dir,))
+            self.pool.submit(_noop).result()  # every worker starts now
+
+    def run(self, chunks: Iterator[Chunk], job: ChunkJob, work: WorkDir, done: set[int], progress: Progress) -> None:
+        if self.pool is None:
+            for ch in chunks:
+                if ch.index not in done:
+                    run_chunk(ch, job, str(work.path))
+                progress.update(ch.records, ch.position)
+            return
+        inflight: dict[Future, Chunk] = {}
+
+        def collect(futures) -> None:
+            for f in futures:
+                c = inflight.pop(f)
+                f.result()
+                progress.update(c.records, c.position)
+
+        for ch in chunks:
+            if ch.index in done:
+                progress.update(ch.records, ch.position)
+                continue
+            while len(inflight) >= 2 * self.workers:
+                collect(wait(inflight, return_when=FIRST_COMPLETED)[0])
+            inflight[self.pool.submit(run_chunk, ch, job, str(work.path))] = ch
+        collect(list(inflight))
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the pool; on cancel, chunks already running still finish and are kept."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pool = None
+
+
+# --------------------------------------------------------------------------- the run
+
+def _model_identity(tri: Triage, model_dir: str | None) -> dict[str, Any]:
+    import hashlib
+
+    from triage.model import DEFAULT_MODEL_DIR, MANIFEST
+
+    d = Path(model_dir or os.environ.get("TRIAGE_MODEL") or DEFAULT_MODEL_DIR)
+    digest = hashlib.sha256((d / MANIFEST).read_bytes()).hexdigest() if (d / MANIFEST).exists() else ""
+    return {"version": tri.version, "manifest_sha256": digest}
+
+
+@dataclass
+class Target:
+    """Where the results go: a sink for the rows and paths for the side reports."""
+
+    label: str                               # the output as named in the summary
+    open: Callable[[list[str]], Any]         # columns → TableSink
+    work_dir: Path
+    errors: Path | None
+    changes: Path | None
+    identity: dict[str, Any]                 # part of the resume manifest
+    temporary: bool = False                  # no resume (stdout): the work directory is always fresh
+
+
+def file_target(output: str, work_dir: str | None = None) -> Target:
+    from triage.sinks import open_sink
+    from triage.streams import file_kind
+
+    if output == "-":
+        from triage.sinks import StdoutCsvSink
+
+        return Target("-", StdoutCsvSink, Path(tempfile.mkdtemp(prefix="triage-batch-")), None, None,
+                      {"stdout": True}, temporary=True)
+    file_kind(output)  # an unsupported extension is refused before any work
+    p = Path(output)
+    wd = Path(work_dir) if work_dir else p.with_name(p.name + ".partial.d")
+    return Target(output, lambda cols: open_sink(p, cols), wd, errors_path(p), changes_path(p),
+                  {"path": str(p.resolve())})
+
+
+def make_engine(cfg: BatchConfig, tri: Triage):
+    """The engine named by the config: ``local`` (a process pool) or ``dask`` (a cluster)."""
+    if cfg.engine == "local":
+        return LocalEngine(cfg, tri)
+    if cfg.engine == "dask":
+        from triage.batch_dask import DaskEngine
+
+        return DaskEngine(cfg)
+    raise InputFileError(f"未知的执行引擎 {cfg.engine!r}（可选 local、dask）/ unknown engine")
+
+
+class _Peeked:
+    """The first chunk read ahead (the text columns are resolved from it), then the rest."""
+
+    def __init__(self, it: Iterator[Chunk]) -> None:
+        self._it = it
+        self.first = next(it)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        yield self.first
+        yield from self._it
+
+
+def _job(source: TableSource, first: Chunk, cfg: BatchConfig) -> ChunkJob:
+    """The per-chunk settings, with the text columns resolved from the first chunk's columns."""
+    text_cols = resolve_text_columns(first.frame, cfg.text_columns)
+    for fld, col in cfg.previous.items():
+        if fld not in FIELDS:
+            raise InputFileError(f"无法比较 {fld}：只能比较 {', '.join(FIELDS)} / unknown field")
+        if col not in first.frame.columns and source.kind != "jsonl":
+            raise InputFileError(f"找不到原分类列 {col!r}；文件中的列为：{', '.join(map(str, first.frame.columns))}"
+                                 f" / previous label column not found")
+    return ChunkJob(text_cols, cfg.max_chars, dict(cfg.previous), cfg.skip_existing, cfg.examples,
+                    absent_is_missing=source.kind == "jsonl")
+
+
+def classify_source(source: TableSource, target: Target, cfg: BatchConfig) -> dict[str, Any]:
+    """Classify every record of ``source`` into ``target``; see the module docstring."""
+    t0 = time.perf_counter()
+    tri = Triage.load(cfg.model_dir)
+    from triage.text import tokens
+
+    tokens("预热")  # jieba's dictionary loaded once, before the pool forks
+    engine = make_engine(cfg, tri)
+    work = WorkDir(target.work_dir)
+    progress = Progress(True, None, None)
+    try:
+        chunks = _Peeked(iter(source.chunks(cfg.chunk_rows)))
+        job = _job(source, chunks.first, cfg)
+        manifest = {"input": source.identity(), "model": _model_identity(tri, cfg.model_dir),
+                    "output": target.identity, "options": {**asdict(job), "chunk_rows": cfg.chunk_rows}}
+        done = work.open(manifest, restart=cfg.restart or target.temporary)
+        progress = Progress(cfg.quiet, source.total_hint, source.size)
+        engine.run(chunks, job, work, done, progress)
+    except BaseException as exc:
+        engine.close(cancel=True)
+        progress.close()
+        if isinstance(exc, KeyboardInterrupt) and work.path.exists():
+            n = len(work.done())
+            log.warning("已中断：%d 块已完成并保存在 %s；用同一命令重新运行即从中断处继续 / interrupted: "
+                        "%d chunks saved, rerun the same command to resume", n, work.path, n)
+        raise
+    engine.close()
+    progress.close()
+    summary = {"input": source.label, "output": target.label, "encoding": source.encoding,
+               "text_columns": job.text_columns}
+    summary.update(_assemble(work, target, job))
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    work.remove()
+    for e in summary.pop("_first_errors"):
+        log.warning("第 %s 行未处理：%s", e[0], e[1])
+    return summary
+
+
+def _assemble(work: WorkDir, target: Target, job: ChunkJob) -> dict[str, Any]:
+    """Concatenate the parts (in input order) into the output, the errors file and the change report.
+
+    The parts' statistics are read twice (totals, then the errors) rather than held: a file whose
+    every row fails has a million error lines.
+    """
+    columns: list[str] = []
+    totals = {"total": 0, "processed": 0, "failed": 0, "skipped": 0}
+    n_err = 0
+    first_errors: list[list[Any]] = []
+    tally = ChangeTally(job.examples)
+    for i, s in enumerate(work.stats()):
+        if s["index"] != i:
+            raise OutputFileError(f"工作目录 {work.path} 缺少第 {i} 块，请重新运行 / a chunk is missing: rerun")
+        columns += [c for c in s["columns"] if c not in columns]
+        for k, key in (("total", "records"), ("processed", "processed"), ("failed", "failed"), ("skipped", "skipped")):
+            totals[k] += s[key]
+        n_err += len(s["errors"])
+        first_errors += s["errors"][: 20 - len(first_errors)]
+        if job.previous:
+            tally.merge(ChangeTally.from_json(s["changes"], job.examples))
+    sink = target.open(columns)
+    try:
+        for frame in work.frames():
+            sink.write(frame.drop(columns=[LINE]))
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    if target.errors is not None:
+        _write_errors(target.errors, work, n_err)
+    summary: dict[str, Any] = {**totals, "errors_file": str(target.errors) if n_err and target.errors else None,
+                               "_first_errors": first_errors}
+    if job.previous:
+        if target.changes is not None:
+            tally.write_csv(target.changes)
+        summary["changes"] = tally.summary()
+        summary["changes_file"] = str(target.changes) if target.changes else None
+    return summary
+
+
+def _write_errors(path: Path, work: WorkDir, n: int) -> None:
+    import csv
+
+    if not n:
+        path.unlink(missing_ok=True)  # a stale report from an earlier run would mislead
+        return
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", encoding="utf-8-sig", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "reason", "column"])
+        for s in work.stats():
+            w.writerows(s["errors"])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def classify_file(input_path: str, output_path: str, model_dir: str | None = None,
-                  text_columns: list[str] | None = None, workers: int = 0, quiet: bool = False) -> dict:
-    table = read_table(input_path)
-    cols = resolve_text_columns(table.frame, text_columns)
-    result = classify_frame(table.frame, cols, model_dir, workers, quiet)
-    result.insert(0, "_line", table.lines) if "_line" not in result.columns else None
-    failed_rows = result[result["triage_error"].notna()]
-    errors = [{"line": e.line, "reason": e.reason} for e in table.errors]
-    errors += [{"line": int(r["_line"]), "reason": r["triage_error"]} for _, r in failed_rows.iterrows()]
-    out = result.drop(columns=["_line"])
-    if output_path == "-":
-        out.to_csv(sys.stdout, index=False)
-    else:
-        write_table(out, output_path)
-    epath = errors_path(output_path) if output_path != "-" else None
-    if errors and epath is not None:
-        pd.DataFrame(sorted(errors, key=lambda e: e["line"])).to_csv(epath, index=False, encoding="utf-8-sig")
-    elif epath is not None and epath.exists():
-        epath.unlink()  # a stale report from an earlier run would mislead
-    failed = len(errors)
-    summary = {"input": str(input_path), "output": str(output_path), "encoding": table.encoding,
-               "text_columns": cols, "total": table.total_rows, "processed": table.total_rows - failed,
-               "failed": failed, "skipped": 0, "errors_file": str(epath) if errors and epath else None}
-    for e in sorted(errors, key=lambda e: e["line"])[:20]:
-        log.warning("第 %s 行未处理：%s", e["line"], e["reason"])
-    return summary
+                  text_columns: list[str] | None = None, workers: int = 0, quiet: bool = False,
+                  config: BatchConfig | None = None) -> dict[str, Any]:
+    """Classify a CSV/XLSX/JSONL/Parquet file into another; see the module docstring."""
+    from triage.streams import open_source
+
+    cfg = config or BatchConfig(model_dir=model_dir, text_columns=text_columns, workers=workers, quiet=quiet)
+    target = file_target(output_path, cfg.work_dir)
+    return classify_source(open_source(input_path), target, cfg)

@@ -206,7 +206,11 @@ class FeatureSpace:
                    list(emb_cols))
 
     def transform(self, frame) -> sp.csr_matrix:
-        blocks = [self.word.transform(frame["tokens"]), self.char.transform(frame["text"])]
+        if not hasattr(self, "_fast"):  # built on first use: training never pays for it
+            from triage.ngrams import fast_transformer
+
+            self._fast = (fast_transformer(self.word), fast_transformer(self.char))
+        blocks = [self._fast[0](frame["tokens"]), self._fast[1](frame["text"])]
         if self.cue_columns:
             blocks.append(sp.csr_matrix(((frame[self.cue_columns].to_numpy(float) - self.cue_mean) / self.cue_scale)
                                         .astype(np.float32)))

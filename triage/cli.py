@@ -146,12 +146,37 @@ def _evaluate_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from triage.batch import classify_file
+    from triage.batch import BatchConfig, classify_source, file_target
 
-    summary = classify_file(args.input, args.output, model_dir=args.model, text_columns=args.text_col,
-                            workers=args.workers, quiet=args.quiet)
+    previous = {k: v for k, v in (("domain", args.previous_col), ("scope", args.previous_scope_col),
+                                  ("committee", args.previous_committee_col)) if v}
+    cfg = BatchConfig(model_dir=args.model, text_columns=args.text_col, workers=args.workers, quiet=args.quiet,
+                      chunk_rows=args.chunk_rows, max_chars=args.max_chars, previous=previous,
+                      skip_existing=args.skip_existing, restart=args.restart, engine=args.engine,
+                      scheduler=args.scheduler, work_dir=args.work_dir)
+    if args.from_db:
+        from triage.dbio import DbSource
+
+        if not args.query:
+            raise InputFileError("--from-db 需要 --query（带 ORDER BY 的 SELECT）/ --from-db needs --query")
+        source = DbSource(args.from_db, args.query)
+    elif args.input:
+        from triage.streams import open_source
+
+        source = open_source(args.input)
+    else:
+        raise InputFileError("请给出输入文件，或 --from-db URL --query SQL / no input given")
+    if args.to_table:
+        from triage.dbio import table_target
+
+        target = table_target(args.to_db or args.from_db, args.to_table, replace=args.replace, work_dir=args.work_dir)
+    elif args.output:
+        target = file_target(args.output, args.work_dir)
+    else:
+        raise InputFileError("请用 -o 指定输出文件，或 --to-table 指定结果表 / no output given")
+    summary = classify_source(source, target, cfg)
     print(json.dumps(summary, ensure_ascii=False), file=sys.stderr if args.output == "-" else sys.stdout)
-    return 0 if summary["processed"] or not summary["total"] else 1
+    return 0 if summary["processed"] or summary["skipped"] or not summary["total"] else 1
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -348,13 +373,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache", default=None)
     e.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("classify", help="add domain / scope / committee columns to a file")
-    c.add_argument("input")
-    c.add_argument("-o", "--output", required=True)
+    c = sub.add_parser("classify", help="add domain / scope / committee columns to a file or a table",
+                       description="Large inputs are streamed in chunks over all cores; a stopped run resumes "
+                                   "when the same command is run again (see README: batch reclassification).")
+    c.add_argument("input", nargs="?", help="CSV / TSV / XLSX / JSONL / Parquet (or --from-db)")
+    c.add_argument("-o", "--output", help="output file (same formats; '-' for CSV on stdout)")
     c.add_argument("--model", default=None)
     c.add_argument("--text-col", action="append")
     c.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--chunk-rows", type=int, default=2000, help="records per chunk (and per checkpoint)")
+    c.add_argument("--max-chars", type=int, default=20000, help="longer texts are reported, not classified")
+    c.add_argument("--previous-col", help="column with the previous domain: writes OUTPUT.changes.csv")
+    c.add_argument("--previous-scope-col", help="column with the previous scope (group / individual)")
+    c.add_argument("--previous-committee-col", help="column with the previous committee")
+    c.add_argument("--skip-existing", metavar="COL", help="leave rows whose COL already has a value (counted as skipped)")
+    c.add_argument("--restart", action="store_true", help="discard an interrupted run's work and start over")
+    c.add_argument("--work-dir", help="checkpoint directory (default: OUTPUT.partial.d)")
+    c.add_argument("--from-db", metavar="URL", help="SQLAlchemy URL to read from (with --query)")
+    c.add_argument("--query", help="SELECT … ORDER BY a unique key (the order makes a run resumable)")
+    c.add_argument("--to-table", metavar="NAME", help="write the results into a new table")
+    c.add_argument("--to-db", metavar="URL", help="database for --to-table (default: the --from-db one)")
+    c.add_argument("--replace", action="store_true", help="with --to-table: replace an existing table")
+    c.add_argument("--engine", choices=["local", "dask"], default="local")
+    c.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
     c.set_defaults(func=cmd_classify)
 
     tp = sub.add_parser("topics", help="ranked candidate topics (+ OUT.members, OUT.themes)")

@@ -20,7 +20,7 @@ class ConfigError(TriageError):
 
 
 class InputFileError(TriageError):
-    """An input file cannot be read as a table (unknown extension, missing column, encoding)."""
+    """An input file (or query) cannot be read as a table (unknown extension, missing column, encoding)."""
 
 
 class ModelError(TriageError):
@@ -29,3 +29,11 @@ class ModelError(TriageError):
 
 class TrainingDataError(TriageError):
     """The labelled data cannot train a model (one label only, too few rows)."""
+
+
+class OutputFileError(TriageError):
+    """An output cannot be written as asked (existing table, too many rows for a workbook)."""
+
+
+class ResumeError(TriageError):
+    """A work directory left by an interrupted run belongs to a different input, model or options."""

@@ -26,14 +26,14 @@ MIN_CHARS = 2          # fewer meaningful characters than this is not a message
 MAX_CHARS = 20000      # longer is almost certainly a pasted document or an attack
 
 
-def validate_text(raw: object) -> str | None:
+def validate_text(raw: object, max_chars: int = MAX_CHARS) -> str | None:
     """A clerk-readable reason why a cell is not a message, or None when it is one."""
     if raw is None or (isinstance(raw, float) and np.isnan(raw)):
         return "文本为空 / empty text"
     if not isinstance(raw, str):
         return f"文本不是文字（{type(raw).__name__}）/ not text"
-    if len(raw) > MAX_CHARS:
-        return f"文本过长（{len(raw)} 字符，上限 {MAX_CHARS}）/ text too long"
+    if len(raw) > max_chars:
+        return f"文本过长（{len(raw)} 字符，上限 {max_chars}）/ text too long"
     meaningful = sum(1 for c in raw if c.isalpha())
     if meaningful < MIN_CHARS:
         return "文本为空或不含文字 / empty or no words" if raw.strip() else "文本为空 / empty text"
@@ -87,10 +87,11 @@ class Triage:
         return prepare_texts(texts, self.bundle.cues, enc, workers=workers)
 
     def assess_texts(self, texts: Sequence[object], evidence: bool = True,
-                     prepared: pd.DataFrame | None = None, workers: int = 1) -> list[Assessment]:
+                     prepared: pd.DataFrame | None = None, workers: int = 1,
+                     max_chars: int = MAX_CHARS) -> list[Assessment]:
         """Assess each text; ``prepared`` (from :meth:`prepare`) covers the valid texts, in order."""
         out: list[Assessment | None] = [None] * len(texts)
-        reasons = [validate_text(t) for t in texts]
+        reasons = [validate_text(t, max_chars) for t in texts]
         good = [i for i, r in enumerate(reasons) if r is None]
         if prepared is not None and len(prepared) != len(good):
             raise ValueError("prepared frame does not match the valid texts")
@@ -119,6 +120,46 @@ class Triage:
         finally:
             _FORKED.pop("triage", None)
         return [a for part in parts for a in part]
+
+    def _columns(self, texts: Sequence[object], max_chars: int) -> dict[str, list]:
+        """The columns of :meth:`assess_frame` without evidence, straight from the label arrays.
+
+        The batch path: the same values as building an :class:`Assessment` per row (a test holds
+        the two equal), without the per-row objects, and with routes shared by rows that route alike.
+        """
+        n = len(texts)
+        reasons = [validate_text(t, max_chars) for t in texts]
+        good = [i for i, r in enumerate(reasons) if r is None]
+        cols: dict[str, list] = {c: [None] * n for c in (*OUTPUT_COLUMNS, "triage_error")}
+        cols["domain_evidence"] = [""] * n
+        cols["triage_error"] = reasons
+        if not good:
+            return cols
+        b = self.bundle
+        X = b.transform(self.prepare([texts[i] for i in good]))
+        m = len(good)
+
+        def labels(clf) -> tuple[list, list[float]]:
+            if clf is None:
+                return [None] * m, [0.0] * m
+            prob = clf.predict_proba(X)
+            return [str(v) for v in clf.classes_[prob.argmax(1)]], prob.max(1).tolist()
+
+        dlab, dconf = labels(b.domain)
+        slab, sconf = labels(b.scope)
+        plab, pconf = labels(b.department)
+        routes = self.router.route_many(dlab, slab, plab, pconf)
+        for j, i in enumerate(good):
+            r = routes[j]
+            cols["domain"][i] = dlab[j]
+            cols["domain_confidence"][i] = round(dconf[j], 4)
+            cols["scope"][i] = slab[j]
+            cols["scope_confidence"][i] = round(sconf[j], 4)
+            cols["route_kind"][i] = r.kind
+            cols["committee"][i] = r.name if r.kind == "committee" else None
+            cols["department"][i] = r.name if r.kind == "department" else None
+            cols["route_reason"][i] = r.reason
+        return cols
 
     def _assess(self, frame: pd.DataFrame, evidence: bool) -> Iterable[Assessment]:
         b = self.bundle
@@ -151,12 +192,19 @@ class Triage:
             )
 
     def assess_frame(self, frame: pd.DataFrame, text_columns: Sequence[str], evidence: bool = False,
-                     prepared: pd.DataFrame | None = None, workers: int = 1) -> pd.DataFrame:
+                     prepared: pd.DataFrame | None = None, workers: int = 1,
+                     max_chars: int = MAX_CHARS) -> pd.DataFrame:
         """The caller's frame, every column and row order kept, with the assessment columns added."""
         texts = join_columns(frame, text_columns).tolist()
         # A cell that was not text in the source (e.g. a bare number) arrives as a string here;
         # validate_text rejects those with no letters.
-        results = self.assess_texts(texts, evidence=evidence, prepared=prepared, workers=workers)
+        if not evidence and prepared is None and workers <= 1:
+            out = frame.copy()
+            for k, v in self._columns(texts, max_chars).items():
+                out[k] = v
+            return out
+        results = self.assess_texts(texts, evidence=evidence, prepared=prepared, workers=workers,
+                                    max_chars=max_chars)
         out = frame.copy()
         out["domain"] = [a.domain for a in results]
         out["domain_confidence"] = [a.domain_confidence if a.error is None else None for a in results]

@@ -286,16 +286,33 @@ def segment(text: str) -> list[str]:
     return list(_cut(text))
 
 
+def _content_token(t: str) -> str | None:
+    """The token as models see it, or None for stopwords, whitespace, punctuation and bare digits."""
+    if t in _PLACEHOLDER_SET:
+        return t
+    t = t.strip().lower()
+    if not t or t in stopwords() or _PUNCT_RE.match(t) or t.isdigit():
+        return None
+    return t
+
+
+#: token → :func:`_content_token` (a pure function of the token; a language has few distinct
+#: tokens, so the rules run once per word instead of once per occurrence)
+_CONTENT: dict[str, str | None] = {}
+_CONTENT_MAX = 500_000
+_MISS = object()
+
+
 def tokens(text: str) -> list[str]:
     """Content tokens for models and keywords: no stopwords, whitespace, punctuation or bare digits."""
-    sw = stopwords()
+    memo = _CONTENT
     out = []
     for t in _cut(text):
-        if t in _PLACEHOLDER_SET:
-            out.append(t)
-            continue
-        t = t.strip().lower()
-        if not t or t in sw or _PUNCT_RE.match(t) or t.isdigit():
-            continue
-        out.append(t)
+        v = memo.get(t, _MISS)
+        if v is _MISS:
+            v = _content_token(t)
+            if len(memo) < _CONTENT_MAX:
+                memo[t] = v
+        if v is not None:
+            out.append(v)
     return out

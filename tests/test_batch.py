@@ -103,7 +103,11 @@ def test_ctrl_c_leaves_a_resumable_run_and_says_so(tmp_path, corpus, small_model
     rows(corpus, 1500).to_csv(src, index=False)
     out = tmp_path / "out.csv"
     cmd = _classify_cmd(src, out, small_model_dir, "--workers", "2", *SMALL_CHUNKS)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit
+    # that (Python then installs no KeyboardInterrupt handler): give the run the default, as a
+    # terminal would, or a test suite run with `make test &` sees Ctrl-C ignored.
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_parts(tmp_path / "out.csv.partial.d", 2, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -161,11 +161,13 @@ class DecisionIn(Strict):
     action: Literal["accept", "reject", "merge", "split", "reroute", "relabel", "correct", "advance"]
     reason: StrictStr = Field(min_length=1, max_length=2000, description="理由：记入审计日志")
     into: StrictStr | None = Field(None, description="merge: 并入的议题编号")
-    members: list[int] | None = Field(None, max_length=10000, description="split: 拆出的留言编号")
+    # ids are bounded: a 2**63 reached the database and overflowed its INTEGER (found by fuzzing)
+    members: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] | None = Field(
+        None, max_length=10000, description="split: 拆出的留言编号")
     label: StrictStr | None = Field(None, max_length=80, description="relabel / split: 新标签")
     committee: StrictStr | None = Field(None, description="reroute: 专委会编号或名称")
     department: StrictStr | None = Field(None, description="reroute: 部门编号或名称")
-    suggestion_id: int | None = Field(None, description="correct: 要更正的留言")
+    suggestion_id: int | None = Field(None, ge=1, le=2_147_483_647, description="correct: 要更正的留言")
     domain: StrictStr | None = None
     scope: Literal["group", "individual"] | None = None
     stage: StrictStr | None = Field(None, description="advance: 目标阶段（缺省为下一阶段）")

@@ -92,7 +92,7 @@ def _lists(rt: Runtime) -> dict:
 @router.get("/", response_class=HTMLResponse)
 def topic_list(request: Request, key: ApiKey = Depends(staff), status: str = "", domain: str = "",
                committee: str = "", verdict: str = "", q: str = Query("", max_length=100), days: str = "",
-               sort: str = "heat", limit: int = Query(500, ge=1, le=1000), offset: int = Query(0, ge=0)) -> HTMLResponse:
+               sort: str = "heat", limit: int = Query(500, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000)) -> HTMLResponse:
     rt = _rt(request)
     sort = sort if sort in ("heat", "size", "recent") else "heat"
     status = status if status in ("candidate", "accepted", "rejected", "merged") else ""

@@ -30,7 +30,7 @@ def list_topics(status: Literal["candidate", "accepted", "rejected", "merged"] |
                 until: dt.datetime | None = Query(None, description="第一条留言不晚于"),
                 q: str | None = Query(None, max_length=100, description="标签包含"),
                 sort: Literal["heat", "size", "recent"] = "heat",
-                limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
+                limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),
                 key: ApiKey = Depends(require(*STAFF)), off: Office = Depends(office)) -> dict:
     total, rows = off.list_topics(status=status, domain=domain, committee=committee, verdict=verdict, since=since,
                                   until=until, q=q, sort=sort, limit=limit, offset=offset)

@@ -96,3 +96,10 @@ def test_tokens_drop_stopwords_and_punctuation_but_keep_placeholders():
     assert "路灯" in toks
     assert "〔姓名〕" in toks
     assert "！" not in toks and "您好" not in toks
+
+
+def test_excel_carriage_return_residue_becomes_a_line_break():
+    from triage.text import normalize
+
+    assert normalize("尊敬的领导：_x000D_您好！_x000d__x000D_路灯坏了") == "尊敬的领导:\n您好!\n路灯坏了"
+    assert normalize("编号_x0041_不是控制字符") == "编号_x0041_不是控制字符"

@@ -1,10 +1,10 @@
 """Group issue (群众性问题) vs individual petition (个人诉求).
 
-The same calibrated linear model as the domain classifier over the shared features, which include
-the counts of explicit cue families from ``scope_cues.yaml`` (personal, remedy, collective,
-public_change). Cues are features, not rules: the model learns how much "我家" weighs against
-"建议增设", so a group issue told through one family is not forced into the petition box. Evidence
-lists the cue phrases found and the terms that weighed most.
+A calibrated linear SVM over the shared features (words and characters). The explicit cue families of
+``scope_cues.yaml`` (personal, remedy, collective, public_change) are shown as evidence beside the
+terms that weighed most; they are not features by default (``FeatureConfig.cue_features``): real
+messages are told in the first person even when a whole compound is affected, and counting "我家"
+as a petition cue cost 3 points of macro-F1 on the team's real-message labels.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ PLACEHOLDERS: dict[str, str] = {
 
 _TAG_RE = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>")
 _CTRL_RE = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2028\u2029\u2060\ufeff]")
+#: Excel's escape of a control character inside a cell (``_x000D_`` for a carriage return), left in
+#: text by spreadsheet exports: real message boards are full of it
+_EXCEL_ESCAPE_RE = re.compile(r"_x(000[9AaDd])_")
 _WS_RE = re.compile(r"[ \t\u3000\u00a0]+")
 _NL_RE = re.compile(r"\s*\n\s*")
 
@@ -69,6 +72,7 @@ def normalize(text: object) -> str:
             break
     s = to_simplified(s)
     s = unicodedata.normalize("NFKC", s)  # OpenCC output may re-introduce compatibility forms
+    s = _EXCEL_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), s)
     s = s.replace("\r\n", "\n").replace("\r", "\n")
     s = _CTRL_RE.sub("", s)
     s = _WS_RE.sub(" ", s)

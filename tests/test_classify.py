@@ -1,0 +1,88 @@
+"""The NBSVM classifier, its temperature calibration and the plain baseline beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from triage.classify import (FeatureConfig, TextClassifier, TextClassifierConfig, fit_margins, fit_temperature,
+                             nb_ratios)
+
+
+@pytest.fixture(scope="module")
+def features_and_labels(small_corpus):
+    from triage.classify import FeatureSpace, build_features
+    from triage.features import prepare_texts
+    from triage.model import default_cues
+
+    frame = prepare_texts(small_corpus["text"].tolist(), default_cues())
+    space = FeatureSpace.from_column_transformer(build_features(FeatureConfig()).fit(frame))
+    return space.transform(frame), small_corpus["domain"].to_numpy(dtype=object), small_corpus["scope"].to_numpy(dtype=object)
+
+
+def test_nb_ratio_is_positive_for_a_feature_only_the_class_has():
+    X = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 1], [0, 1, 1], [0, 1, 1]], dtype=np.float32))
+    r = nb_ratios(X, np.array([True, True, False, False]))
+    assert r[0] > 0 > r[1] and abs(r[2]) < 1e-6
+
+
+def test_nbsvm_weights_fold_the_nb_scaling_into_one_linear_model(features_and_labels):
+    from sklearn.svm import LinearSVC
+
+    X, y, _ = features_and_labels
+    cfg = TextClassifierConfig()
+    classes, coef, intercept = fit_margins(X, y, cfg)
+    k = 3  # the third class's model, refitted by hand on the NB-scaled features
+    pos = y == classes[k]
+    r = nb_ratios(X, pos)
+    svm = LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=5000, random_state=cfg.seed)
+    svm.fit(X.multiply(r).tocsr(), pos.astype(np.int8))
+    expected = svm.decision_function(X.multiply(r).tocsr())
+    got = np.asarray(X @ coef[k]).ravel() + intercept[k]
+    assert np.allclose(expected, got, atol=1e-4)
+
+
+def test_temperature_softens_overconfident_margins():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    margins = rng.normal(size=(400, 3))
+    margins[np.arange(400), y] += 1.0          # informative but noisy
+    t = fit_temperature(margins * 20, y)       # the same margins blown up twentyfold
+    assert t > 5
+
+
+@pytest.mark.parametrize("which", ["domain", "scope"])
+def test_calibrated_classifier_gives_probabilities_and_is_a_plain_logistic_model(features_and_labels, which):
+    from sklearn.linear_model import LogisticRegression
+
+    X, domain, scope = features_and_labels
+    y = domain if which == "domain" else scope
+    clf = TextClassifier(TextClassifierConfig(calibration_rounds=2)).fit(X, y)
+    p = clf.predict_proba(X)
+    assert type(clf.model_) is LogisticRegression and clf.calibrated_
+    assert p.shape == (len(y), len(set(y))) and np.allclose(p.sum(axis=1), 1.0)
+    assert (clf.predict(X) == y).mean() > 0.9  # it learnt its own training data
+
+
+def test_a_label_with_one_example_trains_uncalibrated_and_says_so(features_and_labels):
+    X, domain, _ = features_and_labels
+    y = domain.copy()
+    y[0] = "孤例"
+    clf = TextClassifier().fit(X, y)
+    assert not clf.calibrated_ and "孤例" in set(clf.classes_)
+
+
+def test_cross_validation_reports_the_plain_baseline_on_the_same_folds(small_corpus):
+    from triage.baseline import plain_words
+    from triage.features import prepare_texts
+    from triage.model import cross_validate, default_cues
+
+    cues = default_cues()
+    frame = prepare_texts(small_corpus["text"].tolist(), cues)
+    cfg = FeatureConfig(cue_columns=tuple(cues.columns))
+    rep = cross_validate(frame, small_corpus["domain"].tolist(), None, cfg, TextClassifierConfig(), n_folds=3,
+                         baseline_words=plain_words(frame["text"].tolist()))
+    assert 0 <= rep["plain_baseline"]["macro_f1"] <= 1 and "LinearSVC" in rep["plain_baseline"]["recipe"]
+    assert rep["n"] == len(small_corpus)

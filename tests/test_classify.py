@@ -32,7 +32,7 @@ def test_nbsvm_weights_fold_the_nb_scaling_into_one_linear_model(features_and_la
     from sklearn.svm import LinearSVC
 
     X, y, _ = features_and_labels
-    cfg = TextClassifierConfig()
+    cfg = TextClassifierConfig(estimator="nbsvm")
     classes, coef, intercept = fit_margins(X, y, cfg)
     k = 3  # the third class's model, refitted by hand on the NB-scaled features
     pos = y == classes[k]
@@ -42,6 +42,14 @@ def test_nbsvm_weights_fold_the_nb_scaling_into_one_linear_model(features_and_la
     expected = svm.decision_function(X.multiply(r).tocsr())
     got = np.asarray(X @ coef[k]).ravel() + intercept[k]
     assert np.allclose(expected, got, atol=1e-4)
+
+
+def test_the_default_averages_the_nbsvm_and_plain_svm_margins(features_and_labels):
+    X, y, _ = features_and_labels
+    _, c1, b1 = fit_margins(X, y, TextClassifierConfig(estimator="nbsvm"))
+    _, c2, b2 = fit_margins(X, y, TextClassifierConfig(estimator="linear_svc"))
+    _, c, b = fit_margins(X, y, TextClassifierConfig())
+    assert np.allclose(c, (c1 + c2) / 2) and np.allclose(b, (b1 + b2) / 2)
 
 
 def test_temperature_softens_overconfident_margins():

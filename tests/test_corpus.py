@@ -64,3 +64,12 @@ def test_suggestions_csv_is_the_merge_of_the_hand_written_slices():
     rc = subprocess.run([sys.executable, str(root / "corpora" / "build_corpus.py"), "--check"],
                         capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
+
+
+def test_the_corpus_reads_like_real_messages_not_only_short_notes(corpus):
+    """Real boards: median ~216 characters, 10 % over 900, salutations, Excel residue (slices L-U)."""
+    lengths = corpus["text"].str.len()
+    assert (lengths >= 400).mean() >= 0.10 and (lengths >= 900).sum() >= 50
+    salutation = corpus["text"].str.contains(r"^(?:尊敬的|各位|[\u4e00-\u9fff]{1,3}(?:书记|市长|局长|主任|厅长|县长)|领导)", regex=True)
+    assert salutation.mean() >= 0.10
+    assert corpus["text"].str.contains("_x000D_", regex=False).sum() >= 20

@@ -105,8 +105,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(args.model) if args.model else None
         cfgs = bundle.manifest["configs"] if bundle else {}
         emb_cols = tuple(c for c in prepared.columns if str(c).startswith("emb"))
-        fcfg = FeatureConfig(**{**(cfgs.get("features") or {}), "cue_columns": tuple(cues.columns),
-                                "embedding_columns": emb_cols, "embedding": "use" if emb_cols else None})
+        fcfg = FeatureConfig(**{**(cfgs.get("features") or {}), "embedding_columns": emb_cols,
+                                "embedding": "use" if emb_cols else None})
+        fcfg.cue_columns = tuple(cues.columns) if (fcfg.cue_features or fcfg.cue_columns) else ()
         for k in ("word_ngrams", "char_ngrams"):
             setattr(fcfg, k, tuple(getattr(fcfg, k)))
         report["method"] = f"GroupKFold({args.folds}) by {args.group_col or 'row'}: whole topics held out"

@@ -94,3 +94,31 @@ def test_cross_validation_reports_the_plain_baseline_on_the_same_folds(small_cor
                          baseline_words=plain_words(frame["text"].tolist()))
     assert 0 <= rep["plain_baseline"]["macro_f1"] <= 1 and "LinearSVC" in rep["plain_baseline"]["recipe"]
     assert rep["n"] == len(small_corpus)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_calibration_skips_a_fold_that_holds_out_a_whole_label_with_its_topic(seed):
+    rng = np.random.default_rng(seed)
+    y = np.array(["a"] * 40 + ["b"] * 40 + ["c"] * 12, dtype=object)
+    groups = [f"g{i % 10}" for i in range(80)] + ["only-c"] * 12   # every "c" in one topic
+    dense = rng.random((len(y), 30)) * (rng.random((len(y), 30)) < 0.3)
+    dense[y == "c", 0] = 1.0
+    X = sp.csr_matrix(dense)
+    clf = TextClassifier(TextClassifierConfig(seed=seed)).fit(X, y, groups)
+    assert clf.calibrated_ and clf.temperature_ != 1.0
+
+
+def test_dense_columns_with_negative_values_are_not_scaled_as_words():
+    X = sp.csr_matrix(np.array([[1, -0.5, 0.2], [1, 0.4, 0.1], [0, -0.3, 0.3], [0, 0.2, 0.0]], dtype=np.float32))
+    r = nb_ratios(X, np.array([True, True, False, False]))
+    assert r[1] == 1.0 and r[0] > 0
+
+
+def test_an_old_manifest_keeps_its_cue_counts_and_ngram_ranges():
+    from triage.classify import feature_config_from_manifest
+
+    old = {"word_ngrams": [1, 2], "char_ngrams": [1, 3], "char_min_df": 2,
+           "cue_columns": ["cue_personal", "cue_remedy"], "embedding": None, "embedding_columns": []}
+    cfg = feature_config_from_manifest(old)
+    assert cfg.cue_features and cfg.word_ngrams == (1, 2) and cfg.cue_columns == ("cue_personal", "cue_remedy")
+    assert not feature_config_from_manifest({**old, "cue_features": False}).cue_features

@@ -103,3 +103,11 @@ def test_excel_carriage_return_residue_becomes_a_line_break():
 
     assert normalize("尊敬的领导：_x000D_您好！_x000d__x000D_路灯坏了") == "尊敬的领导:\n您好!\n路灯坏了"
     assert normalize("编号_x0041_不是控制字符") == "编号_x0041_不是控制字符"
+
+
+@pytest.mark.parametrize("raw", ["_x\u200b000D_", "_x000D\ufeff_", "_x&zwj;000D_", "&am\u200bp;", "&am&#8203;p;"])
+def test_an_escape_rebuilt_by_removing_an_invisible_character_is_decoded_once_and_for_all(raw):
+    from triage.text import normalize
+
+    once = normalize(raw)
+    assert normalize(once) == once

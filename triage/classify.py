@@ -66,6 +66,19 @@ class TextClassifierConfig:
     seed: int = 0
 
 
+def feature_config_from_manifest(spec: dict | None, **overrides) -> FeatureConfig:
+    """The feature settings a model was trained with (older manifests: cue counts when listed)."""
+    from dataclasses import fields
+
+    spec = dict(spec or {})
+    known = {f.name for f in fields(FeatureConfig)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k in known}
+    if "cue_features" not in spec:  # trained before cue counts became optional: they were always on
+        values["cue_features"] = bool(spec.get("cue_columns"))
+    values.update(overrides)
+    return FeatureConfig(**values)
+
+
 def build_features(cfg: FeatureConfig) -> ColumnTransformer:
     transformers: list[tuple] = [
         ("word", TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=cfg.word_ngrams,
@@ -110,7 +123,11 @@ def nb_ratios(X: sp.spmatrix, positive: np.ndarray, alpha: float = 1.0) -> np.nd
     Xb.data = np.ones_like(Xb.data)
     p = np.asarray(Xb[positive].sum(axis=0)).ravel() + alpha
     q = np.asarray(Xb[~positive].sum(axis=0)).ravel() + alpha
-    return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+    r = np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+    # the ratio means "word present"; a dense column that takes negative values (a sentence
+    # embedding, a standardised count) is not a word: left unscaled
+    r[np.asarray(sp.csr_matrix(X).min(axis=0).todense()).ravel() < 0] = 1.0
+    return r
 
 
 def fit_margins(X: sp.spmatrix, y: np.ndarray, cfg: TextClassifierConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,15 +246,17 @@ class TextClassifier:
         if self.calibrated_:
             # out-of-fold margins of a few held-out folds; whole topics held out when known
             held_m, held_y = [], []
-            for tr, te in folds(yv, g, self.config.calibration_folds, self.config.seed)[: self.config.calibration_rounds]:
-                if len(np.unique(yv[tr])) < len(classes):
+            for tr, te in folds(yv, g, self.config.calibration_folds, self.config.seed):
+                if len(held_m) >= self.config.calibration_rounds:
+                    break
+                if len(np.unique(yv[tr])) < len(classes):  # a whole label held out with its topic
                     continue
                 _, c_, b_ = fit_margins(X[tr], yv[tr], self.config)
                 held_m.append(_margins(X[te], c_, b_))
                 held_y.append(np.searchsorted(classes.astype(str), yv[te].astype(str)))
             if held_m:
                 temperature = fit_temperature(np.vstack(held_m), np.concatenate(held_y))
-            else:  # a label too rare for any fold: uncalibrated, and said so
+            else:  # no fold keeps every label in training: uncalibrated (recorded in the manifest)
                 self.calibrated_ = False
         self.temperature_ = temperature
         self.model_ = calibrated_linear(classes, coef, intercept, temperature, X.shape[1])

@@ -92,8 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from triage.classify import FeatureConfig
-    from triage.model import ModelBundle, TextClassifierConfig, cross_validate, metrics_report
+    from triage.classify import feature_config_from_manifest
+    from triage.model import ModelBundle, TextClassifierConfig, TrainSpec, cross_validate, metrics_report
 
     if args.topics:
         return _evaluate_topics(args)
@@ -105,16 +105,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(args.model) if args.model else None
         cfgs = bundle.manifest["configs"] if bundle else {}
         emb_cols = tuple(c for c in prepared.columns if str(c).startswith("emb"))
-        fcfg = FeatureConfig(**{**(cfgs.get("features") or {}), "embedding_columns": emb_cols,
-                                "embedding": "use" if emb_cols else None})
-        fcfg.cue_columns = tuple(cues.columns) if (fcfg.cue_features or fcfg.cue_columns) else ()
-        for k in ("word_ngrams", "char_ngrams"):
-            setattr(fcfg, k, tuple(getattr(fcfg, k)))
+        fcfg = feature_config_from_manifest(cfgs.get("features"), embedding_columns=emb_cols,
+                                            embedding="use" if emb_cols else None)
+        fcfg.cue_columns = tuple(cues.columns) if fcfg.cue_features else ()
         report["method"] = f"GroupKFold({args.folds}) by {args.group_col or 'row'}: whole topics held out"
         dcfg = TextClassifierConfig(**cfgs["domain"]) if cfgs.get("domain") else TextClassifierConfig()
         report["domain"] = cross_validate(prepared, y, groups, fcfg, dcfg, args.folds)
         if scope is not None:
-            scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else TextClassifierConfig()
+            scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else TrainSpec(domain=[]).scope_config
             report["scope"] = cross_validate(prepared, scope, groups, fcfg, scfg, args.folds)
     else:
         bundle = ModelBundle.load(args.model)

@@ -268,6 +268,11 @@ def train_bundle(frame: pd.DataFrame, spec: TrainSpec, cues: CueMatcher, *, eval
             "department": [str(c) for c in department.classes_] if department else [],
         },
         "metrics": metrics,
+        # temperature of each classifier's probabilities (1.0 and calibrated false: too few examples)
+        "calibration": {name: {"calibrated": bool(getattr(clf, "calibrated_", False)),
+                               "temperature": round(float(getattr(clf, "temperature_", 1.0)), 6)}
+                        for name, clf in (("domain", domain), ("scope", scope), ("department", department))
+                        if clf is not None},
         "metrics_method": ("GroupKFold(5) by topic id (messages without a topic are their own group); uncalibrated "
                            "pipeline; plain_baseline: TF-IDF + LinearSVC on the same folds"),
         "configs": {

@@ -23,7 +23,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupShuffleSplit
 from sqlalchemy import select
 
-from triage.classify import FeatureConfig, TextClassifierConfig
+from triage.classify import TextClassifierConfig, feature_config_from_manifest
 from triage.config import corpora_dir
 from triage.errors import TrainingDataError
 from triage.features import prepare_texts
@@ -87,9 +87,12 @@ class Retrainer:
             domain=frame["domain"].tolist(), scope=frame["scope"].tolist(),
             department=dept if sum(bool(d) for d in dept) >= 10 else None,
             groups=[g or f"_row{i}" for i, g in enumerate(frame["topic"])],
-            features=FeatureConfig(embedding=self.active.encoder_spec),
+            # the active model's own recipe (features, estimators), so a retrain changes the data only
+            features=feature_config_from_manifest(cfgs.get("features"), embedding=self.active.encoder_spec,
+                                                  cue_columns=(), embedding_columns=()),
             domain_config=TextClassifierConfig(**cfgs["domain"]) if cfgs.get("domain") else TextClassifierConfig(),
-            scope_config=TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else TextClassifierConfig())
+            scope_config=(TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope")
+                          else TrainSpec(domain=[]).scope_config))
 
     def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         encoder = None

@@ -57,13 +57,25 @@ def normalize(text: object) -> str:
     """Clean one raw message: HTML residue, width, script, control characters, whitespace.
 
     Idempotent: ``normalize(normalize(x)) == normalize(x)``. Non-strings (NaN from a spreadsheet,
-    numbers) become their string form, ``None`` becomes "".
+    numbers) become their string form, ``None`` becomes "". One pass can build a new escape out of
+    pieces that an invisible character kept apart (``_x\u200b000D_``, ``&am\u200bp;``), so passes
+    repeat until the text stops changing where the raw text had entities, tags or invisible characters.
     """
     if text is None:
         return ""
-    s = text if isinstance(text, str) else str(text)
+    raw = text if isinstance(text, str) else str(text)
+    s = _normalize_once(raw)
+    if "&" in raw or "<" in raw or _CTRL_RE.search(raw):  # only these can leave a rebuilt escape
+        for _ in range(8):
+            before, s = s, _normalize_once(s)
+            if s == before:
+                break
+    return s
+
+
+def _normalize_once(s: str) -> str:
     s = unicodedata.normalize("NFKC", s)
-    while "<" in s or "&" in s:  # unescape and strip until stable, so the result is idempotent
+    while "<" in s or "&" in s:  # unescape and strip until stable
         before = s
         s = re.sub(r"(?i)<\s*br\s*/?\s*>|</\s*p\s*>", "\n", s)
         s = _TAG_RE.sub(" ", s)

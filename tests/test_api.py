@@ -639,3 +639,20 @@ def test_a_lease_left_by_a_dead_process_or_a_failed_release_is_taken_over(api) -
                    f"{socket.gethostname()}:{os.getpid()}:unreleased"):     # this process, release failed
         assert api.rt.store.claim("recluster", holder, 600) is not None
         assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+
+
+def test_one_submitter_posting_four_times_is_one_citizen_in_the_topic_and_its_heat(api) -> None:
+    texts = ["江心岛渡口趸船的栏杆锈断了，坐船的人很容易掉下去", "江心岛渡口趸船栏杆还是断的，没人来修",
+             "再次反映江心岛渡口趸船栏杆断裂的问题，太危险了", "江心岛渡口的趸船栏杆断了两个月了，请尽快修复"]
+    receipts = []
+    for t in texts:
+        r = submit(api, t, submitter="same-citizen-1")
+        assert r.status_code == 201, r.text
+        receipts.append(r.json()["receipt"])
+    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    with api.rt.store.session() as s:
+        tids = set(s.execute(select(Suggestion.topic_id).where(Suggestion.receipt.in_(receipts))).scalars())
+        assert len(tids) == 1
+        topic = s.get(Topic, tids.pop())
+        assert topic.size == 4 and topic.submitters == 1
+        assert topic.heat_terms["submitters"]["value"] == 1

@@ -6,7 +6,7 @@ NOW = pd.Timestamp("2026-11-01")
 
 
 def h(**kw):
-    base = dict(voices=5, submitters=5, support=10, duplicates=0, last_seen=NOW, this_period=5, previous_period=0,
+    base = dict(voices=5, submitters=5, support=10, last_seen=NOW, this_period=5, previous_period=0,
                 channels=2, places=1, principle_score=0.6, now=NOW, config=HeatConfig())
     base.update(kw)
     return heat(**base)
@@ -28,3 +28,15 @@ def test_recency_halves_after_the_half_life():
 
 def test_growth_against_the_previous_period_counts():
     assert h(this_period=10, previous_period=1).score > h(this_period=1, previous_period=10).score
+
+
+def test_one_person_posting_five_times_is_cooler_than_five_people_posting_once():
+    one_person = h(voices=5, submitters=1)
+    five_people = h(voices=5, submitters=5)
+    assert five_people.score - one_person.score > 0.1
+    # the persistence term: posting again still counts for a little
+    assert h(voices=5, submitters=1).score > h(voices=1, submitters=1).score
+
+
+def test_a_problem_many_raise_outranks_one_persons_long_campaign():
+    assert h(voices=6, submitters=6).score > h(voices=40, submitters=1, support=0).score

@@ -197,3 +197,36 @@ def test_parallel_tfidf_fit_equals_the_serial_fit():
     assert par.vocabulary_ == serial.vocabulary_
     assert abs(a - b).max() == 0
     assert abs(serial.transform(docs[:5]) - par.transform(docs[:5])).max() == 0
+
+
+def test_heat_counts_citizens_not_posts_with_the_boards_own_column_names(small_model_dir):
+    """One person's four posts about lamps rank below three people's bus complaints (留言用户, 点赞数, 反对数)."""
+    from triage.candidates import build_candidates
+    from triage.pipeline import Triage
+
+    rows = [{"留言编号": f"l{i}", "留言详情": t, "留言时间": "2026-10-05", "留言用户": "U-same", "点赞数": 0, "反对数": 0}
+            for i, t in enumerate(LAMPS + [LAMPS[0] + "，还是没人管"])]
+    rows += [{"留言编号": f"b{i}", "留言详情": t, "留言时间": "2026-10-05", "留言用户": f"U-{i}", "点赞数": 3, "反对数": 1}
+             for i, t in enumerate(BUS)]
+    res = build_candidates(Triage.load(small_model_dir), pd.DataFrame(rows), ["留言详情"], encoder=get_encoder("use"))
+    lamp = res.members.loc[res.members["留言编号"] == "l0", "topic_id"].iat[0]
+    bus = res.members.loc[res.members["留言编号"] == "b0", "topic_id"].iat[0]
+    t = res.topics.set_index("topic_id")
+    assert t.at[lamp, "submitters"] == 1 and t.at[bus, "submitters"] == 3
+    assert t.at[bus, "heat"] > t.at[lamp, "heat"]
+    card = res.scorecards[bus]["heat"]
+    assert card["support"]["value"] == 6        # (3 likes − 1 opposition) × 3 messages
+
+
+def test_people_columns_are_renamed_to_what_the_topic_stages_read():
+    import argparse
+
+    from triage.cli import _people_columns
+    from triage.errors import InputFileError
+
+    df = pd.DataFrame({"作者": ["a", "b"], "赞": [1, 2], "submitter": ["x", "y"], "text": ["甲", "乙"]})
+    args = argparse.Namespace(user_col="作者", support_col="赞", oppose_col=None, time_col=None)
+    out = _people_columns(df, args)
+    assert list(out["submitter"]) == ["a", "b"] and list(out["support"]) == [1, 2]
+    with pytest.raises(InputFileError, match="作者X"):
+        _people_columns(df, argparse.Namespace(user_col="作者X", support_col=None, oppose_col=None, time_col=None))

@@ -30,8 +30,9 @@ COLUMN_ALIASES = {
     "id": ("id", "编号", "留言编号", "receipt"),
     "submitted_at": ("submitted_at", "时间", "留言时间", "提交时间", "date", "created_at"),
     "channel": ("channel", "渠道", "来源"),
-    "submitter": ("submitter", "submitter_key", "提交人", "用户"),
+    "submitter": ("submitter", "submitter_key", "提交人", "用户", "留言用户", "user", "用户ID"),
     "support": ("support", "点赞数", "附议数", "likes"),
+    "oppose": ("oppose", "反对数", "dislikes"),
 }
 
 
@@ -51,6 +52,16 @@ def _pick(frame: pd.DataFrame, key: str) -> pd.Series | None:
         if name.lower() in lower:
             return frame[lower[name.lower()]]
     return None
+
+
+def _net_support(frame: pd.DataFrame) -> pd.Series | int:
+    """Likes and co-signatures less oppositions (点赞数 − 反对数), never below zero per message."""
+    up, down = _pick(frame, "support"), _pick(frame, "oppose")
+    if up is None and down is None:
+        return 0
+    likes = pd.to_numeric(up, errors="coerce").fillna(0) if up is not None else pd.Series(0, index=frame.index)
+    against = pd.to_numeric(down, errors="coerce").fillna(0) if down is not None else pd.Series(0, index=frame.index)
+    return (likes.clip(lower=0) - against.clip(lower=0)).clip(lower=0).astype(int)
 
 
 def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
@@ -107,8 +118,7 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         if _pick(frame, "submitted_at") is not None else pd.Timestamp.now().normalize(),
         "channel": _pick(frame, "channel") if _pick(frame, "channel") is not None else "",
         "submitter": _pick(frame, "submitter") if _pick(frame, "submitter") is not None else "",
-        "support": pd.to_numeric(_pick(frame, "support"), errors="coerce").fillna(0).astype(int)
-        if _pick(frame, "support") is not None else 0,
+        "support": _net_support(frame),
         "scope": assessed["scope"], "domain": assessed["domain"],
         "places": names,
         "place": primary,
@@ -143,7 +153,7 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         centroid = centroid / (np.linalg.norm(centroid) or 1.0)
         card = judge.judge(t, [texts_l[k] for k in idx], [tokens_l[k] for k in idx], centroid)
         this, prev = counts_by_age(age[idx], hc.period_days)
-        h = heat(voices=t.voices, submitters=t.submitters, support=t.support, duplicates=t.duplicates,
+        h = heat(voices=t.voices, submitters=t.submitters, support=t.support,
                  last_seen=t.last_seen, this_period=this, previous_period=prev, channels=len(t.channels),
                  places=len(t.places), principle_score=card.score, now=now, config=hc)
         route = route_topic(triage.router, t.domain, t.group_share, centroid, memory)
@@ -193,7 +203,7 @@ def rank_themes(builder: TopicBuilder, topics: pd.DataFrame, good: pd.DataFrame,
         best = max(th["topics"], key=lambda t: float(info.at[t, "heat"]))
         score = max(float(info.at[t, "principle_score"]) for t in th["topics"])
         h = heat(voices=sum(t.voices for t in ts), submitters=len(people), support=sum(t.support for t in ts),
-                 duplicates=sum(t.duplicates for t in ts), last_seen=max(t.last_seen for t in ts),
+                 last_seen=max(t.last_seen for t in ts),
                  this_period=this, previous_period=prev, channels=len({c for t in ts for c in t.channels}),
                  places=len(th["places"]), principle_score=score, now=now, config=hc)
         rows.append({**th, "heat": h.score, "submitters": len(people), "committee": info.at[best, "committee"],

@@ -183,6 +183,27 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0 if summary["processed"] or summary["skipped"] or not summary["total"] else 1
 
 
+#: ``--user-col`` and friends → the column names the topic stages read (triage.candidates.COLUMN_ALIASES)
+PEOPLE_COLUMNS = {"user_col": "submitter", "support_col": "support", "oppose_col": "oppose", "time_col": "submitted_at"}
+
+
+def _people_columns(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    """Rename the columns named by --user-col/--support-col/--oppose-col/--time-col to the names the
+    topic stages read; without the flags, common names (留言用户, 点赞数, 反对数, 留言时间 …) are detected."""
+    from triage.tableio import require_column
+
+    rename = {}
+    for flag, canonical in PEOPLE_COLUMNS.items():
+        col = getattr(args, flag, None)
+        if col:
+            require_column(frame, col, "")
+            rename[col] = canonical
+    if not rename:
+        return frame
+    clash = [c for c in rename.values() if c in frame.columns and c not in rename]
+    return frame.drop(columns=clash).rename(columns=rename)
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from triage.candidates import build_candidates
     from triage.pipeline import Triage
@@ -193,7 +214,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     for e in table.errors:
         log.warning("第 %d 行无法读取，已跳过：%s", e.line, e.reason)
     cols = resolve_text_columns(table.frame, args.text_col)
-    res = build_candidates(tri, table.frame, cols, encoder=_encoder(args))
+    res = build_candidates(tri, _people_columns(table.frame, args), cols, encoder=_encoder(args))
     out = Path(args.output)
     write_table(res.topics, out)
     members_path = out.with_name(f"{out.stem}.members{out.suffix}")
@@ -206,7 +227,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
                       "output": str(out), "members": str(members_path)}, ensure_ascii=False))
     if not args.quiet:
         for _, r in res.topics.head(args.top).iterrows():
-            print(f"{r['rank']:>3}. [{r['heat']:.3f}] {r['label']}  ({r['size']} 条/{r['submitters']} 人) "
+            print(f"{r['rank']:>3}. [{r['heat']:.3f}] {r['label']}  ({r['submitters']} 位群众 / {r['size']} 条留言) "
                   f"{r['verdict']} → {r['committee'] or r['department']}", file=sys.stderr)
     return 0
 
@@ -296,7 +317,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     for e in table.errors:
         log.warning("第 %d 行无法读取，已跳过：%s", e.line, e.reason)
     office = Office(store, Triage.load(args.model))
-    res = office.import_frame(table.frame, resolve_text_columns(table.frame, args.text_col))
+    res = office.import_frame(_people_columns(table.frame, args), resolve_text_columns(table.frame, args.text_col))
     print(json.dumps(res, ensure_ascii=False))
     return 0
 
@@ -349,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="triage", description="政协“有事来协商”留言分拣：领域、群众性/个人诉求、专委会/部门")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
+
+    def people_args(sp: argparse.ArgumentParser) -> None:
+        """Who wrote, who agreed, when: heat counts citizens (default: common names are detected)."""
+        sp.add_argument("--user-col", help="submitter id column (detected: 留言用户, 用户, submitter …)")
+        sp.add_argument("--support-col", help="likes / co-signatures column (detected: 点赞数, 附议数, support)")
+        sp.add_argument("--oppose-col", help="oppositions column, subtracted from support (detected: 反对数)")
+        sp.add_argument("--time-col", help="submission time column (detected: 留言时间, 时间, submitted_at …)")
 
     def data_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data", required=True, help="CSV / XLSX / JSONL / Parquet")
@@ -412,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--cache", default=None, help="SQLite file caching embeddings between runs")
     tp.add_argument("--top", type=int, default=20)
     tp.add_argument("--quiet", action="store_true")
+    people_args(tp)
     tp.set_defaults(func=cmd_topics)
 
     k = sub.add_parser("keys", help="API keys: create (printed once, as the last line) / list / revoke")
@@ -433,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--model", default=None)
     im.add_argument("--text-col", action="append")
     im.add_argument("--if-empty", action="store_true", help="only when the store holds no suggestion yet")
+    people_args(im)
     im.set_defaults(func=cmd_import)
 
     sv = sub.add_parser("serve", help="the API (and review page) on embedded defaults")

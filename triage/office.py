@@ -844,18 +844,21 @@ class Office:
     # ================================================================ bulk import (first start)
     def import_frame(self, frame: pd.DataFrame, text_columns: list[str]) -> dict[str, int]:
         """Load a table of past suggestions (the demo file on first start), then re-cluster once."""
-        from triage.candidates import _pick
+        from triage.candidates import _net_support, _pick
 
         stored = failed = 0
         titles = frame[text_columns[0]] if len(text_columns) > 1 else None
         body = frame[text_columns[-1]]
-        when, chan = _pick(frame, "submitted_at"), _pick(frame, "channel")
+        when, chan, who = _pick(frame, "submitted_at"), _pick(frame, "channel"), _pick(frame, "submitter")
+        support = _net_support(frame)
         for i in range(len(frame)):
             data = Intake(text=str(body.iat[i]) if pd.notna(body.iat[i]) else "",
                           title=str(titles.iat[i]) if titles is not None and pd.notna(titles.iat[i]) else "",
                           channel=str(chan.iat[i]) if chan is not None else "历史导入",
                           place=(str(frame["place"].iat[i]) or None) if "place" in frame else None,
-                          submitted_at=pd.to_datetime(when.iat[i], errors="coerce") if when is not None else None)
+                          submitted_at=pd.to_datetime(when.iat[i], errors="coerce") if when is not None else None,
+                          submitter=str(who.iat[i]) if who is not None and pd.notna(who.iat[i]) else "",
+                          support=int(support.iat[i]) if isinstance(support, pd.Series) else 0)
             try:
                 self.submit(data, auto_recluster=False)
                 stored += 1

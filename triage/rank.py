@@ -2,6 +2,9 @@
 
 Each term is scaled to 0..1 (log saturation for counts, half-life decay for recency) and multiplied
 by its weight from ``corpora/ranking.yaml``; heat is their sum. Nothing else enters the ranking.
+People, not posts: distinct submitters are the main volume term, the number of posts (near-duplicates
+collapsed) a small persistence term, and support is likes and co-signatures less oppositions; resending
+the same text adds nothing (it is counted, and a campaign flagged, in the topic itself).
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from triage.errors import ConfigError
 
 TERMS = ("volume", "submitters", "support", "recency", "growth", "breadth", "principles")
 #: how staff read each term (the review page and exports show these, the API keeps the keys)
-TERM_LABELS = {"volume": "留言量", "submitters": "提交人数", "support": "附议与重复", "recency": "新近程度",
+TERM_LABELS = {"volume": "留言量（持续反映）", "submitters": "群众人数", "support": "点赞与附议（减反对）", "recency": "新近程度",
                "growth": "增长", "breadth": "渠道与地点广度", "principles": "五大原则契合度"}
 
 
 @dataclass
 class HeatConfig:
+    #: distinct citizens carry the volume; posts add only a small persistence term, so one person's
+    #: repeated complaint cannot outrank a problem many people raise
     weights: dict[str, float] = field(default_factory=lambda: {
-        "volume": 0.2, "submitters": 0.2, "support": 0.1, "recency": 0.15, "growth": 0.1, "breadth": 0.1,
+        "volume": 0.05, "submitters": 0.35, "support": 0.1, "recency": 0.15, "growth": 0.1, "breadth": 0.1,
         "principles": 0.15})
     half_life_days: float = 30.0
     period_days: float = 30.0
@@ -73,21 +78,21 @@ class Heat:
     terms: dict[str, dict[str, float]]   # term → {"value": raw, "scaled": 0..1, "weight": w, "points": w*scaled}
 
 
-def heat(*, voices: int, submitters: int, support: int, duplicates: int, last_seen: pd.Timestamp | None,
+def heat(*, voices: int, submitters: int, support: int, last_seen: pd.Timestamp | None,
          this_period: int, previous_period: int, channels: int, places: int, principle_score: float,
          now: pd.Timestamp, config: HeatConfig | None = None) -> Heat:
     cfg = config or default_heat_config()
     age = max(0.0, (now - last_seen).total_seconds() / 86400.0) if last_seen is not None and not pd.isna(last_seen) else 365.0
     growth_raw = (this_period - previous_period) / (previous_period + 1)
     raw = {
-        "volume": float(voices), "submitters": float(submitters), "support": float(support + duplicates),
+        "volume": float(voices), "submitters": float(submitters), "support": float(support),
         "recency": round(age, 1), "growth": round(growth_raw, 3), "breadth": float(channels + places),
         "principles": round(principle_score, 3),
     }
     scaled = {
         "volume": _sat(voices, cfg.saturation["volume"]),
         "submitters": _sat(submitters, cfg.saturation["submitters"]),
-        "support": _sat(support + duplicates, cfg.saturation["support"]),
+        "support": _sat(support, cfg.saturation["support"]),
         "recency": 0.5 ** (age / cfg.half_life_days),
         "growth": max(0.0, min(1.0, 0.5 + growth_raw / 4)),
         "breadth": _sat(channels + places, cfg.saturation["breadth"]),

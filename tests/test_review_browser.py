@@ -93,6 +93,16 @@ def rows(page) -> list:
     return page.locator("#topics tbody tr[data-topic]").all()
 
 
+def messages_in(row) -> int:
+    """The message count of a list row: its cell reads "N 位群众 / M 条留言"."""
+    import re
+
+    cell = row.locator("td.num").nth(2).inner_text()
+    m = re.search(r"(\d+)\s*条留言", cell)
+    assert m and re.search(r"\d+\s*位群众", cell), cell
+    return int(m.group(1))
+
+
 def test_a_staff_key_logs_in_and_sees_topics_ranked_by_heat(page) -> None:
     assert len(rows(page)) > 5
     heats = [float(r.locator("td.num").nth(1).inner_text()) for r in rows(page)]
@@ -155,8 +165,8 @@ def test_merging_two_topics_moves_the_members_and_persists(page) -> None:
     page.goto(page.url.split("?")[0] + "?status=candidate")
     a_id = rows(page)[-1].get_attribute("data-topic")
     b_id = rows(page)[-2].get_attribute("data-topic")
-    b_size = int(rows(page)[-2].locator("td.num").nth(2).inner_text().split("/")[0])
-    a_size = int(rows(page)[-1].locator("td.num").nth(2).inner_text().split("/")[0])
+    b_size = messages_in(rows(page)[-2])
+    a_size = messages_in(rows(page)[-1])
     page.goto(page.url.split("?")[0] + f"topics/{a_id}")
     form = page.locator("form[data-action=merge]")
     form.locator("input[name=into]").fill(b_id)
@@ -183,7 +193,7 @@ def test_correcting_a_label_is_shown_after_a_reload(page) -> None:
 
 
 def test_splitting_the_ticked_members_opens_a_new_topic(page) -> None:
-    big = next(r for r in rows(page) if int(r.locator("td.num").nth(2).inner_text().split("/")[0]) >= 3)
+    big = next(r for r in rows(page) if messages_in(r) >= 3)
     big.locator("a.label").click()
     page.wait_for_load_state()
     before = page.locator("#members tbody tr").count()

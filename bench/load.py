@@ -261,6 +261,11 @@ def run(args: argparse.Namespace, home: Path, url: str, env: dict) -> int:
     watcher.start()
     try:
         res = asyncio.run(run_load(base, key, bodies, args.concurrency, fault, after))
+        # the last probe may have timed out while the final submissions were written (a busy 2-core
+        # machine): readiness "follows" when the watcher sees it back, so give it that moment
+        deadline = time.time() + 30
+        while time.time() < deadline and (not ready_log or ready_log[-1][1] != 200):
+            time.sleep(0.2)
     finally:
         stop.set()
         watcher.join(5)

@@ -109,8 +109,8 @@ ESTIMATORS = ("nbsvm_svm", "nbsvm", "linear_svc", "logistic")
 
 
 def _lr(cfg: TextClassifierConfig) -> LinearSVC | LogisticRegression:
-    """The sklearn estimator named by the config (for ``linear_svc`` / ``logistic``)."""
-    if cfg.estimator in ("linear_svc", "nbsvm", "nbsvm_svm"):
+    """The sklearn estimator named by the config (``linear_svc`` / ``logistic``)."""
+    if cfg.estimator == "linear_svc":
         return LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=5000, random_state=cfg.seed)
     if cfg.estimator == "logistic":
         return LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=3000, random_state=cfg.seed)
@@ -119,14 +119,26 @@ def _lr(cfg: TextClassifierConfig) -> LinearSVC | LogisticRegression:
 
 def nb_ratios(X: sp.spmatrix, positive: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Naive-Bayes log-count ratio of every feature for ``positive`` rows against the others."""
+    return _nb_ratios(*_presence(X), positive, alpha)
+
+
+def _presence(X: sp.spmatrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Which features each row has (0/1), and the columns that are not words.
+
+    The ratio means "word present"; a dense column that takes negative values (a sentence
+    embedding, a standardised count) is not a word and is left unscaled.
+    """
     Xb = sp.csr_matrix(X, copy=True)
+    not_words = np.asarray(Xb.min(axis=0).todense()).ravel() < 0
     Xb.data = np.ones_like(Xb.data)
+    return Xb, not_words
+
+
+def _nb_ratios(Xb: sp.csr_matrix, not_words: np.ndarray, positive: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     p = np.asarray(Xb[positive].sum(axis=0)).ravel() + alpha
     q = np.asarray(Xb[~positive].sum(axis=0)).ravel() + alpha
     r = np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
-    # the ratio means "word present"; a dense column that takes negative values (a sentence
-    # embedding, a standardised count) is not a word: left unscaled
-    r[np.asarray(sp.csr_matrix(X).min(axis=0).todense()).ravel() < 0] = 1.0
+    r[not_words] = 1.0
     return r
 
 
@@ -147,10 +159,11 @@ def fit_margins(X: sp.spmatrix, y: np.ndarray, cfg: TextClassifierConfig) -> tup
         m = _lr(cfg).fit(X, y)
         return np.asarray(m.classes_, dtype=object), np.asarray(m.coef_, np.float64), np.asarray(m.intercept_, np.float64)
     targets = classes[1:] if len(classes) == 2 else classes  # binary: one model, for classes[1]
+    presence = _presence(X)  # once, not once per class
     coefs, bias = [], []
     for c in targets:
         pos = y == c
-        r = nb_ratios(X, pos)
+        r = _nb_ratios(*presence, pos)
         svm = LinearSVC(C=cfg.C, class_weight=cfg.class_weight, max_iter=5000, random_state=cfg.seed)
         svm.fit(X.multiply(r).tocsr(), pos.astype(np.int8))
         coefs.append(svm.coef_[0] * r)

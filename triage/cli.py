@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from triage.classify import feature_config_from_manifest
-    from triage.model import ModelBundle, TextClassifierConfig, TrainSpec, cross_validate, metrics_report
+    from triage.model import ModelBundle, TextClassifierConfig, cross_validate, default_scope_config, metrics_report
 
     if args.topics:
         return _evaluate_topics(args)
@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dcfg = TextClassifierConfig(**cfgs["domain"]) if cfgs.get("domain") else TextClassifierConfig()
         report["domain"] = cross_validate(prepared, y, groups, fcfg, dcfg, args.folds)
         if scope is not None:
-            scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else TrainSpec(domain=[]).scope_config
+            scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else default_scope_config()
             report["scope"] = cross_validate(prepared, scope, groups, fcfg, scfg, args.folds)
     else:
         bundle = ModelBundle.load(args.model)

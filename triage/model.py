@@ -73,6 +73,12 @@ def data_hash(texts: Sequence[str], *label_cols: Sequence[Any]) -> str:
     return h.hexdigest()
 
 
+def default_scope_config() -> TextClassifierConfig:
+    """A plain linear SVM for scope: NBSVM's sharpened rare terms learnt our writers' phrasing of
+    petitions and lost 4 points of macro-F1 on real messages (bench/real_classify.py)."""
+    return TextClassifierConfig(estimator="linear_svc")
+
+
 @dataclass
 class TrainSpec:
     """What to learn from a prepared frame; scope/department are optional."""
@@ -83,9 +89,7 @@ class TrainSpec:
     groups: Sequence[str] | None = None           # topic ids: keep whole topics out of calibration folds
     features: FeatureConfig = field(default_factory=FeatureConfig)
     domain_config: TextClassifierConfig = field(default_factory=TextClassifierConfig)
-    #: a plain linear SVM for scope: NBSVM's sharpened rare terms learnt our writers' phrasing of
-    #: petitions and lost 4 points of macro-F1 on real messages (bench/real_classify.py)
-    scope_config: TextClassifierConfig = field(default_factory=lambda: TextClassifierConfig(estimator="linear_svc"))
+    scope_config: TextClassifierConfig = field(default_factory=default_scope_config)
     department_config: TextClassifierConfig = field(default_factory=TextClassifierConfig)
 
 

@@ -27,7 +27,7 @@ from triage.classify import TextClassifierConfig, feature_config_from_manifest
 from triage.config import corpora_dir
 from triage.errors import TrainingDataError
 from triage.features import prepare_texts
-from triage.model import ModelBundle, TrainSpec, default_cues, train_bundle
+from triage.model import ModelBundle, TrainSpec, default_cues, default_scope_config, train_bundle
 from triage.store import Correction, Store, Suggestion
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Retrainer:
                                                   cue_columns=(), embedding_columns=()),
             domain_config=TextClassifierConfig(**cfgs["domain"]) if cfgs.get("domain") else TextClassifierConfig(),
             scope_config=(TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope")
-                          else TrainSpec(domain=[]).scope_config))
+                          else default_scope_config()))
 
     def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         encoder = None

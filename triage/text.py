@@ -58,7 +58,7 @@ def normalize(text: object) -> str:
 
     Idempotent: ``normalize(normalize(x)) == normalize(x)``. Non-strings (NaN from a spreadsheet,
     numbers) become their string form, ``None`` becomes "". One pass can build a new escape out of
-    pieces that an invisible character kept apart (``_x\u200b000D_``, ``&am\u200bp;``), so passes
+    pieces that an invisible character kept apart (``_x`` U+200B ``000D_``, ``&am`` U+200B ``p;``), so passes
     repeat until the text stops changing where the raw text had entities, tags or invisible characters.
     """
     if text is None:

@@ -51,3 +51,23 @@ def test_a_conflict_of_primary_places_is_forgiven_only_when_the_other_names_that
     # naming only the town both villages lie in is no evidence: still a conflict
     assert sim.place_term("上庄村", "龙潭村", frozenset({"上庄村", "石桥镇"}), frozenset({"龙潭村", "石桥镇"})) < 0
     assert sim.place_term("上庄村", "龙潭村") < 0
+
+
+def test_administrative_units_without_a_gazetteer_entry_are_places_and_parents():
+    # an office's gazetteer never lists every county; the organisers' anonymised codes look the same
+    assert names("湖南省长沙市雨花区东塘街道") == ["湖南省", "长沙市", "雨花区", "东塘街道"]
+    assert names("反映K5区中央华府小区停车难") == ["K5区", "中央华府小区"]
+    assert names("举报D10县安平镇酒厂拖欠工资") == ["D10县", "安平镇"]
+    assert names("投诉K9县县第二中学强制补课") == ["K9县", "第二中学"]
+
+
+def test_words_ending_like_administrative_units_are_not_places():
+    assert names("老城区和开发区的超市，广大市民反映小区门口太乱，节省开支，城市管理") == []
+    assert names("建议北辰社区加装路灯") == ["北辰社区"]
+
+
+def test_two_counties_are_different_places_and_a_county_may_hold_a_village():
+    px = PlaceExtractor()
+    assert px.compatible("K9县", "L3县") is False
+    assert px.compatible("K9县", "东村") is None
+    assert px.compatible("长沙市", "雨花区") is None

@@ -40,3 +40,38 @@ def test_one_person_posting_five_times_is_cooler_than_five_people_posting_once()
 
 def test_a_problem_many_raise_outranks_one_persons_long_campaign():
     assert h(voices=6, submitters=6).score > h(voices=40, submitters=1, support=0).score
+
+
+def test_modifiers_only_take_reach_away_and_the_points_still_sum_to_the_heat():
+    r = h(last_seen=NOW - pd.Timedelta(days=200), principle_score=0.2)
+    assert r.terms["recency"]["points"] < 0 and r.terms["principles"]["points"] < 0
+    assert all(r.terms[k]["points"] >= 0 for k in ("submitters", "support", "volume"))
+    assert abs(r.score - sum(t["points"] for t in r.terms.values())) < 1e-3
+    ideal = h(last_seen=NOW, principle_score=1.0, this_period=50, previous_period=0, channels=20, places=0)
+    reach = sum(ideal.terms[k]["points"] for k in ("submitters", "support", "volume"))
+    assert abs(ideal.score - reach) < 1e-3   # nothing to take away from an ideal topic
+
+
+def test_one_fresh_message_never_outranks_a_stale_problem_three_citizens_raised():
+    fresh_one = h(voices=1, submitters=1, support=0, last_seen=NOW, this_period=1, previous_period=0,
+                  channels=1, places=3, principle_score=1.0)
+    stale_three = h(voices=3, submitters=3, support=0, last_seen=NOW - pd.Timedelta(days=300), this_period=0,
+                    previous_period=0, channels=1, places=1, principle_score=0.5)
+    assert stale_three.score > fresh_one.score
+
+
+def test_support_says_many_agree_even_when_one_person_wrote():
+    liked = h(voices=1, submitters=1, support=300)
+    assert liked.score > h(voices=2, submitters=2, support=0).score
+
+
+def test_ranking_config_rejects_modifiers_that_could_make_heat_negative(tmp_path):
+    import pytest
+
+    from triage.errors import ConfigError
+    from triage.rank import load_heat_config
+
+    p = tmp_path / "ranking.yaml"
+    p.write_text("weights:\n  recency: 0.8\n  principles: 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_heat_config(p)

@@ -47,3 +47,34 @@ def place_quality(pred: Sequence[str | None], gold: Sequence[str]) -> dict:
         f = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         return {"precision": round(prec, 4), "recall": round(rec, 4), "f1": round(f, 4)}
     return {"annotated": n_gold, "extracted": n_pred, "strict": pr(tp_s), "lenient": pr(tp_l)}
+
+
+def member_f1(pred: Sequence[str | None], gold: Sequence[str | None]) -> dict:
+    """Per gold group, the F1 of the predicted topic that holds it best; and their size-weighted mean.
+
+    This is what staff feel: a hot issue found whole and alone scores 1; one spread over several topics
+    loses recall, one drowned in a topic of other problems loses precision. Rows with no gold group
+    still count against a topic's precision (a topic that pulls in unrelated messages is worse), so
+    ``pred``/``gold`` should cover every message that was annotated, not only the groups' members.
+    """
+    from collections import Counter, defaultdict
+
+    topic_size = Counter(p for p in pred if p)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(gold):
+        if g:
+            groups[g].append(i)
+    per: dict[str, dict] = {}
+    for g, rows in groups.items():
+        hits = Counter(pred[i] for i in rows if pred[i])
+        best, f_best, p_best, r_best = None, 0.0, 0.0, 0.0
+        for t, inter in hits.items():
+            p, r = inter / topic_size[t], inter / len(rows)
+            f = 2 * p * r / (p + r)
+            if f > f_best or (f == f_best and best is not None and str(t) < str(best)):
+                best, f_best, p_best, r_best = t, f, p, r
+        per[g] = {"topic": best, "f1": round(f_best, 4), "precision": round(p_best, 4), "recall": round(r_best, 4),
+                  "size": len(rows), "topics": len(hits)}
+    total = sum(v["size"] for v in per.values())
+    weighted = sum(v["f1"] * v["size"] for v in per.values()) / total if total else 0.0
+    return {"weighted_f1": round(weighted, 4), "groups": per}

@@ -28,7 +28,9 @@ _SUFFIXES = [
     ("省道", "road"), ("国道", "road"), ("小学", "site"), ("中学", "site"), ("幼儿园", "site"),
     ("医院", "site"), ("卫生院", "site"), ("菜市场", "site"), ("市场", "site"), ("广场", "site"), ("公园", "site"),
     ("汽车站", "site"), ("车站", "site"), ("派出所", "site"), ("卫生室", "site"), ("敬老院", "site"),
-    ("养老院", "site"), ("镇", "town"), ("乡", "town"), ("村", "village"), ("路", "road"), ("街", "road"),
+    ("养老院", "site"), ("公司", "site"), ("集团", "site"), ("学校", "site"), ("学院", "site"), ("大学", "site"),
+    ("酒店", "site"), ("宾馆", "site"), ("大厦", "estate"), ("新城", "estate"), ("名城", "estate"),
+    ("华府", "estate"), ("华庭", "estate"), ("山庄", "estate"), ("公馆", "estate"), ("苑", "estate"), ("镇", "town"), ("乡", "town"), ("村", "village"), ("路", "road"), ("街", "road"),
     ("巷", "road"),
 ]
 # 省/市/县/区 are left to the gazetteer: as bare suffixes they match far more words (城市, 返县, 城区)
@@ -37,7 +39,12 @@ _SUFFIXES = [
 _SITE_AFTER = ("中心卫生院", "卫生院", "卫生室", "人民医院", "医院", "中心小学", "小学", "中学", "幼儿园", "派出所",
                "敬老院", "养老院", "便民服务中心", "服务中心", "菜市场", "市场", "汽车站", "车站", "广场", "公园")
 _GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道路", "高速公路", "农资市场", "农贸市场", "批发市场",
-                    "人才市场", "劳务市场", "零工市场", "文明小区", "老旧小区", "停车区")
+                    "人才市场", "劳务市场", "零工市场", "文明小区", "老旧小区", "停车区",
+                    # a kind of company or school, not one: 物业公司 is every compound's
+                    "物业公司", "房地产公司", "开发公司", "保险公司", "电力公司", "供电公司", "自来水公司", "劳务公司",
+                    "建筑公司", "装修公司", "快递公司", "网络公司", "科技公司", "有限公司", "公交公司", "出租车公司",
+                    "担保公司", "贷款公司", "金融公司", "培训学校", "民办学校", "公办学校", "职业学校", "中小学校",
+                    "驾驶学校", "该公司", "本公司", "大酒店", "新城", "历史名城", "文化名城", "户口村")
 # characters before a village/town suffix that make a common word, not a name (农村, 城乡, 返乡, 信用村)
 _NOT_BEFORE_ADMIN = set("农城返回下家老山地园景辖片郊厂校都超全本该各报到去送进出因驻每邻用范通乡县市书")
 _SUFFIXES_LONGEST = sorted(_SUFFIXES + [(s, "site") for s in _SITE_AFTER], key=lambda x: -len(x[0]))
@@ -50,11 +57,27 @@ _NOT_NAME_START = set("我你他她它们这那哪每各本该全此某其有在
 # Characters that do not occur inside place names: the name starts after the last of them
 # ("周边有两所中小学" → no name, "最近的站在科创大道" → 科创大道).
 _NOT_IN_NAME = set("的了在到要去把被给让对为以于从往向有是和与及或等个所每周天年月日最近站过设增现辖就都也还很太更没不"
-                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推")
+                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推致时处并")
+# Administrative units (省/市/县/区) named without a gazetteer entry: 2-3 Han characters or a short
+# letters-and-digits code before the unit character. As bare suffixes they match common words (城市,
+# 小区, 返县), so a Han name counts only after a boundary (start, punctuation, a function word or another
+# unit: 湖南省长沙市) and not with a last character that makes a common word (老城区, 超市, 节省).
+_ADMIN_LEVEL = {"省": "province", "市": "city", "县": "county", "区": "county"}
+_ADMIN_NOT_LAST = {
+    "区": set("小社景园校片辖城郊山矿厂营学街灾范发护务住宅业开新老域牧居商盲误禁专风库站景港林"
+             "车客货游戏息餐烟物场厅队点览验检待停候乘教办宿装卸堆放"),
+    "市": set("城超菜夜早门股集上都黑花鱼"),
+    "县": set("郡州全本该各外区"),
+    "省": set("节反全本该各外")}
+_ADMIN_NOT_NEXT = {"市": set("场民值面容貌价"), "区": set("域别分"), "省": set("钱事力心"), "县": set("长")}
+_BOUNDARY = _NOT_IN_NAME | _NOT_NAME_START | set("报诉映省市县区")
 # verbs a clause starts with, which the name pattern would otherwise swallow
-_LEAD_VERBS = ("建议", "希望", "要求", "反映", "呼吁", "请求", "恳请")
+_LEAD_VERBS = ("建议", "希望", "要求", "反映", "呼吁", "请求", "恳请", "投诉", "举报", "咨询", "鼓励", "支持", "加强", "推进",
+               "拆除", "修建", "开通", "打通", "整治", "安装", "增加", "取消", "彻查", "撤出", "毁坏", "挖掘")
 # "…路" words that are not roads (线路, 马路, 网路, 出路 …)
 _NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号")
+# "…路" followed by these is another word (路灯, 路面, 路况, 路费, 路过)
+_NOT_AFTER_ROAD = set("灯面况费政由径人过牌标障基")
 _NOT_PLACE = {
     "农村", "乡村", "城区", "社区", "小区", "街道", "市区", "城市", "县城", "郊区", "景区", "园区", "片区", "辖区",
     "山区", "校区", "老城区", "新城区", "城乡", "下乡", "回乡", "家乡", "老乡", "同乡", "城镇", "乡镇", "村镇",
@@ -155,7 +178,12 @@ class PlaceExtractor:
                     found.append(Place(canon + site, "site", m.start(), False))
                 elif claim(m.start(), m.end()):
                     found.append(Place(canon, self.gaz.level[canon], m.start(), True))
-        # 2. suffix patterns for places the gazetteer does not know
+        # 2. administrative units the gazetteer does not list (K3县, 宁乡县 after a boundary)
+        for e, unit in ((k, ch) for k, ch in enumerate(text) if ch in _ADMIN_LEVEL):
+            s = self._admin_start(text, e, unit)
+            if s is not None and claim(s, e + 1):
+                found.append(Place(text[s:e + 1], _ADMIN_LEVEL[unit], s, False))
+        # 3. suffix patterns for places the gazetteer does not know
         for m in _PATTERN.finditer(text):
             stem, suffix = m.group(1), m.group(2)
             # the name starts after the last character that cannot be inside a name
@@ -163,11 +191,15 @@ class PlaceExtractor:
             for k, ch in enumerate(stem):
                 if ch in _NOT_IN_NAME or ch in _NOT_NAME_START:
                     i = k + 1
+            # a unit already found (A5区, 宁乡县) is the place's parent, not part of its name: the lazy
+            # pattern starts before or inside it ("映A5区中央" + 华府 for "反映A5区中央华府小区")
+            for k in range(i, len(stem)):
+                if taken[m.start() + k] or stem[k] in _ADMIN_LEVEL:
+                    i = k + 1
+            # "建议北辰社区…" names 北辰社区, "广大市民反映小区…" and "建议社区…" name nothing
+            cut = max((stem.rfind(lead) + len(lead) for lead in _LEAD_VERBS if lead in stem[i:]), default=i)
+            i = max(i, cut)
             stem = stem[i:]
-            for lead in _LEAD_VERBS:  # "建议北辰社区…" names 北辰社区; "建议社区…" names nothing
-                if stem.startswith(lead):
-                    stem = stem[len(lead):]
-                    break
             end = m.end()
             ext = re.match(_SUFFIX_RE, text[end:])
             if ext and ext.group(0) != suffix and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路"):
@@ -175,8 +207,9 @@ class PlaceExtractor:
             name = stem + suffix
             if len(stem) < 2 or name in _NOT_PLACE or stem in _NOT_PLACE or stem.isdigit():
                 continue
-            if suffix in ("路", "街", "巷") and (stem[-1] in _NOT_ROAD_END or stem[-1].isdigit()):
-                continue  # 线路, 公里路, 28路 (a bus line)
+            if suffix in ("路", "街", "巷") and (stem[-1] in _NOT_ROAD_END or stem[-1].isdigit()
+                                                or (suffix == "路" and text[end:end + 1] in _NOT_AFTER_ROAD)):
+                continue  # 线路, 公里路, 28路 (a bus line), 加装路灯
             if suffix in ("村", "乡", "镇") and stem[-1] in _NOT_BEFORE_ADMIN:
                 continue
             if name.endswith(_GENERIC_ENDINGS):
@@ -186,6 +219,29 @@ class PlaceExtractor:
                 found.append(Place(name, _SUFFIX_LEVEL.get(suffix, _SUFFIX_LEVEL.get(suffix[-2:], "site")), s, False))
         found.sort(key=lambda p: p.start)
         return found
+
+    @staticmethod
+    def _admin_start(text: str, e: int, unit: str) -> int | None:
+        """Where the name of the unit at ``text[e]`` starts, or None when it is no unit's name."""
+        if e + 1 < len(text) and text[e + 1] in _ADMIN_NOT_NEXT.get(unit, ()):
+            return None
+        k = e
+        while k > 0 and e - k < 4 and text[k - 1].isascii() and text[k - 1].isalnum():
+            k -= 1
+        if k < e and any(c.isalpha() for c in text[k:e]):   # a code such as K3 (letters and digits)
+            return k if k == 0 or not (text[k - 1].isascii() and text[k - 1].isalnum()) else None
+        for length in (3, 2):
+            s = e - length
+            stem = text[s:e] if s >= 0 else ""
+            if len(stem) != length or not all("\u4e00" <= c <= "\u9fa5" for c in stem):
+                continue
+            if stem[0] in _BOUNDARY or any(c in _ADMIN_LEVEL or c in _NOT_IN_NAME for c in stem):
+                continue
+            if stem[-1] in _ADMIN_NOT_LAST.get(unit, ()) or stem + unit in _NOT_PLACE or stem in _NOT_PLACE:
+                continue
+            if s == 0 or not ("\u4e00" <= text[s - 1] <= "\u9fa5") or text[s - 1] in _BOUNDARY:
+                return s
+        return None
 
     def primary(self, places: list[Place]) -> Place | None:
         """The most specific place (ties: the first mentioned)."""
@@ -200,6 +256,8 @@ class PlaceExtractor:
             lvl = self.gaz.level.get(self.gaz.aliases.get(name, name))
             if lvl is None:
                 lvl = next((lv for suf, lv in _SUFFIXES_LONGEST if name.endswith(suf)), None)
+            if lvl is None and name[-1:] in _ADMIN_LEVEL:
+                lvl = _ADMIN_LEVEL[name[-1]]
             v = self._specificity[name] = SPECIFICITY.get(lvl or "", 0)
         return v
 
@@ -224,5 +282,12 @@ class PlaceExtractor:
         if la and lb and SPECIFICITY.get(la, 0) == SPECIFICITY.get(lb, 0):
             return False
         if not la or not lb:
-            return False if SPECIFICITY.get(la or "", 5) >= 4 and SPECIFICITY.get(lb or "", 5) >= 4 else None
+            # names found by pattern: two different places of one administrative level (K3县 / K5县)
+            # cannot be the same; two point-like places (a compound, a road, a school) neither
+            # names the other are different places; anything else may nest (a county and a village)
+            sa, sb = self.specificity(a), self.specificity(b)
+            if sa >= 4 and sb >= 4:
+                return False
+            if sa == sb and a[-1] in _ADMIN_LEVEL and b[-1] in _ADMIN_LEVEL:
+                return False
         return None

@@ -1,10 +1,21 @@
 """Heat: a transparent score whose every term staff can see.
 
-Each term is scaled to 0..1 (log saturation for counts, half-life decay for recency) and multiplied
-by its weight from ``corpora/ranking.yaml``; heat is their sum. Nothing else enters the ranking.
-People, not posts: distinct submitters are the main volume term, the number of posts (near-duplicates
-collapsed) a small persistence term, and support is likes and co-signatures less oppositions; resending
-the same text adds nothing (it is counted, and a campaign flagged, in the topic itself).
+Distinct citizens first. Heat is **reach × timeliness**, written out as a sum so that staff can read
+every term's share:
+
+* *reach* (0..1) says how many people a topic speaks for: distinct submitters (the main term), net
+  support (likes and co-signatures less oppositions) and the number of posts (near-duplicates
+  collapsed; a small persistence term). Each is log-saturated and weighted; their weights sum to 1.
+* *modifiers* (recency, growth, breadth, 五大原则 fit) can only take reach away: each costs at most its
+  weight, in proportion to how far it is from ideal (a topic last heard of a year ago loses the whole
+  recency weight of its reach). So a fresher or better-fitting topic wins among topics of similar
+  reach, but no freshness makes one person's message outrank a problem three people raised.
+
+A term's ``points`` are its contribution: reach terms add ``weight × scaled``; a modifier subtracts
+``reach × weight × (1 − scaled)``; the points sum to the heat. Weights live in ``corpora/ranking.yaml``.
+On a real city board, adding the modifiers to reach instead (the earlier design) put nine single
+messages into the top 20 and none of the ten problems the most citizens raised
+(``bench/real_topics.py``): recency and growth alone outweighed two more citizens.
 """
 
 from __future__ import annotations
@@ -21,7 +32,11 @@ import yaml
 from triage.config import corpora_dir
 from triage.errors import ConfigError
 
-TERMS = ("volume", "submitters", "support", "recency", "growth", "breadth", "principles")
+#: terms that measure how many people a topic speaks for (weights sum to 1)
+REACH = ("submitters", "support", "volume")
+#: terms that can only take reach away (each at most its weight)
+MODIFIERS = ("recency", "growth", "breadth", "principles")
+TERMS = (*REACH, *MODIFIERS)
 #: how staff read each term (the review page and exports show these, the API keeps the keys)
 TERM_LABELS = {"volume": "留言量（持续反映）", "submitters": "群众人数", "support": "点赞与附议（减反对）", "recency": "新近程度",
                "growth": "增长", "breadth": "渠道与地点广度", "principles": "五大原则契合度"}
@@ -29,11 +44,11 @@ TERM_LABELS = {"volume": "留言量（持续反映）", "submitters": "群众人
 
 @dataclass
 class HeatConfig:
-    #: distinct citizens carry the volume; posts add only a small persistence term, so one person's
-    #: repeated complaint cannot outrank a problem many people raise
+    #: reach: distinct citizens carry it; posts add only a small persistence term, so one person's
+    #: repeated complaint cannot outrank a problem many people raise. Modifiers: the most each can take.
     weights: dict[str, float] = field(default_factory=lambda: {
-        "volume": 0.05, "submitters": 0.35, "support": 0.1, "recency": 0.15, "growth": 0.1, "breadth": 0.1,
-        "principles": 0.15})
+        "submitters": 0.7, "support": 0.2, "volume": 0.1,
+        "recency": 0.3, "growth": 0.1, "breadth": 0.05, "principles": 0.25})
     half_life_days: float = 30.0
     period_days: float = 30.0
     saturation: dict[str, float] = field(default_factory=lambda: {"volume": 10, "submitters": 10, "support": 100,
@@ -54,6 +69,10 @@ def load_heat_config(path: str | Path | None = None) -> HeatConfig:
         if not isinstance(v, (int, float)) or v < 0:
             raise ConfigError(str(p), f"weights.{k}", "权重应为非负数")
     cfg.weights.update({k: float(v) for k, v in w.items()})
+    if sum(cfg.weights[k] for k in REACH) <= 0:
+        raise ConfigError(str(p), "weights", f"{'、'.join(REACH)} 的权重之和应大于 0")
+    if sum(cfg.weights[k] for k in MODIFIERS) > 1:
+        raise ConfigError(str(p), "weights", f"{'、'.join(MODIFIERS)} 的权重之和不应超过 1（否则热度可能为负）")
     cfg.half_life_days = float(data.get("half_life_days", cfg.half_life_days))
     cfg.period_days = float(data.get("period_days", cfg.period_days))
     cfg.saturation.update({k: float(v) for k, v in (data.get("saturation") or {}).items()})
@@ -98,9 +117,14 @@ def heat(*, voices: int, submitters: int, support: int, last_seen: pd.Timestamp 
         "breadth": _sat(channels + places, cfg.saturation["breadth"]),
         "principles": max(0.0, min(1.0, principle_score)),
     }
-    terms = {k: {"value": raw[k], "scaled": round(scaled[k], 4), "weight": cfg.weights.get(k, 0.0),
-                 "points": round(cfg.weights.get(k, 0.0) * scaled[k], 4)} for k in TERMS}
-    return Heat(round(sum(t["points"] for t in terms.values()), 4), terms)
+    w = {k: cfg.weights.get(k, 0.0) for k in TERMS}
+    reach_w = sum(w[k] for k in REACH) or 1.0
+    reach = sum(w[k] / reach_w * scaled[k] for k in REACH)
+    points = {k: w[k] / reach_w * scaled[k] for k in REACH}
+    points.update({k: -reach * w[k] * (1.0 - scaled[k]) for k in MODIFIERS})
+    terms = {k: {"value": raw[k], "scaled": round(scaled[k], 4), "weight": w[k], "points": round(points[k], 4)}
+             for k in TERMS}
+    return Heat(round(max(0.0, sum(points.values())), 4), terms)
 
 
 def period_counts(times: pd.Series, now: pd.Timestamp, period_days: float) -> tuple[int, int]:

@@ -16,7 +16,7 @@ bound: it assumes perfect scaling).
 Rows are drawn from corpora/suggestions.csv and varied a little (as in bench/classify_throughput.py)
 and written in pieces, so the benchmark itself never holds a million rows either.
 
-    python bench/batch_scale.py [--sizes 10000,100000,1000000] [--engines local,dask] [--model models/lexical]
+    python bench/batch_scale.py [--sizes 10000,100000,1000000] [--engines local,dask] [--model models/default]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--engines", default="local,dask")
-    ap.add_argument("--model", default="models/lexical")
+    ap.add_argument("--model", default="models/default")
     ap.add_argument("--workers", type=int, default=0, help="0 = all cores")
     ap.add_argument("--tmp", default=None, help="folder for the generated files (default: a temporary one)")
     args = ap.parse_args()

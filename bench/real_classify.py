@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="office,shipped,scope", help="office, shipped, scope (comma-separated)")
     ap.add_argument("--sizes", default="500,2000,all", help="training sizes for the office rows")
     ap.add_argument("--subsets", type=int, default=3, help="random subsets for each size below all")
-    ap.add_argument("--models", default="models/default,models/lexical", help="shipped model directories")
+    ap.add_argument("--models", default="models/default", help="shipped model directories")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

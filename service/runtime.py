@@ -36,7 +36,7 @@ def _env_int(name: str, default: int) -> int:
 class Settings:
     database_url: str | None = None
     model_dir: str | None = None                 # intake model (default: models/default)
-    fast_model_dir: str | None = None            # live hints (default: models/lexical)
+    fast_model_dir: str | None = None            # live hints (default: the main model)
     home: str | None = None
     max_body_bytes: int = 256 * 1024
     recluster_every: int = 200
@@ -161,7 +161,7 @@ class Runtime:
     def _model_dirs(self) -> tuple[str, str]:
         active = self.store.get_setting("active_model")
         main = (active or {}).get("dir") or self.settings.model_dir or str(DEFAULT_MODEL_DIR)
-        fast = self.settings.fast_model_dir or str(ROOT / "models" / "lexical")
+        fast = self.settings.fast_model_dir or main
         return main, fast
 
     def _load_office(self) -> Office:

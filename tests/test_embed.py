@@ -69,7 +69,7 @@ def test_unknown_encoder_spec_is_a_clear_error():
         get_encoder("/no/such/dir")
 
 
-def test_topic_embeddings_pull_a_long_text_towards_its_opening_and_leave_short_texts_alone():
+def test_topic_embeddings_are_the_openings_so_a_long_petition_meets_the_short_complaint():
     from triage.embed import HashingEncoder, topic_embeddings
 
     enc = HashingEncoder(256)
@@ -77,6 +77,7 @@ def test_topic_embeddings_pull_a_long_text_towards_its_opening_and_leave_short_t
     long_ = "楼道灯坏了一个月没人修。" + "背景说明" * 60
     out = topic_embeddings(enc, [short, long_], head=20)
     full = enc.encode([short, long_])
-    assert np.allclose(out[0], full[0])
+    assert np.allclose(out[0], full[0])                       # a short text is its own opening
+    assert np.allclose(out[1], enc.encode([long_[:20]])[0])
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert out[1] @ full[0] > full[1] @ full[0]

@@ -21,7 +21,7 @@ def corpus_training_hash() -> str:
     return data_hash(prepared["text"].tolist(), y, scope, dept)
 
 
-@pytest.mark.parametrize("model", ["default", "lexical"])
+@pytest.mark.parametrize("model", ["default"])
 def test_shipped_model_was_trained_on_corpora_alone(model, corpus_training_hash):
     manifest = json.loads((ROOT / "models" / model / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["source"].endswith("corpora/suggestions.csv")

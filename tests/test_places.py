@@ -56,9 +56,17 @@ def test_a_conflict_of_primary_places_is_forgiven_only_when_the_other_names_that
 def test_administrative_units_without_a_gazetteer_entry_are_places_and_parents():
     # an office's gazetteer never lists every county; the organisers' anonymised codes look the same
     assert names("湖南省长沙市雨花区东塘街道") == ["湖南省", "长沙市", "雨花区", "东塘街道"]
-    assert names("反映K5区中央华府小区停车难") == ["K5区", "中央华府小区"]
+    assert names("反映K5区中央华府小区停车难") == ["K5区", "K5区中央华府小区"]
     assert names("举报D10县安平镇酒厂拖欠工资") == ["D10县", "安平镇"]
-    assert names("投诉K9县县第二中学强制补课") == ["K9县", "第二中学"]
+    assert names("投诉K9县县第二中学强制补课") == ["K9县", "K9县第二中学"]
+    assert names("L4县一中要求学生有偿补课") == ["L4县", "L4县一中"]
+
+
+def test_a_school_or_compound_named_with_its_county_is_told_from_its_namesake_elsewhere():
+    px = PlaceExtractor()
+    assert px.compatible("K9县第一中学", "K3县第一中学") is False
+    assert px.compatible("K9县二中", "K3县二中") is False
+    assert px.compatible("K5区中央华府小区", "中央华府小区") is True
 
 
 def test_words_ending_like_administrative_units_are_not_places():
@@ -71,3 +79,7 @@ def test_two_counties_are_different_places_and_a_county_may_hold_a_village():
     assert px.compatible("K9县", "L3县") is False
     assert px.compatible("K9县", "东村") is None
     assert px.compatible("长沙市", "雨花区") is None
+
+
+def test_a_bridge_keeps_its_numeral():
+    assert "五一桥" in names("反对K7县拆除五一桥来建商业廊桥")

@@ -164,17 +164,18 @@ def test_themes_are_ranked_by_the_heat_of_all_their_places(small_model_dir):
     assert list(res.themes["heat"]) == sorted(res.themes["heat"], reverse=True)
 
 
-def test_topic_building_embeds_each_message_once_with_the_shipped_model(shipped_model_dir):
+def test_topic_building_embeds_each_message_once_and_only_its_opening(shipped_model_dir):
     from triage.candidates import build_candidates
     from triage.embed import CachedEncoder
     from triage.pipeline import Triage
     from triage.principles import default_plan
 
     tri = Triage.load(shipped_model_dir)
-    assert tri.encoder is not None  # the shipped model uses sentence embeddings as features
+    assert tri.encoder is None  # the shipped classifier is lexical: the encoder serves topic building only
     rows = [{"id": f"m{i}", "text": t} for i, t in enumerate(LAMPS + BUS)]
     enc = CachedEncoder(get_encoder("use"))
     build_candidates(tri, pd.DataFrame(rows), ["text"], encoder=enc)
+    # one opening per message, plus the annual plan's reference sentences: never a text twice
     assert enc.misses <= len(rows) + len(default_plan().items)
 
 
@@ -230,3 +231,18 @@ def test_people_columns_are_renamed_to_what_the_topic_stages_read():
     assert list(out["submitter"]) == ["a", "b"] and list(out["support"]) == [1, 2]
     with pytest.raises(InputFileError, match="作者X"):
         _people_columns(df, argparse.Namespace(user_col="作者X", support_col=None, oppose_col=None, time_col=None))
+
+
+def test_a_titled_message_is_labelled_by_its_title_without_lead_verbs_or_a_repeated_place():
+    assert make_label("K9县二中", "投诉K9县二中强制补课\n正文很长……", ["补课"],
+                      title="投诉K9县二中强制补课") == "K9县二中 · 强制补课"
+    assert make_label("L10县金域华府", "x", [], title="L10县县金域华府居民请求尽快通自来水") == "L10县金域华府 · 居民请求尽快通自来水"
+    # an untitled message still gets the clause that names the problem
+    assert make_label("上庄村", "建议上庄村增加公交班次，老人出行难", ["公交", "班次"], title="") == "上庄村 · 增加公交班次"
+
+
+def test_the_lexical_view_counts_a_messages_opening_twice():
+    from triage.topics import gist_doc
+
+    assert gist_doc("电梯 坏了 维修 背景 历史", gist_tokens=2) == "电梯 坏了 维修 背景 历史 电梯 坏了"
+    assert gist_doc("", gist_tokens=2) == ""

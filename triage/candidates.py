@@ -21,6 +21,7 @@ from triage.places import PlaceExtractor
 from triage.principles import PrincipleJudge
 from triage.rank import counts_by_age, default_heat_config, heat
 from triage.route import RoutingMemory, route_topic
+from triage.tableio import TITLE_COLUMNS
 from triage.topics import TopicBuilder, TopicConfig
 
 log = logging.getLogger(__name__)
@@ -123,20 +124,21 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         "places": names,
         "place": primary,
     })
+    title_col = next((c for c in text_columns[:1] if len(text_columns) > 1 and str(c).lower() in TITLE_COLUMNS), None)
+    if title_col is not None:
+        # the masked title is the masked text's first line (join_columns puts it there; masking keeps lines)
+        has = frame[title_col].astype("string").fillna("").str.strip().ne("").to_numpy()
+        msgs["title"] = [t.split("\n", 1)[0] if h else "" for t, h in zip(masked, has)]
     if msgs["id"].duplicated().any():  # ids must be unique to track membership
         msgs["id"] = [f"{v}#{i}" if d else v for i, (v, d) in enumerate(zip(msgs["id"], msgs["id"].duplicated()))]
     good = msgs[ok].reset_index(drop=True)
     enc = encoder or triage.encoder or CachedEncoder(get_encoder())
-    emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
-    if triage.encoder is not None and emb_cols and enc.name == triage.encoder.name:
-        # the classifier already embedded these very texts with the same encoder: don't do it twice
-        emb = prepared[emb_cols].to_numpy(np.float32)
-    else:
-        emb = enc.encode(good["text"].tolist())
-    # clustering sees long texts through their opening as well; scorecards and routing keep ``emb``
-    temb = topic_embeddings(enc, good["text"].tolist(), emb)
+    # topics, scorecards (plan matching) and routing memory all work in one space: the embedding of
+    # each message's opening (see embed.topic_embeddings); the classifier's own features, if it has
+    # embedding features at all, are a different thing
+    emb = topic_embeddings(enc, good["text"].tolist())
     lap("places_embed")
-    builder = TopicBuilder(config, places).fit(good, temb, previous)
+    builder = TopicBuilder(config, places).fit(good, emb, previous)
     lap("cluster_describe")
     now = now if now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
     judge = PrincipleJudge(encoder=enc)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SimilarityConfig:
-    """Weights of the pairwise similarity; the defaults are documented in corpora/README.md."""
+    """Weights of the pairwise similarity; each default says why beside it."""
 
     w_semantic: float = 0.5
     w_lexical: float = 0.5

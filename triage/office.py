@@ -117,12 +117,14 @@ def new_receipt(now: dt.datetime | None = None) -> str:
 class Analysed:
     assessment: Any
     tokens: str
-    emb: np.ndarray                  # the topic embedding (full text + opening), see embed.topic_embeddings
+    emb: np.ndarray                  # the topic embedding (the opening), see embed.topic_embeddings
     places: list[str] = field(default_factory=list)
     place: str | None = None
     lex: Any = None                  # the message's row in ``index``'s lexical space
     index: Any = None
-    full: np.ndarray | None = None   # the full-text and opening embeddings, kept in the store
+    # kept in the store: the whole text's embedding (a short text's is its opening; a long text has one
+    # only where the classifier uses embedding features) and a long text's opening
+    full: np.ndarray | None = None
     head: np.ndarray | None = None
 
 
@@ -180,20 +182,21 @@ class Office:
         prepared = self.triage.prepare(texts, encoder=self._raw)
         results = self.triage.assess_texts(texts, prepared=prepared)
         emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
-        from triage.embed import opening_embeddings, with_openings
+        from triage.embed import GIST_CHARS, topic_embeddings
 
         texts_m = [a.text for a in results]
+        # the same space as re-clustering (build_candidates): each message's opening
+        emb = topic_embeddings(self._raw, texts_m)
+        # the whole text's embedding exists only where the classifier uses embedding features
         full = (prepared[emb_cols].to_numpy(np.float32) if emb_cols and self.triage.encoder is not None
-                and self.triage.encoder.name == self.encoder.name else self._raw.encode(texts_m))
-        # the same space as re-clustering (build_candidates): a long text's opening counts twice
-        heads = opening_embeddings(self._raw, texts_m)
-        emb = with_openings(full, heads)
+                and self.triage.encoder.name == self.encoder.name else None)
         out = []
         for k, (a, tok, e) in enumerate(zip(results, prepared["tokens"], emb)):
             found = self.places.extract(a.text)
             primary = self.places.primary(found)
+            short = len(a.text) <= GIST_CHARS
             out.append(Analysed(a, str(tok), e, [p.name for p in found], primary.name if primary else None,
-                                full=full[k], head=heads.get(k)))
+                                full=full[k] if full is not None else (e if short else None), head=None if short else e))
         index = self._index
         if index is not None and out:   # vectorise the batch once, outside the index lock
             rows = index.lexical([x.tokens for x in out], [[*x.places, *([x.place] if x.place else [])] for x in out])
@@ -253,7 +256,7 @@ class Office:
                         api_key_id=key.id if key else None, idempotency_key=idem, body_hash=bh,
                         domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name,
                         embedding=_blob(an.full), head_embedding=_blob(an.head),
-                        embedding_model=self.encoder.name if an.full is not None else None)
+                        embedding_model=self.encoder.name if an.full is not None or an.head is not None else None)
                     s.add(row)
                     s.flush()
                     arow = _assessment_row(row.id, a)
@@ -756,7 +759,11 @@ class Office:
         enc = self._stored_encoder(msgs)
         res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=enc, previous=previous,
                                stored=msgs[["text", "tokens", "domain", "scope"]])
-        missing = int(msgs["embedding"].isna().sum())
+        from triage.embed import GIST_CHARS
+
+        # a message's topic embedding is its opening: a short text's own embedding, a long text's head
+        long_ = msgs["text"].str.len().to_numpy() > GIST_CHARS
+        missing = int(np.where(long_, msgs["head_embedding"].isna(), msgs["embedding"].isna()).sum())
         if missing:
             log.info("re-clustering embedded %d messages stored without embeddings", missing)
         topics = res.topics

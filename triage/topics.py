@@ -36,6 +36,7 @@ class TopicConfig:
     keywords: int = 6
     lexical: str = "chars"                # "words" (jieba tokens) or "chars" (character 2-3-grams)
     id_match_min_jaccard: float = 0.3
+    gist_tokens: int = 20                 # opening tokens counted twice in the lexical view (see gist_doc)
 
 
 @dataclass
@@ -117,7 +118,7 @@ class TopicBuilder:
                                            max_df=0.5 if len(msgs) > 50 else 1.0, dtype=np.float32)
         # the lexical view is place-blind: a shared place name (锦绣家园小区) would otherwise make two
         # different problems at one place look alike; the place term of the similarity judges places
-        self.lex_ = fit_tfidf(self.lexvec_, problem_tokens(msgs), self.workers).tocsr()
+        self.lex_ = fit_tfidf(self.lexvec_, problem_tokens(msgs, cfg.gist_tokens), self.workers).tocsr()
         self.sim_ = Similarity(cfg.similarity, self.places)
         place = [p if isinstance(p, str) and p else None for p in msgs["place"]]
         mentions = ([frozenset(ps) if isinstance(ps, list) else frozenset() for ps in msgs["places"]]
@@ -151,6 +152,8 @@ class TopicBuilder:
         prim = [p if isinstance(p, str) and p else None for p in msgs["place"]]
         tsv = pd.to_datetime(msgs["submitted_at"], errors="coerce").to_numpy(dtype="datetime64[ns]")
         lengths = np.fromiter((len(t) for t in text), dtype=np.int64, count=n)
+        # the citizen's own title (masked like the text), where the input had a title column
+        titles = msgs["title"].fillna("").astype(str).to_numpy(dtype=object) if "title" in msgs else None
         self.lengths_ = lengths
         dupvec = HashingVectorizer(analyzer="char", ngram_range=(2, 3), n_features=2 ** 18,
                                    alternate_sign=False, norm="l2")
@@ -190,7 +193,7 @@ class TopicBuilder:
             t.keywords = kw.get(lab, [])
             t.representative = str(mid[rep])
             t.representative_text = str(text[rep])
-            t.label = make_label(t.place, t.representative_text, t.keywords)
+            t.label = make_label(t.place, t.representative_text, t.keywords, title=str(titles[rep]) if titles is not None else None)
             out.append(t)
         return out
 
@@ -297,12 +300,25 @@ def _strip_places(tokens: str, places: Sequence[str]) -> str:
     return " ".join(t for t in tokens.split() if len(t) < 2 or not any(t in p for p in names))
 
 
-def problem_tokens(msgs: pd.DataFrame) -> list[str]:
-    """Each message's tokens with its place names taken out: what the problem is, not where."""
+def gist_doc(tokens: str, gist_tokens: int = 20) -> str:
+    """A message's lexical document: its tokens, with the opening ``gist_tokens`` counted twice.
+
+    Citizens state the problem first (the title, the first sentence) and then tell its history: a
+    600-character petition and a one-line complaint about the same lift share their opening words
+    and little else. Counting the opening twice pulls the long text towards its gist (the lexical
+    counterpart of :func:`triage.embed.topic_embeddings`); a short message is its opening.
+    """
+    toks = tokens.split()
+    return " ".join(toks + toks[:gist_tokens]) if toks else ""
+
+
+def problem_tokens(msgs: pd.DataFrame, gist_tokens: int = 20) -> list[str]:
+    """Each message's lexical document with its place names taken out: what the problem is, not where."""
     toks = msgs["tokens"].fillna("").tolist()
     if "places" not in msgs:
-        return toks
-    return [_strip_places(t, ps if isinstance(ps, list) else []) for t, ps in zip(toks, msgs["places"])]
+        return [gist_doc(t, gist_tokens) for t in toks]
+    return [gist_doc(_strip_places(t, ps if isinstance(ps, list) else []), gist_tokens)
+            for t, ps in zip(toks, msgs["places"])]
 
 
 #: below this many texts, vectorising in one process is faster than forking workers
@@ -464,13 +480,30 @@ def ctfidf_keywords(docs: Sequence[str], labels: np.ndarray, k: int) -> dict[int
 
 _CLAUSE_SPLIT = re.compile(r"[,，。!！?？;；:：\n、…~～]+|\s{2,}")
 _PROBLEM = re.compile(r"少|坏|难|乱|堵|没有|缺|不够|太|差|贵|危险|隐患|扰民|污染|拖欠|欠|占用|占道|增设|加装|新建|改造|整治|规范|解决|恢复|维修|修")
-_LEAD = re.compile(r"^(?:您好|你好|领导好|尊敬的[^,，]{0,8}|请问|建议|希望|强烈要求|要求|反映|关于|我想问一下|我们|俺们|我)+")
+_LEAD = re.compile(r"^(?:您好|你好|领导好|尊敬的[^,，]{0,8}|请问|建议|希望|强烈要求|强烈|要求|再次|第[二三四五]次|反映|投诉|举报|咨询|"
+                   r"关于|请求|恳请|我想问一下|我们|俺们|我)+")
 
 
-def make_label(place: str | None, text: str, keywords: Sequence[str], max_len: int = 18) -> str:
-    """``place · clause``: the clause of the representative message that covers most keywords."""
+def _place_forms(place: str) -> list[str]:
+    """The place as written, and its county or city prefix ("K9县二中" → "K9县"): both repeat the label's lead."""
+    m = re.match(r"^(.{1,5}?[省市县区])(?=.)", place)
+    return [place, m.group(1)] if m else [place]
+
+
+def make_label(place: str | None, text: str, keywords: Sequence[str], max_len: int = 18,
+               title: str | None = None) -> str:
+    """``place · problem``: the message's own title when it has one, else the clause of the
+    representative message that covers most keywords.
+
+    A citizen's title is their own one-line statement of the problem ("K9县二中强制学生补课"); on real
+    boards the clause picked from a long body was backstory as often as not ("几个月过去了仍然没有给出
+    解释"). The title loses its leading verbs (投诉, 反映, 关于 …) and the place, which leads the label.
+    """
     clauses = [c.strip() for c in _CLAUSE_SPLIT.split(text) if c and len(c.strip()) >= 4]
     best = ""
+    head = _LEAD.sub("", (title or "").strip()).strip(" 的")
+    if len(head) >= 4:
+        clauses, max_len = [head], max(max_len, 24)
     if clauses:
         kw = list(keywords[:5])
         def score(k: int, c: str) -> tuple[float, int]:
@@ -481,8 +514,10 @@ def make_label(place: str | None, text: str, keywords: Sequence[str], max_len: i
             return (s, -abs(len(c) - 12))
         best = max(enumerate(clauses), key=lambda kc: score(*kc))[1]
         if place:  # the place leads the label already; take it out with the words that hang on it
-            best = re.sub(rf"(?:住在|位于|家住|在){re.escape(place)}(?:的|这边|那边|那个|这个|里)?|{re.escape(place)}"
-                          r"(?:的|这边|那边|那个|这个)?", "", best).strip(" 的在")
+            best = re.sub(r"([省市县区])\1", r"\1", best)   # "L10县县金域华府": a doubled unit character
+            for name in _place_forms(place):
+                best = re.sub(rf"(?:住在|位于|家住|在){re.escape(name)}(?:的|这边|那边|那个|这个|里)?|{re.escape(name)}"
+                              r"(?:的|这边|那边|那个|这个)?", "", best).strip(" 的在")
         best = _LEAD.sub("", best).strip(" 的")
         if len(best) > max_len:
             best = best[:max_len] + "…"
@@ -542,6 +577,7 @@ class TopicIndex:
         b = builder
         self.sim = b.sim_
         self.lexvec = b.lexvec_
+        self.gist_tokens = b.config.gist_tokens
         self.prefix = id_prefix
         pos = {m: i for i, m in enumerate(b.msgs_["id"])}
         self.ids: list[str] = []
@@ -601,7 +637,7 @@ class TopicIndex:
     def lexical(self, tokens: Sequence[str], places: Sequence[Sequence[str]]) -> list[sp.csr_matrix]:
         """The place-blind lexical rows of several messages in one vectoriser call (the service
         computes them for a batch of submissions before taking the index lock)."""
-        docs = [_strip_places(t, list(ps)) for t, ps in zip(tokens, places)]
+        docs = [gist_doc(_strip_places(t, list(ps)), self.gist_tokens) for t, ps in zip(tokens, places)]
         m = _l2_sparse(sp.csr_matrix(self.lexvec.transform(docs), dtype=np.float64))
         return [m[i] for i in range(m.shape[0])]
 

@@ -83,3 +83,21 @@ def test_two_counties_are_different_places_and_a_county_may_hold_a_village():
 
 def test_a_bridge_keeps_its_numeral():
     assert "五一桥" in names("反对K7县拆除五一桥来建商业廊桥")
+
+
+def test_sharing_only_a_city_is_no_evidence_but_sharing_a_compound_is():
+    from triage.cluster import Similarity, SimilarityConfig
+
+    cfg = SimilarityConfig()
+    sim = Similarity(cfg, PlaceExtractor())
+    assert sim.place_term("K5市", "K5市") == 0.0
+    assert sim.place_term("上庄村", "上庄村") == cfg.place_bonus
+    # two places of different kinds that nothing relates (a county, a company elsewhere) count against
+    assert sim.place_term("K10县", "J市邦万装修公司") == -cfg.place_unrelated
+    # …unless the messages name a place in common
+    assert sim.place_term("K10县", "J市邦万装修公司", frozenset({"J市"}), frozenset({"J市"})) == 0.0
+
+
+def test_a_kind_of_compound_is_not_a_place():
+    assert names("经开区安置小区分下来，去超市买菜") == []
+    assert names("投诉B9市人人乐超市收费") == ["B9市", "B9市人人乐超市"]

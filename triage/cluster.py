@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from triage.places import PlaceExtractor
+from triage.places import SPECIFICITY, PlaceExtractor
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Similarity:
         if not a or not b:
             return 0.0
         if a == b:
-            return self.cfg.place_bonus
+            return self._bonus(a, b)
         key = (a, b, mentions_a, mentions_b)
         v = self._place_memo.get(key)
         if v is None:
@@ -107,7 +107,7 @@ class Similarity:
         if c is False and (self._names_within(a, mentions_b) or self._names_within(b, mentions_a)):
             c = None
         if c is True:
-            return self.cfg.place_bonus
+            return self._bonus(a, b)
         if c is False:
             return -self.cfg.place_penalty
         # A county and a compound, a city and a company: they may nest, but nothing says so. Without
@@ -119,6 +119,14 @@ class Similarity:
         if self._share_a_place(a, b, mentions_a, mentions_b):
             return 0.0
         return -self.cfg.place_unrelated
+
+    def _bonus(self, a: str, b: str) -> float:
+        """The same place is evidence of the same topic only when it is a specific one (a compound, a
+        village, a school, a road, a town). Two messages on a city's board that both name the city (or
+        one county) share nothing more than every other pair there: the bonus pulled different
+        problems of one city into one topic (a reading of the real board's top 20)."""
+        spec = min(self.places.specificity(a), self.places.specificity(b))
+        return self.cfg.place_bonus if spec >= SPECIFICITY["town"] else 0.0
 
     def _share_a_place(self, a: str, b: str, mentions_a: frozenset[str], mentions_b: frozenset[str]) -> bool:
         """Whether the two messages name one place in common (or one nested in the other)."""

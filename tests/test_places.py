@@ -101,3 +101,8 @@ def test_sharing_only_a_city_is_no_evidence_but_sharing_a_compound_is():
 def test_a_kind_of_compound_is_not_a_place():
     assert names("经开区安置小区分下来，去超市买菜") == []
     assert names("投诉B9市人人乐超市收费") == ["B9市", "B9市人人乐超市"]
+
+
+def test_a_rail_line_is_a_place_but_riding_one_is_not():
+    assert names("呼吁长株潭城铁增开上下班高峰期车次") == ["长株潭城铁"]
+    assert names("我每天坐地铁上班") == []

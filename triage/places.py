@@ -31,7 +31,7 @@ _SUFFIXES = [
     ("养老院", "site"), ("公司", "site"), ("集团", "site"), ("学校", "site"), ("学院", "site"), ("大学", "site"),
     ("酒店", "site"), ("宾馆", "site"), ("超市", "site"), ("商场", "site"), ("停车场", "site"), ("大厦", "estate"), ("新城", "estate"), ("名城", "estate"),
     ("华府", "estate"), ("华庭", "estate"), ("山庄", "estate"), ("公馆", "estate"), ("苑", "estate"),
-    ("大桥", "site"), ("桥", "site"), ("镇", "town"), ("乡", "town"), ("村", "village"), ("路", "road"), ("街", "road"),
+    ("大桥", "site"), ("桥", "site"), ("城铁", "site"), ("地铁", "site"), ("高铁", "site"), ("镇", "town"), ("乡", "town"), ("村", "village"), ("路", "road"), ("街", "road"),
     ("巷", "road"),
 ]
 # 省/市/县/区 are left to the gazetteer: as bare suffixes they match far more words (城市, 返县, 城区)
@@ -47,7 +47,8 @@ _GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道�
                     "担保公司", "贷款公司", "金融公司", "培训学校", "民办学校", "公办学校", "职业学校", "中小学校",
                     "驾驶学校", "该公司", "本公司", "大酒店", "新城", "历史名城", "文化名城", "户口村", "房地产市场",
                     "廊桥", "天桥", "立交桥", "高架桥", "便桥", "危桥", "小桥", "大超市", "小超市", "大型超市",
-                    "地下停车场", "公共停车场", "大商场", "停车场", "生活超市")
+                    "地下停车场", "公共停车场", "大商场", "停车场", "生活超市", "坐地铁", "乘地铁", "修地铁", "坐高铁",
+                    "乘高铁", "坐城铁", "乘城铁")
 # characters before a village/town suffix that make a common word, not a name (农村, 城乡, 返乡, 信用村)
 _NOT_BEFORE_ADMIN = set("农城返回下家老山地园景辖片郊厂校都超全本该各报到去送进出因驻每邻用范通乡县市书")
 _SUFFIXES_LONGEST = sorted(_SUFFIXES + [(s, "site") for s in _SITE_AFTER], key=lambda x: -len(x[0]))

@@ -28,3 +28,37 @@ def test_domain_mapping_names_only_our_domains_and_their_seven_classes():
     assert set(bench.DOMAIN_MAP) <= set(load_taxonomy().domain_names)
     assert set(bench.DOMAIN_MAP.values()) == {"城乡建设", "交通运输", "教育文体", "卫生计生", "劳动和社会保障",
                                              "环境保护", "商贸旅游"}
+
+
+def _topics_bench():
+    spec = importlib.util.spec_from_file_location("real_topics", ROOT / "bench" / "real_topics.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hot_issue_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
+    bench = _topics_bench()
+    monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
+    assert bench.main([]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_hot_issue_scores_count_outsiders_splits_and_where_the_most_raised_groups_rank():
+    import pandas as pd
+
+    bench = _topics_bench()
+    board = pd.DataFrame({"id": list("abcdefg"), "user": ["u1", "u2", "u3", "u4", "u4", "u5", "u6"]})
+    gold = pd.DataFrame({"id": list("abcde"), "group": ["g1", "g1", "g1", "g2", "g2"]})
+    # g1 (3 citizens) found with one outsider; g2 (one citizen posting twice) split in two
+    topic_of = {"a": "T1", "b": "T1", "c": "T1", "f": "T1", "d": "T2", "e": "T3", "g": "T4"}
+    topics = pd.DataFrame({"topic_id": ["T1", "T2", "T3", "T4"], "rank": [1, 2, 3, 4],
+                           "size": [4, 1, 1, 1], "submitters": [4, 1, 1, 1]})
+    run = {"topics": topics, "topic_of": topic_of, "rank": {"T1": 1, "T2": 2, "T3": 3, "T4": 4},
+           "seconds": 0.0, "peak_mib": None}
+    s = bench.score(run, board, gold, set(board["id"]))
+    assert s["per_group"]["g1"]["precision"] == 0.75 and s["per_group"]["g1"]["recall"] == 1.0
+    assert s["split_groups"] == 1 and s["wrong_merges"] == 0
+    assert list(s["ranks_by_submitters"]) == ["g1", "g2"]          # three citizens before one
+    assert s["top10_ranks"]["g1"] == 1 and s["top20_single_message"] == 3
+    assert abs(s["member_f1"] - (3 * (2 * 0.75 / 1.75) + 2 * (2 / 3)) / 5) < 1e-3

@@ -658,3 +658,23 @@ def test_one_submitter_posting_four_times_is_one_citizen_in_the_topic_and_its_he
         topic = s.get(Topic, tids.pop())
         assert topic.size == 4 and topic.submitters == 1
         assert topic.heat_terms["submitters"]["value"] == 1
+
+
+def test_a_topic_is_fresh_the_moment_a_message_joins_it_without_a_reclustering(api) -> None:
+    texts = ["青石巷社区三号楼的电梯坏了一个月，老人上下楼很困难", "青石巷社区三号楼电梯停运一个月了，请尽快维修",
+             "青石巷社区三号楼的电梯又坏了，住高层的老人出不了门"]
+    tids = []
+    for k, t in enumerate(texts):
+        r = submit(api, t, submitter=f"lift-{k}", title="青石巷社区三号楼电梯坏了" if k == 0 else "")
+        assert r.status_code == 201, r.text
+        with api.rt.store.session() as s:
+            tids.append(s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == r.json()["receipt"])).scalar_one())
+    with api.rt.store.session() as s:
+        topic = s.get(Topic, tids[-1])
+        members = s.execute(select(func.count()).select_from(Suggestion).where(Suggestion.topic_id == topic.id)).scalar()
+        assert topic.heat > 0 and topic.scorecard.get("principles") and topic.verdict
+        assert topic.keywords and topic.label
+        # the counts, the heat's citizens and the 群众性 evidence all say the same number of messages
+        assert topic.size == members and topic.heat_terms["submitters"]["value"] == topic.submitters
+        mass = next(p for p in topic.scorecard["principles"] if p["name"] == "群众性")
+        assert f"{members} 条留言" in " ".join(mass["evidence"])

@@ -246,3 +246,24 @@ def test_the_lexical_view_counts_a_messages_opening_twice():
 
     assert gist_doc("电梯 坏了 维修 背景 历史", gist_tokens=2) == "电梯 坏了 维修 背景 历史 电梯 坏了"
     assert gist_doc("", gist_tokens=2) == ""
+
+
+def test_the_index_scores_a_message_by_its_mean_similarity_to_the_members_as_average_linkage_does():
+    from triage.topics import TopicIndex
+
+    b = build([{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS])
+    index = TopicIndex(b)
+    lamp = index.ids.index(b.topic_of_["m0"])
+    members = [i for i, m in enumerate(b.msgs_["id"]) if b.topic_of_[m] == b.topic_of_["m0"]]
+    probe = frame([{"text": "北辰社区楼道灯一直不亮", "at": "2026-10-05"}]).iloc[0]
+    lv = index.lexical([probe["tokens"]], [[]])[0]
+    mean_dot = float(np.mean([(b.lex_[i] @ lv.T).toarray()[0, 0] for i in members]))
+    assert abs(index._lex_sims(lv)[lamp] - mean_dot) < 1e-5
+    # a message that joins moves the mean at once, before any fold
+    joined = frame([{"text": "北辰社区的楼道灯坏了好几天", "at": "2026-10-06"}]).iloc[0]
+    jv = index.lexical([joined["tokens"]], [[]])[0]
+    index._join(lamp, np.zeros(index.E.shape[1], np.float32), 20000.0, jv)
+    expect = (mean_dot * len(members) + float((jv @ lv.T).toarray()[0, 0])) / (len(members) + 1)
+    assert abs(index._lex_sims(lv)[lamp] - expect) < 1e-5
+    index._fold()
+    assert abs(index._lex_sims(lv)[lamp] - expect) < 1e-5

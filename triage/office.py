@@ -155,6 +155,7 @@ class Office:
         # intake embeds without a cache: the vectors go into the store with the message, and a
         # per-worker cache of every message ever seen would only grow
         self._raw = encoder.inner if isinstance(encoder, CachedEncoder) else encoder
+        self._principle_judge = None           # built on first use (it embeds the annual plan)
         self._lock = threading.RLock()          # the index is mutated by assignment
         self._recluster_lock = threading.Lock()
         self._recluster_pending = threading.Lock()
@@ -270,6 +271,7 @@ class Office:
                     topic.first_seen = min(topic.first_seen or submitted, submitted)
                     topic.submitters = (topic.submitters or 0) + self._new_voice(s, topic.id, row)
                     topic.updated_at = utcnow()
+                    self._refresh_topic(s, topic, index)
             except IntegrityError:
                 if idem:  # a concurrent retry with the same key won the race
                     replay = self._replay(idem, bh)
@@ -312,6 +314,84 @@ class Office:
         if extra is not None and extra.id not in {sid for sid, _ in rows}:
             people.add(extra.submitter or f"_anon{extra.id}")
         return len(people)
+
+    def _judge(self):
+        """The 五大原则 judge, built once (it embeds the annual plan's items)."""
+        if self._principle_judge is None:
+            from triage.principles import PrincipleJudge
+
+            self._principle_judge = PrincipleJudge(encoder=self.encoder)
+        return self._principle_judge
+
+    def _refresh_topic(self, s: Session, t: Topic, index: TopicIndex | None = None) -> None:
+        """Heat, scorecard, counts, keywords, places and label of one topic from its members, the
+        moment a message joins it.
+
+        Staff see topics between re-clusterings: a topic opened at intake used to show heat 0.000, no
+        badges and no keywords until the next re-clustering, and sat at the bottom of the list however
+        many people wrote. This is the same heat and the same judge as a re-clustering
+        (:func:`triage.candidates.build_candidates`), over this topic's members only; what needs every
+        topic at once (c-TF-IDF keywords, themes, near-duplicate voices) is approximated here (the
+        topic's most frequent words; identical texts as one voice) and redone at the next re-clustering.
+        """
+        from triage.rank import counts_by_age, default_heat_config, heat
+        from triage.topics import Topic as TopicData
+
+        rows = s.execute(select(Suggestion.id, Suggestion.text, Suggestion.tokens, Suggestion.title,
+                                Suggestion.submitter, Suggestion.support, Suggestion.submitted_at,
+                                Suggestion.channel, Suggestion.scope, Suggestion.domain, Suggestion.places,
+                                Suggestion.place).where(Suggestion.topic_id == t.id).order_by(Suggestion.id)).all()
+        if not rows:
+            return
+        texts = [r.text or "" for r in rows]
+        data = TopicData(id=t.id, members=[str(r.id) for r in rows], size=len(rows))
+        data.submitters = len({r.submitter or f"_anon{r.id}" for r in rows})
+        data.voices = len(set(texts))
+        data.duplicates = data.size - data.voices
+        data.channels = sorted({r.channel for r in rows if r.channel})
+        data.support = int(sum(max(0, r.support or 0) for r in rows))
+        data.group_share = sum(r.scope == "group" for r in rows) / len(rows)
+        doms = Counter(r.domain for r in rows if r.domain)
+        if doms:
+            data.domain, c = doms.most_common(1)[0]
+            data.domain_share = c / len(rows)
+        data.places = [p for p, _ in Counter(p for r in rows for p in (r.places or [])).most_common(5)]
+        prim = Counter(r.place for r in rows if r.place)
+        data.place = prim.most_common(1)[0][0] if prim else None
+        data.campaign = data.size >= 3 and data.duplicates >= max(2, data.size // 2) and data.submitters <= max(2, data.size // 3)
+        place_words = set(data.places)
+        words = Counter(w for r in rows for w in set((r.tokens or "").split())
+                        if len(w) > 1 and not w.startswith("〔") and not any(w in p for p in place_words))
+        data.keywords = [w for w, _ in words.most_common(6)]
+        times = [r.submitted_at for r in rows if r.submitted_at is not None]
+        data.first_seen, data.last_seen = (min(times), max(times)) if times else (None, None)
+        centroid = None
+        if index is not None and t.id in index.ids:
+            centroid = index.En[index.ids.index(t.id)]
+        card = self._judge().judge(data, texts, [r.tokens or "" for r in rows], centroid)
+        # the same clock as a re-clustering: the newest message in the store, not the wall clock
+        now = pd.Timestamp(s.execute(select(func.max(Suggestion.submitted_at))).scalar() or utcnow())
+        hc = default_heat_config()
+        ages = np.array([(now - pd.Timestamp(x)).total_seconds() / 86400.0 for x in times]) if times else np.zeros(0)
+        this, prev = counts_by_age(ages, hc.period_days)
+        h = heat(voices=data.voices, submitters=data.submitters, support=data.support,
+                 last_seen=pd.Timestamp(data.last_seen) if data.last_seen else None, this_period=this,
+                 previous_period=prev, channels=len(data.channels), places=len(data.places),
+                 principle_score=card.score, now=now, config=hc)
+        route = route_topic(self.triage.router, data.domain, data.group_share, centroid)
+        rep = next((r for r in rows if r.id == t.representative_id), rows[0])
+        t.size, t.submitters = data.size, data.submitters
+        t.heat, t.heat_terms = h.score, h.terms
+        t.scorecard, t.verdict = card.as_dict(), card.verdict
+        t.keywords, t.places, t.place, t.domain = data.keywords, data.places, data.place, data.domain
+        t.route_kind, t.route_reason = route.kind, route.reason
+        t.committee_id = route.id if route.kind == "committee" else None
+        t.committee = route.name if route.kind == "committee" else None
+        t.department = route.name if route.kind == "department" else None
+        t.representative_id = rep.id
+        if not t.label_locked:
+            t.label = make_label(data.place, rep.text or "", data.keywords,
+                                 title=(rep.text or "").split("\n", 1)[0] if rep.title else None)
 
     def _new_topic(self, s: Session, tid: str, row: Suggestion, a) -> Topic:
         route = route_topic(self.triage.router, a.domain, 1.0 if a.scope == "group" else 0.0)

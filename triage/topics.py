@@ -615,24 +615,53 @@ class TopicIndex:
         norms[norms == 0] = 1
         self.En = np.zeros_like(E)
         self.En[:n] = E[:n] / norms
-        self.Ln = sp.csr_matrix(_l2_sparse(self.L)) if self.L.shape[0] else self.L
-        self.Lc = self.Ln.tocsc()
+        # the lexical means, column-major (an inverted index); rows of topics opened since, and the
+        # rows of messages that joined a topic since, are kept aside until there are enough to fold in
+        self.Lc = sp.csr_matrix(self.L).tocsc()
+        self._l_count = np.asarray(self.count, dtype=np.float64)   # members behind each mean row
         self._new_lex: list[sp.csr_matrix] = []
+        self._joined: list[tuple[int, sp.csr_matrix]] = []
         self._days = np.zeros(cap)  # last_day as an array: the time term is one vector operation
         self._days[:n] = self.last_day
 
+    def _fold(self) -> None:
+        """Fold the rows kept aside into the column-major means (a few hundred at a time)."""
+        L = sp.vstack([self.Lc.tocsr(), *self._new_lex]).tocsr() if self._new_lex else self.Lc.tocsr()
+        n = L.shape[0]
+        cnt = np.concatenate([self._l_count, np.ones(n - len(self._l_count))])
+        if self._joined:
+            owner = np.array([k for k, _ in self._joined])
+            rows = sp.vstack([r for _, r in self._joined]).tocsr()
+            add = sp.csr_matrix((np.ones(len(owner)), (owner, np.arange(len(owner)))), shape=(n, len(owner))) @ rows
+            more = np.bincount(owner, minlength=n).astype(np.float64)
+            L = sp.diags(cnt / (cnt + more)) @ L + sp.diags(1.0 / (cnt + more)) @ add
+            cnt = cnt + more
+        self.Lc, self._l_count = sp.csr_matrix(L).tocsc(), cnt
+        self._new_lex, self._joined = [], []
+
     def _lex_sims(self, lv: sp.csr_matrix) -> np.ndarray:
-        # An inverted index: the centroids kept column-major, only the columns of the message's own
-        # n-grams are read (a full sparse x sparse product cost ~8 ms a message at 10k topics).
-        if len(self._new_lex) > 256:
-            self.Ln = sp.vstack([self.Ln, *self._new_lex]).tocsr()
-            self.Lc = self.Ln.tocsc()
-            self._new_lex = []
+        """The message's mean lexical similarity to each topic's members (its dot product with their
+        mean row): the same quantity average linkage merges on in :func:`triage.cluster.cluster`.
+
+        An inverted index: the means kept column-major, only the columns of the message's own n-grams
+        are read (a full sparse x sparse product cost ~8 ms a message at 10k topics). A normalised
+        centroid, as before, scored a spread-out topic higher than its members do on average: mixed
+        topics drew more messages the more mixed they were.
+        """
+        if len(self._new_lex) + len(self._joined) > 256:
+            self._fold()
         cols, vals = lv.indices, lv.data
-        base = self.Lc[:, cols] @ vals if self.Lc.shape[0] else np.zeros(0)
+        base = np.asarray(self.Lc[:, cols] @ vals).ravel() if self.Lc.shape[0] else np.zeros(0)
         if self._new_lex:
-            base = np.concatenate([np.asarray(base).ravel(), sp.vstack(self._new_lex)[:, cols] @ vals])
-        return np.asarray(base).ravel()
+            base = np.concatenate([base, np.asarray(sp.vstack(self._new_lex)[:, cols] @ vals).ravel()])
+        if self._joined:
+            n = len(base)
+            cnt = np.concatenate([self._l_count, np.ones(n - len(self._l_count))])
+            owner = np.array([k for k, _ in self._joined])
+            dots = np.asarray(sp.vstack([r for _, r in self._joined])[:, cols] @ vals).ravel()
+            more = np.bincount(owner, minlength=n)
+            base = (cnt * base + np.bincount(owner, weights=dots, minlength=n)) / (cnt + more)
+        return base
 
     def lexical(self, tokens: Sequence[str], places: Sequence[Sequence[str]]) -> list[sp.csr_matrix]:
         """The place-blind lexical rows of several messages in one vectoriser call (the service
@@ -659,7 +688,8 @@ class TopicIndex:
         n = len(self.ids)
         best, best_s = -1, -np.inf
         if n:
-            s = cfg.w_semantic * (self.En[:n] @ e) + cfg.w_lexical * self._lex_sims(lv)
+            # mean similarity to the members (their mean vector), as average linkage measures it
+            s = cfg.w_semantic * (self.E[:n] @ e) + cfg.w_lexical * self._lex_sims(lv)
             s += self.sim.time_term(self._days[:n] - day)
             # place term only for the best candidates (string comparisons are the slow part)
             top = np.argpartition(-s, min(20, n) - 1)[:20] if n > 20 else np.arange(n)
@@ -668,7 +698,7 @@ class TopicIndex:
                 if v > best_s:
                     best, best_s = int(k), float(v)
         if best >= 0 and best_s >= cfg.threshold:
-            self._join(best, e, day)
+            self._join(best, e, day, lv)
             return self.ids[best], best_s, False
         tid = f"{self.prefix}{self.next:06d}"
         self.next += 1
@@ -688,13 +718,15 @@ class TopicIndex:
             day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
             e = np.asarray(emb, dtype=np.float32)
             if tid in pos:
-                self._join(pos[tid], e, day)
+                self._join(pos[tid], e, day, self.lexical([tokens], [[*places, *([place] if place else [])]])[0])
                 continue
             names = [*places, *([place] if place else [])]
             pos[tid] = len(self.ids)
             self._open(tid, e, self.lexical([tokens], [names])[0], place, frozenset(names), day)
 
-    def _join(self, k: int, e: np.ndarray, day: float) -> None:
+    def _join(self, k: int, e: np.ndarray, day: float, lv: sp.csr_matrix | None = None) -> None:
+        if lv is not None:
+            self._joined.append((k, lv))
         c = self.count[k]
         self.E[k] = (self.E[k] * c + e) / (c + 1)
         self.En[k] = self.E[k] / (np.linalg.norm(self.E[k]) or 1)

@@ -37,6 +37,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(base: str, server: subprocess.Popen, why, tries: int = 240) -> None:
+    """Until ``/readyz`` answers 200 (half a second between tries); ``why()`` explains an early exit."""
+    for _ in range(tries):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"service exited: {why()}")
+        time.sleep(0.5)
+    raise SystemExit(f"service not ready after {tries // 2} s")
+
+
 def texts() -> list[str]:
     corpus = pd.read_csv(ROOT / "corpora" / "suggestions.csv", dtype=str, keep_default_na=False)
     return corpus["text"].tolist()
@@ -107,15 +121,7 @@ def main() -> int:
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit(f"service exited: {server.stderr.read()[-2000:]}")
-            time.sleep(0.5)
+        wait_ready(base, server, lambda: server.stderr.read()[-2000:])
         pool = texts()
         rnd = random.Random(0)
         # let every worker finish starting (the first ready one answers /readyz), then warm them

@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from api_latency import free_port, wait_ready  # noqa: E402  (the same service start-up as the latency bench)
 REAL = ROOT.parent / "shared" / "realdata"
 SOURCE = "teddy2020_c_unlabelled.csv"
 
 log = logging.getLogger("bench.real_live_topics")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(home: Path, env: dict) -> tuple[subprocess.Popen, str, str, str]:
@@ -63,21 +57,6 @@ def start_service(home: Path, env: dict) -> tuple[subprocess.Popen, str, str, st
     server = subprocess.Popen([*triage, "serve", "--port", str(port), "--workers", "1", "--quiet"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=open(home / "serve.log", "w"))
     return server, f"http://127.0.0.1:{port}", portal, staff
-
-
-def wait_ready(base: str, server: subprocess.Popen, home: Path) -> None:
-    import httpx
-
-    for _ in range(480):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise SystemExit(f"service exited: {(home / 'serve.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    raise SystemExit("service not ready after 4 minutes")
 
 
 def replay(base: str, portal: str, board: pd.DataFrame) -> tuple[list[str], float]:
@@ -149,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                "PYTHONHASHSEED": "0"}
         server, base, portal, staff = start_service(home, env)
         try:
-            wait_ready(base, server, home)
+            wait_ready(base, server, lambda: (home / "serve.log").read_text()[-2000:], tries=480)
             receipts, seconds = replay(base, portal, board)
             time.sleep(2)
             topics, members = read_back(base, staff)

@@ -62,3 +62,12 @@ def test_hot_issue_scores_count_outsiders_splits_and_where_the_most_raised_group
     assert list(s["ranks_by_submitters"]) == ["g1", "g2"]          # three citizens before one
     assert s["top10_ranks"]["g1"] == 1 and s["top20_single_message"] == 3
     assert abs(s["member_f1"] - (3 * (2 * 0.75 / 1.75) + 2 * (2 / 3)) / 5) < 1e-3
+
+
+def test_live_topic_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("real_live_topics", ROOT / "bench" / "real_live_topics.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
+    assert bench.main([]) == 0
+    assert "skipped" in capsys.readouterr().out

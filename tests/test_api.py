@@ -678,3 +678,16 @@ def test_a_topic_is_fresh_the_moment_a_message_joins_it_without_a_reclustering(a
         assert topic.size == members and topic.heat_terms["submitters"]["value"] == topic.submitters
         mass = next(p for p in topic.scorecard["principles"] if p["name"] == "群众性")
         assert f"{members} 条留言" in " ".join(mass["evidence"])
+
+
+def test_search_finds_a_topic_by_words_in_its_members_not_only_its_label(api) -> None:
+    r = submit(api, "花溪巷口的路灯三个月不亮了，晚上走路看不见", submitter="lamp-searcher")
+    assert r.status_code == 201, r.text
+    with api.rt.store.session() as s:
+        tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+        s.get(Topic, tid).label = "花溪巷 · 夜间照明"          # a label that does not say 路灯
+    found = api.client.get("/api/v1/topics", params={"q": "路灯"}, headers=api.h("staff")).json()
+    assert tid in [t["id"] for t in found["items"]]
+    # masked text only: a phone number in a member never finds its topic
+    r = submit(api, "花溪巷口路灯坏了，联系电话13812345678", submitter="lamp-searcher-2")
+    assert api.client.get("/api/v1/topics", params={"q": "13812345678"}, headers=api.h("staff")).json()["total"] == 0

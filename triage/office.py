@@ -456,7 +456,11 @@ class Office:
         if until:
             stmt = stmt.where(Topic.first_seen <= until)
         if q:
-            stmt = stmt.where(Topic.label.contains(q))
+            # the label, the keywords, or any member's (masked) text: staff search for 路灯 and expect
+            # the topic whose messages say 路灯不亮 whatever its label says. Masked text only, so a
+            # search never finds a topic by a citizen's phone number or name.
+            members = select(Suggestion.topic_id).where(Suggestion.text.contains(q), Suggestion.topic_id.is_not(None))
+            stmt = stmt.where(Topic.label.contains(q) | Topic.id.in_(members))
         order = {"heat": (Topic.heat.desc(), Topic.size.desc()), "size": (Topic.size.desc(), Topic.heat.desc()),
                  "recent": (Topic.last_seen.desc(),)}[sort]
         with self.store.session() as s:

@@ -28,7 +28,7 @@ def list_topics(status: Literal["candidate", "accepted", "rejected", "merged"] |
                 domain: str | None = None, committee: str | None = None, verdict: str | None = None,
                 since: dt.datetime | None = Query(None, description="最后一条留言不早于"),
                 until: dt.datetime | None = Query(None, description="第一条留言不晚于"),
-                q: str | None = Query(None, max_length=100, description="标签包含"),
+                q: str | None = Query(None, max_length=100, description="标签或任一成员留言（脱敏后）包含"),
                 sort: Literal["heat", "size", "recent"] = "heat",
                 limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),
                 key: ApiKey = Depends(require(*STAFF)), off: Office = Depends(office)) -> dict:

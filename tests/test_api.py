@@ -691,3 +691,20 @@ def test_search_finds_a_topic_by_words_in_its_members_not_only_its_label(api) ->
     # masked text only: a phone number in a member never finds its topic
     r = submit(api, "花溪巷口路灯坏了，联系电话13812345678", submitter="lamp-searcher-2")
     assert api.client.get("/api/v1/topics", params={"q": "13812345678"}, headers=api.h("staff")).json()["total"] == 0
+
+
+def test_individual_petitions_stay_out_of_the_topic_list_unless_many_citizens_raise_them(api) -> None:
+    r = submit(api, "我叫王小明，我家的低保去年被取消了，请帮我查一下是什么原因", submitter="one-petitioner")
+    assert r.status_code == 201, r.text
+    with api.rt.store.session() as s:
+        tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+        topic = s.get(Topic, tid)
+        kind = topic.route_kind
+        topic.submitters = 1          # one citizen's petition (earlier tests may have written alike)
+    assert kind == "department"
+    listed = lambda **p: [t["id"] for t in api.client.get("/api/v1/topics", params={"limit": 1000, **p},
+                                                            headers=api.h("staff")).json()["items"]]
+    assert tid not in listed() and tid in listed(petitions=True)
+    with api.rt.store.session() as s:      # the same petition from many different citizens: a group issue
+        s.get(Topic, tid).submitters = api.rt.office.config.petition_group_min
+    assert tid in listed()

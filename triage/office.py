@@ -88,6 +88,7 @@ class OfficeConfig:
     recluster_growth: float = 0.25  # … or this share of the store, whichever is more
     recluster_lease_s: float = 1800.0   # a re-clustering that takes longer is presumed dead
     min_reason_chars: int = 2
+    petition_group_min: int = 5     # distinct citizens who make a petition a group issue in the topic list
 
 
 def _naive(ts: dt.datetime | pd.Timestamp | None) -> dt.datetime | None:
@@ -441,10 +442,17 @@ class Office:
     # ================================================================ topics
     def list_topics(self, *, status: str | None = None, domain: str | None = None, committee: str | None = None,
                     verdict: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                    q: str | None = None, sort: str = "heat", limit: int = 50, offset: int = 0
-                    ) -> tuple[int, list[Topic]]:
+                    q: str | None = None, sort: str = "heat", limit: int = 50, offset: int = 0,
+                    petitions: bool = False) -> tuple[int, list[Topic]]:
+        """Topics, hottest first. Individual petitions (routed to a department) stay out of the list
+        unless ``petitions``: they belong in the 个人诉求 view by department, and on a real board they
+        outnumber group issues. A petition that many different citizens raise (twenty workers owed
+        wages by one employer) is a group issue by the 群众性 test and stays in."""
         stmt = select(Topic)
         stmt = stmt.where(Topic.status == status) if status else stmt.where(Topic.status != "merged")
+        if not petitions:
+            stmt = stmt.where((Topic.route_kind != "department") | (Topic.route_kind.is_(None))
+                              | (Topic.submitters >= self.config.petition_group_min))
         if domain:
             stmt = stmt.where(Topic.domain == domain)
         if committee:

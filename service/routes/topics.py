@@ -31,9 +31,10 @@ def list_topics(status: Literal["candidate", "accepted", "rejected", "merged"] |
                 q: str | None = Query(None, max_length=100, description="标签或任一成员留言（脱敏后）包含"),
                 sort: Literal["heat", "size", "recent"] = "heat",
                 limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),
+                petitions: bool = Query(False, description="也列出个人诉求（转部门办理的议题）；多位群众反映的同一诉求总在列表中"),
                 key: ApiKey = Depends(require(*STAFF)), off: Office = Depends(office)) -> dict:
     total, rows = off.list_topics(status=status, domain=domain, committee=committee, verdict=verdict, since=since,
-                                  until=until, q=q, sort=sort, limit=limit, offset=offset)
+                                  until=until, q=q, sort=sort, limit=limit, offset=offset, petitions=petitions)
     return {"total": total, "items": [topic_out(t) for t in rows]}
 
 

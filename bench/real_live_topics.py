@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=0, help="only the first N messages in time order")
     ap.add_argument("--show-top", type=int, default=20)
+    ap.add_argument("--save", default=None, help="a folder outside the project for the staff list (ids, labels, members)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -153,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         csv = home / "board.csv"
         board[rt.COLUMNS].to_csv(csv, index=False)
         full = rt.triage_run(csv, home, ROOT, "full")
+    if args.save:
+        keep = Path(args.save)
+        keep.mkdir(parents=True, exist_ok=True)
+        by_topic: dict[str, list[str]] = {}
+        for m, t in live.items():
+            by_topic.setdefault(str(t), []).append(m)
+        topics.assign(members=topics["id"].map(lambda t: " ".join(by_topic.get(t, [])))).to_csv(
+            keep / "live_topics.csv", index=False)
     ids = [i for i in board["id"] if i in live and i in full["topic_of"]]
     live_p = [str(live[i]) for i in ids]
     full_p = [str(full["topic_of"][i]) for i in ids]

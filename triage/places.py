@@ -87,9 +87,10 @@ _LEAD_VERBS = ("建议", "希望", "要求", "反映", "呼吁", "请求", "恳�
                "拆除", "修建", "开通", "打通", "整治", "安装", "增加", "取消", "彻查", "撤出", "毁坏", "挖掘",
                # function words the lazy pattern swallows before a name (如果城铁公司, 特别镇, 原先省)
                "如果", "但是", "因为", "所以", "而且", "虽然", "已经", "目前", "现在", "还有", "特别", "直达", "原先",
-               "位于", "靠近", "附近", "通往", "前往", "包括", "例如", "比如", "导致", "造成", "尤其", "只有")
+               "位于", "靠近", "附近", "通往", "前往", "包括", "例如", "比如", "导致", "造成", "尤其", "只有", "即将",
+               "公布", "村部")
 # "…路" words that are not roads (线路, 马路, 网路, 出路 …)
-_NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号满")
+_NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号满指")
 # "…路" followed by these is another word (路灯, 路面, 路况, 路费, 路过)
 _NOT_AFTER_ROAD = set("灯面况费政由径人过牌标障基")
 _NOT_PLACE = {
@@ -224,7 +225,7 @@ class PlaceExtractor:
             stem = stem[i:]
             end = m.end()
             ext = re.match(_SUFFIX_RE, text[end:])
-            if ext and ext.group(0) != suffix and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路"):
+            if ext and ext.group(0) != suffix and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路", "街道"):
                 suffix, end = suffix + ext.group(0), end + len(ext.group(0))  # 阳光花园小区
             name = stem + suffix
             if len(stem) < 2 or name in _NOT_PLACE or stem in _NOT_PLACE or stem.isdigit():

@@ -14,8 +14,8 @@ same messages go through ``triage topics`` once (the full run). Printed, in one 
 * ARI between the live partition and the full run's, over every message;
 * member F1 and ARI against the team's development gold (``bench/realdata_labels/topics_*.csv``, the
   groups on this file) for the live topics and for the full run;
-* topic counts, the ranks of the ten gold groups raised by the most citizens in the staff list, and
-  the staff list's top 20 with its labels.
+* topic counts (individual petitions included), the ranks of the ten gold groups raised by the most
+  citizens in the staff list as shown (petitions are in the 个人诉求 view), and its top 20 with labels.
 
 Exits 0 with the reason when ``../shared/realdata`` is absent. Never writes a message into the project.
 """
@@ -83,20 +83,30 @@ def replay(base: str, portal: str, board: pd.DataFrame) -> tuple[list[str], floa
 
 
 def read_back(base: str, staff: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every topic in the staff list's order, and every member (suggestion id → topic id)."""
+    """Every topic, individual petitions included, in the staff list's order (hottest first), with a
+    column saying whether the default list shows it; and every member (suggestion id → topic id)."""
     import httpx
 
     h = {"X-API-Key": staff}
     topics, members = [], []
     with httpx.Client(base_url=base, timeout=120, headers=h) as c:
+        shown: set[str] = set()
         offset = 0
         while True:
             page = c.get("/api/v1/topics", params={"limit": 1000, "offset": offset}).json()
+            shown |= {t["id"] for t in page["items"]}
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                break
+        offset = 0
+        while True:
+            page = c.get("/api/v1/topics", params={"limit": 1000, "offset": offset, "petitions": "true"}).json()
             topics += page["items"]
             offset += len(page["items"])
             if not page["items"] or offset >= page["total"]:
                 break
         for t in topics:
+            t["listed"] = t["id"] in shown
             d = c.get(f"/api/v1/topics/{t['id']}").json()
             members += [{"sid": m["id"], "topic_id": t["id"]} for m in d.get("members", [])]
     return pd.DataFrame(topics), pd.DataFrame(members)
@@ -167,13 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     full_p = [str(full["topic_of"][i]) for i in ids]
     g_of = dict(zip(gold["id"], gold["group"]))
     gl = [g_of.get(i) for i in ids]
-    live_rank = {t: k + 1 for k, t in enumerate(topics["id"])}   # the staff list's own order (by heat)
-    live_run = {"topics": topics.assign(topic_id=topics["id"], rank=range(1, len(topics) + 1)),
+    # ranks in the staff list as shown (individual petitions are in the 个人诉求 view, not ranked here)
+    listed = topics[topics["listed"]].reset_index(drop=True)
+    live_rank = {t: k + 1 for k, t in enumerate(listed["id"])}
+    live_run = {"topics": listed.assign(topic_id=listed["id"], rank=range(1, len(listed) + 1)),
                 "topic_of": live, "rank": live_rank, "seconds": round(seconds, 1), "peak_mib": None}
     s_live = rt.score(live_run, board, gold, set(ids))
     s_full = rt.score(full, board, gold, set(ids))
-    rc_run = {"topics": topics_rc.assign(topic_id=topics_rc["id"], rank=range(1, len(topics_rc) + 1)),
-              "topic_of": after, "rank": {t: k + 1 for k, t in enumerate(topics_rc["id"])}, "seconds": 0.0,
+    listed_rc = topics_rc[topics_rc["listed"]].reset_index(drop=True)
+    rc_run = {"topics": listed_rc.assign(topic_id=listed_rc["id"], rank=range(1, len(listed_rc) + 1)),
+              "topic_of": after, "rank": {t: k + 1 for k, t in enumerate(listed_rc["id"])}, "seconds": 0.0,
               "peak_mib": None}
     s_rc = rt.score(rc_run, board, gold, set(ids))
     out = {"messages": len(board), "accepted": len(ok), "intake_per_s": round(len(ok) / seconds, 1),
@@ -192,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
           f"after one more re-clustering vs full: {out['reclustered_vs_full_ari']:.3f}")
     hit = {v["topic"]: g for g, v in s_live["per_group"].items() if v["topic"] is not None}
     print(f"\nstaff list, top {args.show_top}:")
-    for k, t in enumerate(topics.head(args.show_top).itertuples(index=False), 1):
+    for k, t in enumerate(listed.head(args.show_top).itertuples(index=False), 1):
         print(f"{k:>3}. [{t.heat:.3f}] {t.label}  ({t.submitters} 位群众 / {t.size} 条留言) {t.verdict}"
               f"{'  ← ' + hit[t.id] if t.id in hit else ''}")
     print(json.dumps(out, ensure_ascii=False, default=str))

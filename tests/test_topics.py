@@ -267,3 +267,8 @@ def test_the_index_scores_a_message_by_its_mean_similarity_to_the_members_as_ave
     assert abs(index._lex_sims(lv)[lamp] - expect) < 1e-5
     index._fold()
     assert abs(index._lex_sims(lv)[lamp] - expect) < 1e-5
+
+
+def test_a_label_never_cuts_a_word_bound_to_its_place_nor_eats_the_first_character():
+    assert make_label("A4区", "x", [], title="A4区在职教师交社保3年多") == "A4区 · 在职教师交社保3年多"
+    assert make_label("E12市", "x", [], title="E12市内网吧已是无管理状态") == "E12市 · E12市内网吧已是无管理状态"

@@ -391,7 +391,7 @@ class Office:
         t.department = route.name if route.kind == "department" else None
         t.representative_id = rep.id
         if not t.label_locked:
-            t.label = make_label(data.place, rep.text or "", data.keywords,
+            t.label = make_label(rep.place or data.place, rep.text or "", data.keywords,
                                  title=(rep.text or "").split("\n", 1)[0] if rep.title else None)
 
     def _new_topic(self, s: Session, tid: str, row: Suggestion, a) -> Topic:

@@ -48,7 +48,7 @@ _GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道�
                     "驾驶学校", "该公司", "本公司", "大酒店", "新城", "历史名城", "文化名城", "户口村", "房地产市场",
                     "廊桥", "天桥", "立交桥", "高架桥", "便桥", "危桥", "小桥", "大超市", "小超市", "大型超市",
                     "地下停车场", "公共停车场", "大商场", "停车场", "生活超市", "坐地铁", "乘地铁", "修地铁", "坐高铁",
-                    "乘高铁", "坐城铁", "乘城铁")
+                    "乘高铁", "坐城铁", "乘城铁", "有限责任公司", "责任公司", "限责任公司")
 # characters before a village/town suffix that make a common word, not a name (农村, 城乡, 返乡, 信用村)
 _NOT_BEFORE_ADMIN = set("农城返回下家老山地园景辖片郊厂校都超全本该各报到去送进出因驻每邻用范通乡县市书")
 _SUFFIXES_LONGEST = sorted(_SUFFIXES + [(s, "site") for s in _SITE_AFTER], key=lambda x: -len(x[0]))
@@ -61,7 +61,7 @@ _NOT_NAME_START = set("我你他她它们这那哪每各本该全此某其有在
 # Characters that do not occur inside place names: the name starts after the last of them
 # ("周边有两所中小学" → no name, "最近的站在科创大道" → 科创大道).
 _NOT_IN_NAME = set("的了在到要去把被给让对为以于从往向有是和与及或等个所每周天年月日最近站过设增现辖就都也还很太更没不"
-                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推致时处并")
+                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推致时处并至")
 # Administrative units (省/市/县/区) named without a gazetteer entry: 2-3 Han characters or a short
 # letters-and-digits code before the unit character. As bare suffixes they match common words (城市,
 # 小区, 返县), so a Han name counts only after a boundary (start, punctuation, a function word or another
@@ -88,7 +88,7 @@ _LEAD_VERBS = ("建议", "希望", "要求", "反映", "呼吁", "请求", "恳�
                # function words the lazy pattern swallows before a name (如果城铁公司, 特别镇, 原先省)
                "如果", "但是", "因为", "所以", "而且", "虽然", "已经", "目前", "现在", "还有", "特别", "直达", "原先",
                "位于", "靠近", "附近", "通往", "前往", "包括", "例如", "比如", "导致", "造成", "尤其", "只有", "即将",
-               "公布", "村部")
+               "公布", "村部", "强行", "变相", "出租", "清运", "整片", "即将将")
 # "…路" words that are not roads (线路, 马路, 网路, 出路 …)
 _NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号满指")
 # "…路" followed by these is another word (路灯, 路面, 路况, 路费, 路过)

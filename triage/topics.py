@@ -193,7 +193,10 @@ class TopicBuilder:
             t.keywords = kw.get(lab, [])
             t.representative = str(mid[rep])
             t.representative_text = str(text[rep])
-            t.label = make_label(t.place, t.representative_text, t.keywords, title=str(titles[rep]) if titles is not None else None)
+            # place and problem from one message: the representative's own place when it names one (a
+            # label with one member's place and another member's problem described neither)
+            t.label = make_label(prim[rep] or t.place, t.representative_text, t.keywords,
+                                 title=str(titles[rep]) if titles is not None else None)
             out.append(t)
         return out
 
@@ -478,16 +481,12 @@ def ctfidf_keywords(docs: Sequence[str], labels: np.ndarray, k: int) -> dict[int
     return {int(lab): words_of.get(r, []) for lab, r in pos.items()}
 
 
+#: characters that, right after a place, belong to it ("A7县段", "E12市内", "A5区境内")
+_BOUND_AFTER_PLACE = set("段内境外区里城郊")
 _CLAUSE_SPLIT = re.compile(r"[,，。!！?？;；:：\n、…~～]+|\s{2,}")
 _PROBLEM = re.compile(r"少|坏|难|乱|堵|没有|缺|不够|太|差|贵|危险|隐患|扰民|污染|拖欠|欠|占用|占道|增设|加装|新建|改造|整治|规范|解决|恢复|维修|修")
 _LEAD = re.compile(r"^(?:您好|你好|领导好|尊敬的[^,，]{0,8}|请问|建议|希望|强烈要求|强烈|要求|再次|第[二三四五]次|反映|投诉|举报|咨询|"
                    r"关于|请求|恳请|我想问一下|我们|俺们|我)+")
-
-
-def _place_forms(place: str) -> list[str]:
-    """The place as written, and its county or city prefix ("K9县二中" → "K9县"): both repeat the label's lead."""
-    m = re.match(r"^(.{1,5}?[省市县区])(?=.)", place)
-    return [place, m.group(1)] if m else [place]
 
 
 def make_label(place: str | None, text: str, keywords: Sequence[str], max_len: int = 18,
@@ -515,9 +514,12 @@ def make_label(place: str | None, text: str, keywords: Sequence[str], max_len: i
         best = max(enumerate(clauses), key=lambda kc: score(*kc))[1]
         if place:  # the place leads the label already; take it out with the words that hang on it
             best = re.sub(r"([省市县区])\1", r"\1", best)   # "L10县县金域华府": a doubled unit character
-            for name in _place_forms(place):
-                best = re.sub(rf"(?:住在|位于|家住|在){re.escape(name)}(?:的|这边|那边|那个|这个|里)?|{re.escape(name)}"
-                              r"(?:的|这边|那边|那个|这个)?", "", best).strip(" 的在")
+            cut = re.sub(rf"(?:住在|位于|家住|在){re.escape(place)}(?:的|这边|那边|那个|这个|里)?|{re.escape(place)}"
+                         r"(?:的|这边|那边|那个|这个)?", "", best).strip(" 的")
+            # …unless what follows was bound to it ("A7县段环城…", "E12市内网吧"): then the place stays
+            m = re.search(re.escape(place), best)
+            bound = m is not None and best[m.end():m.end() + 1] in _BOUND_AFTER_PLACE
+            best = best if bound else cut
         best = _LEAD.sub("", best).strip(" 的")
         if len(best) > max_len:
             best = best[:max_len] + "…"

@@ -135,6 +135,7 @@ class MemberOut(BaseModel):
     scope_confidence: float | None
     model_version: str | None
     raw_text: str | None = None
+    raw_title: str | None = Field(None, description="原始标题（仅限有权查看个人信息的密钥，且每次查看都记入审计日志）")
     contact: str | None = None
 
 

@@ -708,3 +708,23 @@ def test_individual_petitions_stay_out_of_the_topic_list_unless_many_citizens_ra
     with api.rt.store.session() as s:      # the same petition from many different citizens: a group issue
         s.get(Topic, tid).submitters = api.rt.office.config.petition_group_min
     assert tid in listed()
+
+
+def test_a_title_with_personal_data_is_masked_for_staff_and_raw_only_through_the_audited_unmask(api) -> None:
+    r = submit(api, "小区三号楼地下室漏水好几个月了，物业一直不管", title="张三 13812345678 反映小区漏水",
+               submitter="title-pii")
+    assert r.status_code == 201, r.text
+    with api.rt.store.session() as s:
+        tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+    d = api.client.get(f"/api/v1/topics/{tid}", headers=api.h("staff")).json()
+    mine = [m for m in d["members"] if "漏水" in m["title"]]
+    assert mine and all("13812345678" not in m["title"] and "13812345678" not in m["text"] for m in mine)
+    assert all(m.get("raw_title") is None for m in d["members"])
+    api.client.post("/review/login", data={"key": api.h("staff")["X-API-Key"]})
+    page = api.client.get(f"/review/topics/{tid}")
+    api.client.get("/review/logout")
+    assert page.status_code == 200 and "反映小区漏水" in page.text and "13812345678" not in page.text
+    # the staff key here may unmask: with a reason, the raw title comes back (and the look is audited)
+    raw = api.client.get(f"/api/v1/topics/{tid}", params={"unmask": True, "reason": "回访核实"},
+                         headers=api.h("staff")).json()
+    assert any(m.get("raw_title") == "张三 13812345678 反映小区漏水" for m in raw["members"])

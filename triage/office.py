@@ -129,6 +129,18 @@ class Analysed:
     head: np.ndarray | None = None
 
 
+def masked_title(title: str | None, text: str | None) -> str:
+    """A suggestion's title as staff may see it: the first line of its masked text.
+
+    Intake masks title and body together (:func:`full_text` joins them with a line break), so the
+    masked title is already stored; the ``title`` column keeps what the citizen typed, for the audited
+    unmask path only. "张三 13812345678 反映小区漏水" reaches staff as "〔姓名〕 〔手机号〕 反映小区漏水".
+    """
+    if not title:
+        return ""
+    return (text or "").split("\n", 1)[0]
+
+
 def full_text(data: Intake) -> str:
     return f"{data.title}\n{data.text}" if data.title else data.text
 
@@ -500,13 +512,14 @@ class Office:
             for m in members:
                 a = conf.get(m.id)
                 item = {"id": m.id, "submitted_at": m.submitted_at, "channel": m.channel, "text": m.text,
-                        "title": normalize(m.title) if m.title else "", "place": m.place, "support": m.support,
+                        # the title as masked at intake (the masked text's first line), never the stored raw title
+                        "title": masked_title(m.title, m.text), "place": m.place, "support": m.support,
                         "domain": m.domain, "scope": m.scope,
                         "domain_confidence": a.domain_confidence if a else None,
                         "scope_confidence": a.scope_confidence if a else None,
                         "model_version": a.model_version if a else None}
                 if unmask:
-                    item.update(raw_text=m.raw_text, contact=m.contact)
+                    item.update(raw_text=m.raw_text, raw_title=m.title or "", contact=m.contact)
                 out["members"].append(item)
             return out
 

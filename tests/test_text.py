@@ -111,3 +111,28 @@ def test_an_escape_rebuilt_by_removing_an_invisible_character_is_decoded_once_an
 
     once = normalize(raw)
     assert normalize(once) == once
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("王大爷说路灯坏了", "〔姓名〕大爷说路灯坏了"),
+        ("尊敬的胡书记:您好!", "尊敬的〔姓名〕书记:您好!"),
+        ("张主任不作为，高书记和李局长也不管", "〔姓名〕主任不作为,〔姓名〕书记和〔姓名〕局长也不管"),
+        ("居民赵小红多次反映", "居民〔姓名〕多次反映"),
+        # a title inside a word, or after a preposition, is no name
+        ("公安局局长说学校校长和各位老师", "公安局局长说学校校长和各位老师"),
+        ("向县长反映,市长热线", "向县长反映,市长热线"),
+    ],
+)
+def test_a_surname_with_a_title_and_names_of_the_people_a_message_is_about(raw, expected):
+    assert clean(raw).text == expected
+
+
+def test_an_id_number_after_its_context_word_is_masked_even_mistyped():
+    good = valid_id("43010219900101123")
+    wrong_digit = good[:-1] + ("1" if good[-1] != "1" else "2")
+    for raw in (f"身份证号{wrong_digit}", f"身份证号码:{good[:-1]}", f"证件号 {good[:10]} {good[10:]}"):
+        m = clean(raw)
+        assert "〔身份证号〕" in m.text and not any(c.isdigit() for c in m.text), m.text
+        assert unmask(m) == normalize(raw)

@@ -136,3 +136,18 @@ def test_an_id_number_after_its_context_word_is_masked_even_mistyped():
         m = clean(raw)
         assert "〔身份证号〕" in m.text and not any(c.isdigit() for c in m.text), m.text
         assert unmask(m) == normalize(raw)
+
+
+def test_unmask_restores_names_found_two_ways_in_their_own_order():
+    for raw in ("我叫张三,找王书记", "王大爷说,我叫李四", "本人张伟是退休职工,胡书记您好"):
+        m = clean(raw)
+        assert m.text.count("〔姓名〕") == 2
+        assert unmask(m) == normalize(raw)
+
+
+def test_unmask_restores_id_numbers_found_two_ways_in_their_own_order():
+    good = valid_id("43010219900101123")
+    bad = good[:-1] + ("1" if good[-1] != "1" else "2")
+    for raw in (f"A {good} 身份证号 {bad}", f"身份证号{bad},另一人{good}"):
+        m = clean(raw)
+        assert m.text.count("〔身份证号〕") == 2 and unmask(m) == normalize(raw)

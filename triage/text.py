@@ -231,37 +231,32 @@ def mask_pii(text: str) -> Masked:
     s = _sub(_EMAIL_RE, "email", text, found)
     # after 身份证号 (or 证件号码) a number is an ID number whatever its check digit or length: citizens
     # mistype, and a wrong digit must not put the rest of the number in clear (fail closed)
-    s = _ID_CONTEXT_RE.sub(lambda m: _hide(m, "id_number", found), s)
-    s = _sub(_ID_RE, "id_number", s, found, keep=lambda v: id_checksum_ok(re.sub(r"[ -]", "", v)))
+    s = _ID_ANY_RE.sub(lambda m: _hide_id(m, found), s)   # one pass: ``found`` keeps text order
     s = _sub(_CARD_RE, "bank_card", s, found, keep=lambda v: luhn_ok(v) and not _MOBILE_RE.fullmatch(v))
     s = _sub(_MOBILE_RE, "mobile", s, found)
     s = _sub(_LANDLINE_RE, "landline", s, found)
     s = _sub(_PLATE_RE, "plate", s, found)
 
-    s = _mask_titled_names(s, found)
-    out: list[str] = []
-    pos = 0
-    for m in _NAME_TRIGGER_RE.finditer(s):
-        if m.start() < pos:
-            continue
-        length = _name_at(s, m.end())
-        if length and m.group(1) not in _SELF_NAMING and _common_word(s[m.end():m.end() + length]):
-            length = 0   # 员工付出, 居民安宁, 本人车辆: a word that starts with a surname character
-        if length:
-            out.append(s[pos : m.end()])
-            found.append(("name", s[m.end() : m.end() + length]))
-            out.append(PLACEHOLDERS["name"])
-            pos = m.end() + length
-    out.append(s[pos:])
-    return Masked("".join(out), found)
+    return Masked(_mask_names(s, found), found)
 
 
 _ID_CONTEXT_RE = re.compile(r"((?:公民)?身份(?:证|号)(?:号码|号|码)?|证件号(?:码)?)([:：\s是为]{0,3})([0-9][0-9Xx \-]{12,22}[0-9Xx])(?![0-9A-Za-z])")
 
 
-def _hide(m: re.Match[str], kind: str, found: list[tuple[str, str]]) -> str:
-    found.append((kind, m.group(3)))
-    return m.group(1) + m.group(2) + PLACEHOLDERS[kind]
+_ID_ANY_RE = re.compile(f"{_ID_CONTEXT_RE.pattern}|(?P<bare>{_ID_RE.pattern})")
+
+
+def _hide_id(m: re.Match[str], found: list[tuple[str, str]]) -> str:
+    """An ID after its context word, whatever its digits; a bare 18-character one only with a valid
+    check digit (an order number is not an ID)."""
+    if m.group("bare") is not None:
+        value = m.group("bare")
+        if not id_checksum_ok(re.sub(r"[ -]", "", value)):
+            return value
+        found.append(("id_number", value))
+        return PLACEHOLDERS["id_number"]
+    found.append(("id_number", m.group(3)))
+    return m.group(1) + m.group(2) + PLACEHOLDERS["id_number"]
 
 
 #: triggers after which a name is all but certain (the writer names themself or a contact)
@@ -280,19 +275,40 @@ def _common_word(span: str) -> bool:
 _SURNAME_ALSO_WORD = set("向和于从及与")
 
 
-def _mask_titled_names(s: str, found: list[tuple[str, str]]) -> str:
-    """Mask the surname of "surname + title" (胡书记 → 〔姓名〕书记) where it is not inside a word."""
-    out, pos = [], 0
+def _name_spans(s: str) -> list[tuple[int, int]]:
+    """(start, end) of every name: after a trigger word (我叫张三, 居民赵小红) and a surname before a
+    title (胡书记: the surname only), in text order, without overlaps."""
+    spans = []
+    for m in _NAME_TRIGGER_RE.finditer(s):
+        length = _name_at(s, m.end())
+        if length and m.group(1) not in _SELF_NAMING and _common_word(s[m.end():m.end() + length]):
+            length = 0   # 员工付出, 居民安宁, 本人车辆: a word that starts with a surname character
+        if length:
+            spans.append((m.end(), m.end() + length))
     for m in _TITLED_NAME_RE.finditer(s):
         i = m.start()
-        if i < pos or (i > 0 and _han(s[i - 1]) and s[i - 1] not in _TITLED_BEFORE_OK):
-            continue
+        if i > 0 and _han(s[i - 1]) and s[i - 1] not in _TITLED_BEFORE_OK:
+            continue   # inside a word: 公安局局长, 学校校长
         if m.group(1) in _SURNAME_ALSO_WORD:   # 向县长反映, 和书记谈
             continue
-        out.append(s[pos:i])
-        found.append(("name", m.group(1)))
+        spans.append((i, m.end()))
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start < out[-1][1]:
+            continue
+        out.append((start, end))
+    return out
+
+
+def _mask_names(s: str, found: list[tuple[str, str]]) -> str:
+    """Names replaced by 〔姓名〕 in one pass, so that ``found`` lists them in text order (unmask
+    restores placeholders in that order)."""
+    out, pos = [], 0
+    for start, end in _name_spans(s):
+        out.append(s[pos:start])
+        found.append(("name", s[start:end]))
         out.append(PLACEHOLDERS["name"])
-        pos = m.end()
+        pos = end
     out.append(s[pos:])
     return "".join(out)
 

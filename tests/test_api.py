@@ -728,3 +728,24 @@ def test_a_title_with_personal_data_is_masked_for_staff_and_raw_only_through_the
     raw = api.client.get(f"/api/v1/topics/{tid}", params={"unmask": True, "reason": "回访核实"},
                          headers=api.h("staff")).json()
     assert any(m.get("raw_title") == "张三 13812345678 反映小区漏水" for m in raw["members"])
+
+
+def test_a_message_joining_a_rerouted_topic_moves_its_figures_not_the_staff_decision(api) -> None:
+    texts = ["松柏路菜场门口的下水道堵了，污水漫到路上", "松柏路菜场门口下水道又堵了，臭气熏天",
+             "松柏路菜场门口的下水道堵塞一周了，请疏通"]
+    r = submit(api, texts[0], submitter="drain-0")
+    with api.rt.store.session() as s:
+        tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+    assert decide(api, tid, action="reroute", committee="tian", reason="跨领域").status_code == 200
+    before = api.client.get(f"/api/v1/topics/{tid}", headers=api.h("staff")).json()
+    for k, t in enumerate(texts[1:], 1):
+        assert submit(api, t, submitter=f"drain-{k}").status_code == 201
+    after = api.client.get(f"/api/v1/topics/{tid}", headers=api.h("staff")).json()
+    assert after["size"] > before["size"]                  # they joined it, and it moved
+    assert after["committee"] == before["committee"] == "提案委员会"
+    assert after["route_reason"] == before["route_reason"]
+
+
+def test_a_search_for_a_wildcard_character_is_taken_literally(api) -> None:
+    assert api.client.get("/api/v1/topics", params={"q": "%"}, headers=api.h("staff")).json()["total"] == 0
+    assert api.client.get("/api/v1/topics", params={"q": "_"}, headers=api.h("staff")).json()["total"] == 0

@@ -136,13 +136,13 @@ def masked_title(title: str | None, text: str | None) -> str:
     masked title is already stored; the ``title`` column keeps what the citizen typed, for the audited
     unmask path only. "张三 13812345678 反映小区漏水" reaches staff as "〔姓名〕 〔手机号〕 反映小区漏水".
     """
-    if not title:
+    if not title or not title.strip():
         return ""
     return (text or "").split("\n", 1)[0]
 
 
 def full_text(data: Intake) -> str:
-    return f"{data.title}\n{data.text}" if data.title else data.text
+    return f"{data.title}\n{data.text}" if data.title and data.title.strip() else data.text
 
 
 def body_hash(data: Intake) -> str:
@@ -184,6 +184,7 @@ class Office:
         index) up front: sixteen first requests at once would otherwise each wait for it."""
         self.analyse(["预热：小区路灯坏了"])
         self.fast.assess_texts(["预热：小区路灯坏了"])
+        self._judge()   # the 五大原则 judge embeds the annual plan once
         try:
             with self._lock:   # the topic index too: the first submission after a restart must not build it
                 self._current_index()
@@ -284,7 +285,7 @@ class Office:
                     topic.first_seen = min(topic.first_seen or submitted, submitted)
                     topic.submitters = (topic.submitters or 0) + self._new_voice(s, topic.id, row)
                     topic.updated_at = utcnow()
-                    self._refresh_topic(s, topic, index)
+                    self._refresh_quietly(s, topic, index)
             except IntegrityError:
                 if idem:  # a concurrent retry with the same key won the race
                     replay = self._replay(idem, bh)
@@ -335,6 +336,21 @@ class Office:
 
             self._principle_judge = PrincipleJudge(encoder=self.encoder)
         return self._principle_judge
+
+    #: above this many members a topic's figures are refreshed at every 5 % of growth, not every message
+    REFRESH_EVERY_ABOVE = 300
+
+    def _refresh_quietly(self, s: Session, t: Topic, index: TopicIndex | None) -> None:
+        """:meth:`_refresh_topic`, but a failure there never costs a citizen their submission: the
+        message is stored and the next re-clustering recomputes the topic."""
+        size = t.size or 0
+        if size > self.REFRESH_EVERY_ABOVE and size % max(1, size // 20):
+            return
+        try:
+            with s.begin_nested():
+                self._refresh_topic(s, t, index)
+        except Exception:  # noqa: BLE001 - logged; intake goes on
+            log.exception("topic %s not refreshed at intake; the next re-clustering will", t.id)
 
     def _refresh_topic(self, s: Session, t: Topic, index: TopicIndex | None = None) -> None:
         """Heat, scorecard, counts, keywords, places and label of one topic from its members, the
@@ -391,11 +407,13 @@ class Office:
                  last_seen=pd.Timestamp(data.last_seen) if data.last_seen else None, this_period=this,
                  previous_period=prev, channels=len(data.channels), places=len(data.places),
                  principle_score=card.score, now=now, config=hc)
-        route = route_topic(self.triage.router, data.domain, data.group_share, centroid)
-        rep = next((r for r in rows if r.id == t.representative_id), rows[0])
         t.size, t.submitters = data.size, data.submitters
         t.heat, t.heat_terms = h.score, h.terms
         t.scorecard, t.verdict = card.as_dict(), card.verdict
+        if t.pinned or t.status != "candidate":
+            return   # staff decided this topic (its route, its representative): only its figures move
+        route = route_topic(self.triage.router, data.domain, data.group_share, centroid)
+        rep = next((r for r in rows if r.id == t.representative_id), rows[0])
         t.keywords, t.places, t.place, t.domain = data.keywords, data.places, data.place, data.domain
         t.route_kind, t.route_reason = route.kind, route.reason
         t.committee_id = route.id if route.kind == "committee" else None
@@ -404,7 +422,7 @@ class Office:
         t.representative_id = rep.id
         if not t.label_locked:
             t.label = make_label(rep.place or data.place, rep.text or "", data.keywords,
-                                 title=(rep.text or "").split("\n", 1)[0] if rep.title else None)
+                                 title=masked_title(rep.title, rep.text) or None)
 
     def _new_topic(self, s: Session, tid: str, row: Suggestion, a) -> Topic:
         route = route_topic(self.triage.router, a.domain, 1.0 if a.scope == "group" else 0.0)
@@ -462,9 +480,9 @@ class Office:
         wages by one employer) is a group issue by the 群众性 test and stays in."""
         stmt = select(Topic)
         stmt = stmt.where(Topic.status == status) if status else stmt.where(Topic.status != "merged")
-        if not petitions:
-            stmt = stmt.where((Topic.route_kind != "department") | (Topic.route_kind.is_(None))
-                              | (Topic.submitters >= self.config.petition_group_min))
+        if not petitions and status in (None, "candidate"):
+            stmt = stmt.where((Topic.route_kind != "department") | (Topic.route_kind.is_(None)) | Topic.pinned
+                              | (Topic.status != "candidate") | (Topic.submitters >= self.config.petition_group_min))
         if domain:
             stmt = stmt.where(Topic.domain == domain)
         if committee:
@@ -479,8 +497,9 @@ class Office:
             # the label, the keywords, or any member's (masked) text: staff search for 路灯 and expect
             # the topic whose messages say 路灯不亮 whatever its label says. Masked text only, so a
             # search never finds a topic by a citizen's phone number or name.
-            members = select(Suggestion.topic_id).where(Suggestion.text.contains(q), Suggestion.topic_id.is_not(None))
-            stmt = stmt.where(Topic.label.contains(q) | Topic.id.in_(members))
+            members = select(Suggestion.topic_id).where(Suggestion.text.contains(q, autoescape=True),
+                                                        Suggestion.topic_id.is_not(None))
+            stmt = stmt.where(Topic.label.contains(q, autoescape=True) | Topic.id.in_(members))
         order = {"heat": (Topic.heat.desc(), Topic.size.desc()), "size": (Topic.size.desc(), Topic.heat.desc()),
                  "recent": (Topic.last_seen.desc(),)}[sort]
         with self.store.session() as s:

@@ -69,9 +69,9 @@ _NOT_IN_NAME = set("的了在到要去把被给让对为以于从往向有是和
 _ADMIN_LEVEL = {"省": "province", "市": "city", "县": "county", "区": "county"}
 _ADMIN_NOT_LAST = {
     "区": set("小社景园校片辖城郊山矿厂营学街灾范发护务住宅业开新老域牧居商盲误禁专风库站景港林"
-             "车客货游戏息餐烟物场厅队点览验检待停候乘教办宿装卸堆放"),
-    "市": set("城超菜夜早门股集上都黑花鱼"),
-    "县": set("郡州全本该各外区"),
+             "车客货游戏息餐烟物场厅队点览验检待停候乘教办宿装卸堆放舍心税"),
+    "市": set("城超菜夜早门股集上都黑花鱼级"),
+    "县": set("郡州全本该各外区困壁"),
     "省": set("节反全本该各外")}
 _ADMIN_NOT_NEXT = {"市": set("场民值面容貌价"), "区": set("域别分"), "省": set("钱事力心"), "县": set("长")}
 _NUMERALS = set("一二三四五六七八九十")
@@ -257,7 +257,8 @@ class PlaceExtractor:
         k = e
         while k > 0 and e - k < 4 and text[k - 1].isascii() and text[k - 1].isalnum():
             k -= 1
-        if k < e and any(c.isalpha() for c in text[k:e]):   # a code such as K3 (letters and digits)
+        if k < e and any(c.isalpha() for c in text[k:e]) and (unit != "区" or any(c.isdigit() for c in text[k:e])):
+            # a code such as K3县, A5区, E市; a bare letter before 区 is a zone (B区3栋, 门诊B区), not a district
             return k if k == 0 or not (text[k - 1].isascii() and text[k - 1].isalnum()) else None
         for length in (3, 2):
             s = e - length

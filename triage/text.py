@@ -157,7 +157,7 @@ _NAME_TRIGGER_RE = re.compile(r"(我叫|我名叫|本人叫|本人|联系人|姓
 _TITLES = ("书记", "主任", "局长", "县长", "市长", "区长", "镇长", "乡长", "村长", "组长", "所长", "院长", "校长",
            "园长", "科长", "处长", "厅长", "部长", "队长", "站长", "行长", "董事长", "总经理", "经理", "老板", "老总",
            "警官", "医生", "律师", "会计", "女士", "先生", "老师", "师傅", "阿姨", "大爷", "大妈", "大姐", "大哥",
-           "奶奶", "爷爷", "婆婆", "同志", "总")
+           "奶奶", "爷爷", "婆婆", "同志")
 _TITLED_NAME_RE = re.compile(
     "(" + "|".join(sorted(_COMPOUND_SURNAMES, key=len, reverse=True)) + "|[" + "".join(sorted(_SURNAMES)) + "])"
     "(?=(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) + "))")
@@ -260,7 +260,7 @@ def _hide_id(m: re.Match[str], found: list[tuple[str, str]]) -> str:
 
 
 #: triggers after which a name is all but certain (the writer names themself or a contact)
-_SELF_NAMING = {"我叫", "我名叫", "本人叫", "姓名", "联系人", "署名"}
+_SELF_NAMING = {"我叫", "我名叫", "本人叫", "本人", "我是", "姓名", "联系人", "署名"}   # fail closed: 本人李娜
 
 
 def _common_word(span: str) -> bool:
@@ -290,6 +290,8 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
         if i > 0 and _han(s[i - 1]) and s[i - 1] not in _TITLED_BEFORE_OK:
             continue   # inside a word: 公安局局长, 学校校长
         if m.group(1) in _SURNAME_ALSO_WORD:   # 向县长反映, 和书记谈
+            continue
+        if s.startswith("书记录", m.end()):      # 文书记录
             continue
         spans.append((i, m.end()))
     out: list[tuple[int, int]] = []

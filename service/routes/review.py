@@ -125,7 +125,7 @@ def topic_page(request: Request, topic_id: str, key: ApiKey = Depends(staff), un
         return _back(f"{BASE}/", err=str(exc)) if not unmask else _back(f"{BASE}/topics/{topic_id}", err=str(exc))
     t = d["topic"]
     cur = LIFECYCLE.index(t.stage) if t.stage in LIFECYCLE else 0
-    _total, others = rt.office.list_topics(status="candidate", domain=t.domain, limit=50)
+    _total, others = rt.office.list_topics(status="candidate", domain=t.domain, limit=50, petitions=True)
     return page(request, "topic.html", key, t=t, representative=d["representative"], members=d["members"],
                 decisions=d["decisions"], unmasked=bool(unmask), can_unmask=key.can_unmask,
                 similar=similar_topics(rt.store, t), others=[o for o in others if o.id != t.id],

@@ -106,3 +106,11 @@ def test_a_kind_of_compound_is_not_a_place():
 def test_a_rail_line_is_a_place_but_riding_one_is_not():
     assert names("呼吁长株潭城铁增开上下班高峰期车次") == ["长株潭城铁"]
     assert names("我每天坐地铁上班") == []
+
+
+def test_a_name_that_starts_with_a_character_that_usually_ends_one_keeps_it():
+    # 太 and 月 usually end a name's left context (太远, 每月); here they begin dictionary words
+    assert "太阳山小区" in names("A4区青竹湖镇太阳山小区房主乱建")
+    assert "太子庙镇" in names("G4县太子庙镇校车收费")
+    # …but a common word is still no name: 周边小区, 所有小区
+    assert names("周边小区和所有小区都停水") == []

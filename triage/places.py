@@ -161,6 +161,23 @@ def default_gazetteer() -> Gazetteer:
     return load_gazetteer()
 
 
+#: characters that never start a name, whatever word they begin (的, 在, 我 …)
+_NEVER_STARTS = set("的了在到是和与及或我你他她它们这那哪有把被给让对为于从往向就都也还很更没不")
+
+
+def _starts_a_name(stem: str, k: int) -> bool:
+    """Whether ``stem[k]``, a character that usually ends a name (太, 月, 周 …), here begins one: when
+    it makes a dictionary word with the next character (太阳, 太子, 月湖) and the rest of the stem is
+    not itself a common word (周边, 所有). "太阳山小区" lost its 太 and "月湖大市场" its 月 before."""
+    if stem[k] in _NEVER_STARTS or k + 2 > len(stem):
+        return False
+    from triage.text import _tokenizer
+
+    tok = _tokenizer()
+    tok.check_initialized()
+    return (tok.FREQ.get(stem[k:k + 2]) or 0) >= 50 and (tok.FREQ.get(stem[k:]) or 0) < 100
+
+
 class PlaceExtractor:
     """Finds places; longest match wins, gazetteer names before patterns."""
 
@@ -213,7 +230,8 @@ class PlaceExtractor:
             i = 0
             for k, ch in enumerate(stem):
                 if ch in _NOT_IN_NAME or (ch in _NOT_NAME_START and not (ch == "一" and k and stem[k - 1] in _NUMERALS)):
-                    i = k + 1   # (五一桥, 十一中 keep their 一)
+                    if not _starts_a_name(stem, k):
+                        i = k + 1   # (五一桥, 十一中 keep their 一)
             # a unit already found (A5区, 宁乡县) is the place's parent, not part of its name: the lazy
             # pattern starts before or inside it ("映A5区中央" + 华府 for "反映A5区中央华府小区")
             for k in range(i, len(stem)):

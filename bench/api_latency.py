@@ -51,6 +51,15 @@ def wait_ready(base: str, server: subprocess.Popen, why, tries: int = 240) -> No
     raise SystemExit(f"service not ready after {tries // 2} s")
 
 
+def stop(server: subprocess.Popen, wait_s: float) -> None:
+    """Terminate the service, killing it if it has not exited after ``wait_s`` seconds."""
+    server.terminate()
+    try:
+        server.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def texts() -> list[str]:
     corpus = pd.read_csv(ROOT / "corpora" / "suggestions.csv", dtype=str, keep_default_na=False)
     return corpus["text"].tolist()
@@ -153,11 +162,7 @@ def main() -> int:
         table = pd.DataFrame(rows)[["path", "concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "codes"]]
         print(table.to_string(index=False))
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server, 20)
     return 0
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from api_latency import free_port, wait_ready  # noqa: E402  (the same service start-up as the latency bench)
+from api_latency import free_port, stop, wait_ready  # noqa: E402  (the same service start-up as the latency bench)
 REAL = ROOT.parent / "shared" / "realdata"
 SOURCE = "teddy2020_c_unlabelled.csv"
 
@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("re-clustering: %s %s", r.status_code, r.text[:200])
             topics_rc, members_rc = read_back(base, staff)
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server, 30)
         # one worker, one request at a time, a fresh store: suggestion ids follow the submission order
         ok = [i for i, r in enumerate(receipts) if r is not None]
         sid_to_msg = {k + 1: board["id"].iat[i] for k, i in enumerate(ok)}

@@ -7,11 +7,16 @@ import importlib.util
 from tests.conftest import ROOT
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("real_classify", ROOT / "bench" / "real_classify.py")
+def _load(name: str):
+    """A bench script as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _bench():
+    return _load("real_classify")
 
 
 def test_real_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
@@ -31,10 +36,7 @@ def test_domain_mapping_names_only_our_domains_and_their_seven_classes():
 
 
 def _topics_bench():
-    spec = importlib.util.spec_from_file_location("real_topics", ROOT / "bench" / "real_topics.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load("real_topics")
 
 
 def test_hot_issue_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
@@ -65,9 +67,7 @@ def test_hot_issue_scores_count_outsiders_splits_and_where_the_most_raised_group
 
 
 def test_live_topic_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("real_live_topics", ROOT / "bench" / "real_live_topics.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("real_live_topics")
     monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
     assert bench.main([]) == 0
     assert "skipped" in capsys.readouterr().out

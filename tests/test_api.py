@@ -749,3 +749,38 @@ def test_a_message_joining_a_rerouted_topic_moves_its_figures_not_the_staff_deci
 def test_a_search_for_a_wildcard_character_is_taken_literally(api) -> None:
     assert api.client.get("/api/v1/topics", params={"q": "%"}, headers=api.h("staff")).json()["total"] == 0
     assert api.client.get("/api/v1/topics", params={"q": "_"}, headers=api.h("staff")).json()["total"] == 0
+
+
+def test_search_uses_the_databases_full_text_index_and_needs_no_word_segmentation(api) -> None:
+    # jieba cuts 路灯不亮 as 路 / 灯不亮, so a search over its tokens would never find 路灯
+    r = submit(api, "枫林湾东门外的路灯不亮已经两周，夜里出行很危险", submitter="fts-1")
+    assert r.status_code == 201, r.text
+    assert api.rt.store.full_text == ("tsvector" if api.rt.store.dialect == "postgresql" else "fts5")
+    with api.rt.store.session() as s:
+        tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+        s.get(Topic, tid).label = "枫林湾 · 夜间照明"
+
+    def hits(q: str) -> list[str]:
+        res = api.client.get("/api/v1/topics", params={"q": q, "limit": 200}, headers=api.h("staff"))
+        assert res.status_code == 200, res.text
+        return [t["id"] for t in res.json()["items"]]
+
+    assert tid in hits("路灯") and tid in hits("灯不亮") and tid in hits("路灯不亮")
+    assert tid in hits("路灯 夜里")                  # every word of the query, anywhere in the text
+    assert tid not in hits("路灯 地铁")              # …all of them
+    assert tid not in hits("亮不灯路")               # a phrase is its characters in order
+    assert tid in hits("湾")                         # one character: a substring scan, same answer
+
+
+def test_on_postgresql_the_text_search_can_use_its_gin_index(api) -> None:
+    if api.rt.store.dialect != "postgresql":
+        pytest.skip("the GIN index is PostgreSQL's; SQLite's FTS5 table is queried directly")
+    from sqlalchemy import text as sql
+
+    cond = api.rt.office._text_matches("路灯不亮")
+    stmt = select(Suggestion.id).where(cond)
+    with api.rt.store.session() as s:
+        s.execute(sql("SET LOCAL enable_seqscan = off"))   # a tiny table: make the planner show its choice
+        plan = "\n".join(r[0] for r in s.execute(sql("EXPLAIN " + str(stmt.compile(
+            dialect=s.bind.dialect, compile_kwargs={"literal_binds": True})))))
+    assert "ix_suggestions_search" in plan, plan

@@ -114,3 +114,22 @@ def test_a_name_that_starts_with_a_character_that_usually_ends_one_keeps_it():
     assert "太子庙镇" in names("G4县太子庙镇校车收费")
     # …but a common word is still no name: 周边小区, 所有小区
     assert names("周边小区和所有小区都停水") == []
+
+
+def test_a_determiner_or_causative_never_begins_a_name():
+    # 全邦 is a dictionary word, yet 全 here means "the whole": the compound is 邦华小区
+    assert names("2018年锁了全邦华小区电梯") == ["邦华小区"]
+    assert names("恳请领导为民作主，使华邦小区全体业主过上正常生活") == ["华邦小区"]
+
+
+def test_a_name_with_two_characters_swapped_is_not_another_place():
+    from triage.cluster import Similarity, SimilarityConfig
+    from triage.places import transposed
+
+    assert transposed("华邦小区", "邦华小区") and transposed("J10县华邦小区", "J10县邦华小区")
+    assert not transposed("东湖小区", "西湖小区") and not transposed("华邦小区", "华邦小区")
+    sim = Similarity(SimilarityConfig(), PlaceExtractor())
+    # one citizen's retyped name is neither a penalty nor a bonus
+    assert sim.place_term("邦华小区", "华邦小区") == 0.0
+    # one changed character is another compound
+    assert sim.place_term("东湖小区", "西湖小区") < 0.0

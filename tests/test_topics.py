@@ -272,3 +272,12 @@ def test_the_index_scores_a_message_by_its_mean_similarity_to_the_members_as_ave
 def test_a_label_never_cuts_a_word_bound_to_its_place_nor_eats_the_first_character():
     assert make_label("A4区", "x", [], title="A4区在职教师交社保3年多") == "A4区 · 在职教师交社保3年多"
     assert make_label("E12市", "x", [], title="E12市内网吧已是无管理状态") == "E12市 · E12市内网吧已是无管理状态"
+
+
+def test_the_lexical_view_keeps_what_kind_of_site_a_place_is():
+    from triage.topics import _strip_places
+
+    # the name says where (长株潭), the kind says what the problem is about (城铁, not 公交车)
+    assert _strip_places("长株潭 城铁 增开 车次", ["长株潭城铁"]) == "城铁 增开 车次"
+    # a compound is where, not what: its name goes whole
+    assert _strip_places("华邦 小区 电梯 坏 了", ["华邦小区"]) == "电梯 坏 了"

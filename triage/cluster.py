@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from triage.places import SPECIFICITY, PlaceExtractor
+from triage.places import SPECIFICITY, PlaceExtractor, transposed
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Similarity:
         xs, ys = mentions_a | {a}, mentions_b | {b}
         if xs & ys:
             return True
-        return any(self.places.compatible(x, y) is True for x in xs for y in ys)
+        return any(self.places.compatible(x, y) is True or transposed(x, y) for x in xs for y in ys)
 
     def _names_within(self, place: str, mentions: frozenset[str]) -> bool:
         """Whether one of ``mentions`` is ``place`` or a place inside it."""

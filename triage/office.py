@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Boolean, Integer, and_, delete, func, literal_column, select, update
+from sqlalchemy import text as sa_text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from triage.errors import TriageError
 from triage.pipeline import Triage, validate_text
 from triage.places import PlaceExtractor
+from triage import search
 from triage.route import route_topic
 from triage.store import (LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, ApiKey, Assessment, AuditEvent,
                           Correction, Store, Suggestion, Topic, utcnow)
@@ -494,11 +496,10 @@ class Office:
         if until:
             stmt = stmt.where(Topic.first_seen <= until)
         if q:
-            # the label, the keywords, or any member's (masked) text: staff search for 路灯 and expect
+            # the label or any member's (masked) text, which holds the keywords: staff search for 路灯 and expect
             # the topic whose messages say 路灯不亮 whatever its label says. Masked text only, so a
             # search never finds a topic by a citizen's phone number or name.
-            members = select(Suggestion.topic_id).where(Suggestion.text.contains(q, autoescape=True),
-                                                        Suggestion.topic_id.is_not(None))
+            members = select(Suggestion.topic_id).where(self._text_matches(q), Suggestion.topic_id.is_not(None))
             stmt = stmt.where(Topic.label.contains(q, autoescape=True) | Topic.id.in_(members))
         order = {"heat": (Topic.heat.desc(), Topic.size.desc()), "size": (Topic.size.desc(), Topic.heat.desc()),
                  "recent": (Topic.last_seen.desc(),)}[sort]
@@ -506,6 +507,24 @@ class Office:
             total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
             rows = list(s.execute(stmt.order_by(*order, Topic.id).limit(limit).offset(offset)).scalars())
         return int(total), rows
+
+    def _text_matches(self, q: str):
+        """A condition on :class:`Suggestion`: its masked text holds the words of ``q``.
+
+        The database's full-text index answers (FTS5 on SQLite, a GIN-indexed tsvector on PostgreSQL)
+        over character bigrams (see triage.search); every run of the query must appear, each as a
+        phrase. A query with a lone Han character has no bigram and is scanned for as a substring.
+        """
+        phrases = search.query_phrases(q)
+        if phrases is None or self.store.full_text is None:
+            return Suggestion.text.contains(q, autoescape=True)
+        if self.store.full_text == "fts5":
+            hits = sa_text("SELECT rowid FROM suggestion_fts WHERE suggestion_fts MATCH :m").bindparams(
+                m=search.fts5_query(phrases)).columns(rowid=Integer)
+            return Suggestion.id.in_(select(hits.subquery().c.rowid))
+        vec = func.to_tsvector(literal_column("'simple'"), Suggestion.search_doc)   # the GIN index's expression
+        return and_(*(vec.op("@@", return_type=Boolean)(
+            func.phraseto_tsquery(literal_column("'simple'"), search.tsquery_text(p))) for p in phrases))
 
     def topic(self, tid: str, actor: Actor, unmask: bool = False, reason: str = "") -> dict[str, Any]:
         if unmask:

@@ -23,9 +23,10 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, Lar
                         event, func, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker, validates
 from sqlalchemy.pool import NullPool
 
+from triage import search
 from triage.errors import TriageError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ LIFECYCLE = ("收集议题", "确定议题", "议前调研", "协商议事", "�
 PUBLISHED_STAGES = ("公开公示", "成果转化")
 OUTCOME_CLASSES = {"A": "承办单位办理", "B": "报党委政府或村(居)自治", "C": "宣传解释"}
 TOPIC_STATUSES = ("candidate", "accepted", "rejected", "merged")
+
+
+_UNKNOWN = object()
 
 
 class StoreError(TriageError):
@@ -108,6 +112,15 @@ class Suggestion(Base):
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     head_embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     embedding_model: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # What full-text search indexes (SQLite FTS5 table ``suggestion_fts`` kept in step by triggers;
+    # a GIN index over to_tsvector('simple', …) on PostgreSQL): the masked text's character bigrams,
+    # see triage.search. Set whenever ``text`` is, so no write path can leave a message unsearchable.
+    search_doc: Mapped[str] = mapped_column(Text, default="")
+
+    @validates("text")
+    def _index_text(self, _key: str, value: str) -> str:
+        self.search_doc = search.document(value)
+        return value
 
 
 class Assessment(Base):
@@ -259,12 +272,28 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._probe: Engine | None = None
+        self._full_text: Any = _UNKNOWN
         if migrate:
             self.upgrade()
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def full_text(self) -> str | None:
+        """Which full-text index answers text searches: "fts5", "tsvector", or None (substring scan:
+        an SQLite built without FTS5, or a store not yet upgraded)."""
+        if self._full_text is _UNKNOWN:
+            if self.dialect == "postgresql":
+                self._full_text = "tsvector"
+            elif self.dialect == "sqlite":
+                with self.engine.connect() as c:
+                    found = c.execute(text("SELECT name FROM sqlite_master WHERE name = 'suggestion_fts'")).first()
+                self._full_text = "fts5" if found else None
+            else:
+                self._full_text = None
+        return self._full_text
 
     def upgrade(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 
 from triage.cluster import Points, Similarity, SimilarityConfig, cluster
-from triage.places import PlaceExtractor
+from triage.places import SITE_KINDS, PlaceExtractor
 
 log = logging.getLogger(__name__)
 
@@ -296,11 +296,17 @@ class TopicBuilder:
 
 
 def _strip_places(tokens: str, places: Sequence[str]) -> str:
-    """Tokens without those that are part of a place name (two characters or more)."""
+    """Tokens without those that are part of a place name (two characters or more).
+
+    The kind of site a name ends in stays (城铁 of 长株潭城铁, 医院 of 第三人民医院): it says what the
+    problem is about, where the name before it says where.
+    """
     names = [p for p in places if isinstance(p, str) and p]
     if not names or not tokens:
         return tokens or ""
-    return " ".join(t for t in tokens.split() if len(t) < 2 or not any(t in p for p in names))
+    return " ".join(t for t in tokens.split()
+                    if len(t) < 2 or (t in SITE_KINDS and any(p.endswith(t) for p in names))
+                    or not any(t in p for p in names))
 
 
 def gist_doc(tokens: str, gist_tokens: int = 20) -> str:

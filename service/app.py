@@ -145,9 +145,34 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     return 422, "；".join(parts)
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _api_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) served with its scripts from the installed package, as FastAPI documents for
+    self-hosting: government networks are offline, and FastAPI's default loads them from a CDN (the
+    page stayed blank). The assets come from ``fastapi-offline`` (MIT; Swagger UI is Apache-2.0).
+    No /redoc: ReDoc fetches its logo from a CDN whatever it is told."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} · 接口文档",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                                   # no badge from the online validator: nothing leaves the network
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     rt = runtime or Runtime(settings)
-    app = FastAPI(title="triage · 政协“有事来协商”留言分拣", version="0.1.0", docs_url="/docs",
+    app = FastAPI(title="triage · 政协“有事来协商”留言分拣", version="0.1.0", docs_url=None, redoc_url=None,
                   description="提交留言、查询回执、即时分拣提示；候选议题、工作人员决定、协商流程与回音壁。"
                               "密钥通过 X-API-Key 或 Authorization: Bearer 传递。")
     app.state.runtime = rt
@@ -207,6 +232,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.exception_handler(review.LoginRequired)
     async def login_required(request: Request, exc: review.LoginRequired):
         return RedirectResponse(f"{review.BASE}/login", status_code=303)
+
+    _api_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def root():

@@ -784,3 +784,66 @@ def test_on_postgresql_the_text_search_can_use_its_gin_index(api) -> None:
         plan = "\n".join(r[0] for r in s.execute(sql("EXPLAIN " + str(stmt.compile(
             dialect=s.bind.dialect, compile_kwargs={"literal_binds": True})))))
     assert "ix_suggestions_search" in plan, plan
+
+
+# ------------------------------------------------------------- found by a schema fuzzer and a newcomer
+def test_a_decision_with_a_field_its_action_does_not_use_is_a_422_naming_it(api) -> None:
+    t = first_topic(api)
+    r = decide(api, t["id"], action="reject", reason="测试理由", label="y")
+    assert r.status_code == 422, r.text
+    assert "label" in r.text and "不使用" in r.text
+    assert api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["status"] == t["status"]
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59", "2300-01-01T00:00:00", "0001-01-01T00:00:00"])
+def test_a_submission_time_outside_the_offices_history_and_now_is_refused(api, when: str) -> None:
+    r = submit(api, "锦江路口的红绿灯时间太短，老人过不去", submitted_at=when, submitter="bad-clock")
+    assert r.status_code == 422, r.text
+    assert "提交时间" in r.json()["error"]["message"]
+
+
+def test_a_bad_time_already_stored_does_not_break_reclustering_or_heat(api) -> None:
+    import datetime as dt
+
+    r = submit(api, "锦江路口的红绿灯时间太短，老人过马路过不去", submitter="old-bad-clock")
+    assert r.status_code == 201, r.text
+    with api.rt.store.session() as s:   # as written before intake bounded the time
+        row = s.execute(select(Suggestion).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+        row.submitted_at = dt.datetime(9999, 12, 31, 23, 59, 59)
+    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    assert submit(api, "锦江路口红绿灯时间太短了", submitter="after-bad-clock").status_code == 201
+    listed = api.client.get("/api/v1/topics", params={"limit": 500}, headers=api.h("staff")).json()["items"]
+    assert listed and all(0.0 <= t["heat"] <= 1.0 for t in listed)
+
+
+def test_a_retrain_with_no_new_corrections_is_refused_with_the_reason(api, tmp_path) -> None:
+    from triage.retrain import NothingToLearn, Retrainer
+
+    bundle = api.rt.office.triage.bundle
+    with api.rt.store.session() as s:
+        newest = s.execute(select(func.max(Correction.id))).scalar() or 0
+    saved = bundle.manifest.get("max_correction_id")
+    bundle.manifest["max_correction_id"] = newest      # the active model has seen every correction
+    try:
+        r = api.client.post("/api/v1/retrain", headers=api.h("admin"))
+        assert r.status_code == 409 and "没有新的人工更正" in r.json()["error"]["message"], r.text
+        with pytest.raises(NothingToLearn):
+            Retrainer(api.rt.store, bundle, tmp_path / "m").run()
+    finally:
+        if saved is None:
+            bundle.manifest.pop("max_correction_id", None)
+        else:
+            bundle.manifest["max_correction_id"] = saved
+
+
+def test_the_last_active_admin_key_cannot_be_revoked(api) -> None:
+    me = api.rt.store.find_key(api.keys["admin"])
+    others = [k for k in api.rt.store.list_keys() if k.role == "admin" and k.revoked_at is None and k.id != me.id]
+    for k in others:      # admin keys made by earlier tests, if any
+        api.rt.store.revoke_key(k.id, "test")
+    r = api.client.delete(f"/api/v1/keys/{me.id}", headers=api.h("admin"))
+    assert r.status_code == 409 and "最后一把" in r.json()["error"]["message"], r.text
+    assert api.client.get("/api/v1/keys", headers=api.h("admin")).status_code == 200   # still in charge
+    # with a second admin key the first may go (here: the second revokes the new one, which is allowed)
+    made = api.client.post("/api/v1/keys", json={"role": "admin", "name": "第二管理员"}, headers=api.h("admin")).json()
+    assert api.client.delete(f"/api/v1/keys/{made['id']}", headers=api.h("admin")).status_code == 200

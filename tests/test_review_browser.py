@@ -326,3 +326,27 @@ def test_a_message_sent_through_the_api_shows_up_fresh_and_searchable_without_a_
     assert float(row.locator("td.num").nth(1).inner_text()) > 0          # heat at once, not 0.000
     assert row.locator(".badge").count() >= 5                              # the 五大原则 badges at once
     page.screenshot(path=str(ARTIFACTS / "review-fresh-topic.png"), full_page=True)
+
+
+def test_the_api_docs_render_with_the_network_cut(site) -> None:
+    """Government networks are offline: every file of /docs comes from the service itself."""
+    ctx = site.browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    root = site.base.rsplit("/review", 1)[0]
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        if route.request.url.startswith(root):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    ctx.route("**/*", only_local)
+    p = ctx.new_page()
+    p.goto(root + "/docs")
+    p.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+    assert p.locator(".swagger-ui .opblock").count() >= 15   # every operation drawn (not a blank page)
+    assert "/api/v1/suggestions" in p.content()
+    p.screenshot(path=str(ARTIFACTS / "api_docs.png"))
+    ctx.close()
+    assert outside == [], outside

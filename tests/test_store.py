@@ -193,3 +193,15 @@ def test_the_first_number_of_a_sequence_is_taken_once_when_workers_race(store: S
     for t in threads:
         t.join()
     assert sorted(got) == list(range(1, 31))
+
+
+def test_the_last_active_admin_key_is_never_revoked(tmp_path) -> None:
+    from triage.store import LastAdminKey
+
+    st = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    a, _ = st.create_key("admin", "a")
+    b, _ = st.create_key("admin", "b")
+    assert st.revoke_key(a.id, "b")
+    with pytest.raises(LastAdminKey, match="最后一把"):
+        st.revoke_key(b.id, "b")
+    assert st.find_key(_) is not None

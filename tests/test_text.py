@@ -151,3 +151,10 @@ def test_unmask_restores_id_numbers_found_two_ways_in_their_own_order():
     for raw in (f"A {good} 身份证号 {bad}", f"身份证号{bad},另一人{good}"):
         m = clean(raw)
         assert m.text.count("〔身份证号〕") == 2 and unmask(m) == normalize(raw)
+
+
+@pytest.mark.parametrize("mark", ["\u202e", "\u202d", "\u202a", "\u202b", "\u202c", "\u2066", "\u2067", "\u2068",
+                                  "\u2069", "\u200e", "\u200f", "\u061c"])
+def test_bidirectional_controls_are_removed_so_staff_read_what_was_written(mark):
+    # a right-to-left override would show 路灯坏了 reversed on the review page
+    assert normalize(f"北辰社区{mark}路灯坏了{mark}") == "北辰社区路灯坏了"

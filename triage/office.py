@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import inspect
 import json
 import logging
 import re
@@ -91,6 +92,11 @@ class OfficeConfig:
     recluster_lease_s: float = 1800.0   # a re-clustering that takes longer is presumed dead
     min_reason_chars: int = 2
     petition_group_min: int = 5     # distinct citizens who make a petition a group issue in the topic list
+    # A submission time is the citizen's (or the portal's) clock: accepted from the office's earliest
+    # history to a few minutes ahead of ours. One bad clock (9999-12-31) made every later heat's age
+    # term overflow; times stored before this bound are read clamped to it.
+    earliest: dt.datetime = dt.datetime(2000, 1, 1)
+    clock_skew_s: float = 900.0
 
 
 def _naive(ts: dt.datetime | pd.Timestamp | None) -> dt.datetime | None:
@@ -252,6 +258,9 @@ class Office:
         place = an.place or (given or None)
         places = list(an.places) or ([given] if given else [])
         submitted = _naive(data.submitted_at) or utcnow()
+        if not self.config.earliest <= submitted <= utcnow() + dt.timedelta(seconds=self.config.clock_skew_s):
+            raise InvalidRequest(f"提交时间 {submitted:%Y-%m-%d %H:%M} 不在可接受范围内（{self.config.earliest:%Y-%m-%d} 至当前时间）"
+                                 " / submitted_at must lie between the office's earliest history and now")
         with self._lock:
             index = self._current_index()
             tid, is_new = None, True
@@ -394,14 +403,14 @@ class Office:
         words = Counter(w for r in rows for w in set((r.tokens or "").split())
                         if len(w) > 1 and not w.startswith("〔") and not any(w in p for p in place_words))
         data.keywords = [w for w, _ in words.most_common(6)]
-        times = [r.submitted_at for r in rows if r.submitted_at is not None]
+        times = [self._sane_time(r.submitted_at) for r in rows if r.submitted_at is not None]
         data.first_seen, data.last_seen = (min(times), max(times)) if times else (None, None)
         centroid = None
         if index is not None and t.id in index.ids:
             centroid = index.En[index.ids.index(t.id)]
         card = self._judge().judge(data, texts, [r.tokens or "" for r in rows], centroid)
         # the same clock as a re-clustering: the newest message in the store, not the wall clock
-        now = pd.Timestamp(s.execute(select(func.max(Suggestion.submitted_at))).scalar() or utcnow())
+        now = pd.Timestamp(self._sane_time(s.execute(select(func.max(Suggestion.submitted_at))).scalar() or utcnow()))
         hc = default_heat_config()
         ages = np.array([(now - pd.Timestamp(x)).total_seconds() / 86400.0 for x in times]) if times else np.zeros(0)
         this, prev = counts_by_age(ages, hc.period_days)
@@ -508,6 +517,12 @@ class Office:
             rows = list(s.execute(stmt.order_by(*order, Topic.id).limit(limit).offset(offset)).scalars())
         return int(total), rows
 
+    def _sane_time(self, ts: dt.datetime | None) -> dt.datetime | None:
+        """A stored submission time clamped to what intake accepts (rows stored before the bound)."""
+        if ts is None:
+            return None
+        return min(max(ts, self.config.earliest), utcnow() + dt.timedelta(seconds=self.config.clock_skew_s))
+
     def _text_matches(self, q: str):
         """A condition on :class:`Suggestion`: its masked text holds the words of ``q``.
 
@@ -572,6 +587,13 @@ class Office:
         handler = getattr(self, f"_do_{action}", None)
         if handler is None:
             raise InvalidRequest(f"未知操作 {action} / unknown action")
+        # a field the action does not use is a client's mistake (a relabel's label sent with a reject):
+        # say which, rather than drop it silently or fail inside the handler
+        used = set(inspect.signature(handler).parameters) - {"s", "t", "actor"}
+        extra = sorted(k for k, v in p.items() if v is not None and k not in used)
+        if extra:
+            raise InvalidRequest(f"操作 {action} 不使用字段：{'、'.join(extra)}（可用：{'、'.join(sorted(used)) or '无'}）"
+                                 f" / fields not used by {action}: {', '.join(extra)}")
         with self._lock, self.store.session() as s:
             t = s.get(Topic, tid)
             if t is None:
@@ -781,7 +803,8 @@ class Office:
         rows = s.execute(select(Suggestion).where(where).order_by(Suggestion.id)).scalars().all()
         return pd.DataFrame({
             "id": [str(r.id) for r in rows], "text": [r.text for r in rows], "tokens": [r.tokens for r in rows],
-            "submitted_at": pd.to_datetime([r.submitted_at for r in rows]), "channel": [r.channel for r in rows],
+            "submitted_at": pd.to_datetime([self._sane_time(r.submitted_at) for r in rows]),
+            "channel": [r.channel for r in rows],
             "submitter": [r.submitter for r in rows], "support": [r.support for r in rows],
             "scope": [r.scope for r in rows], "domain": [r.domain for r in rows],
             "places": [list(r.places or []) for r in rows], "place": [r.place for r in rows],

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupShuffleSplit
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from triage.classify import TextClassifierConfig, feature_config_from_manifest
 from triage.config import corpora_dir
@@ -31,6 +31,10 @@ from triage.model import ModelBundle, TrainSpec, default_cues, default_scope_con
 from triage.store import Correction, Store, Suggestion
 
 log = logging.getLogger(__name__)
+
+
+class NothingToLearn(TrainingDataError):
+    """No staff correction since the active model: a retrain would relearn the same corpus."""
 
 
 @dataclass
@@ -108,8 +112,18 @@ class Retrainer:
         return train_bundle(prepared, self._spec(frame), self.active.cues, evaluate=False,
                             source="corpus + staff corrections", version=version)
 
+    def new_corrections(self) -> int:
+        """Staff corrections made since the active model was trained: with none, there is nothing new to
+        learn (the corpus alone made the active model)."""
+        base_max = int(self.active.manifest.get("max_correction_id", 0))
+        with self.store.session() as s:
+            return int(s.execute(select(func.count()).select_from(Correction).where(Correction.id > base_max)).scalar_one())
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
+        if not self.new_corrections():
+            raise NothingToLearn("自现用模型训练以来没有新的人工更正，无需重新训练 / no staff corrections since the "
+                                 "active model was trained: nothing new to learn")
         base_max = int(self.active.manifest.get("max_correction_id", 0))
         with self.store.session() as s:
             newest = s.execute(select(Correction.id).order_by(Correction.id.desc()).limit(1)).scalar_one_or_none() or 0
@@ -127,7 +141,7 @@ class Retrainer:
         prepared = self._prepare(data)
         train, test = data.iloc[tr].reset_index(drop=True), data.iloc[te].reset_index(drop=True)
         ptrain, ptest = prepared.iloc[tr].reset_index(drop=True), prepared.iloc[te].reset_index(drop=True)
-        keep = ~train["_new"].to_numpy()
+        keep = ~train["_new"].to_numpy(dtype=bool)   # object dtype would make ~False == -1
         baseline = self._fit(train[keep].reset_index(drop=True), ptrain[keep].reset_index(drop=True))
         candidate = self._fit(train, ptrain)
         scores: dict[str, dict[str, float]] = {}

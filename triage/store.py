@@ -42,6 +42,10 @@ TOPIC_STATUSES = ("candidate", "accepted", "rejected", "merged")
 _UNKNOWN = object()
 
 
+class LastAdminKey(TriageError):
+    """Revoking this key would leave the office without an active admin key (the service answers 409)."""
+
+
 class StoreError(TriageError):
     """The database cannot be reached or refuses a write (the service answers 503)."""
 
@@ -447,10 +451,22 @@ class Store:
             return row
 
     def revoke_key(self, key_id: int, actor: str) -> bool:
+        """Revoke a key (False: none such, or already revoked). The last active admin key is never
+        revoked: that would lock the office out of its own keys, retraining and configuration."""
         with self.session() as s:
+            if self.dialect == "postgresql":   # two admins revoking each other at once: one at a time
+                s.execute(text("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE"))
+            else:
+                s.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=ApiKey.revoked_at))
             row = s.get(ApiKey, key_id)
             if row is None or row.revoked_at is not None:
                 return False
+            if row.role == "admin":
+                admins = s.execute(select(func.count()).select_from(ApiKey).where(
+                    ApiKey.role == "admin", ApiKey.revoked_at.is_(None))).scalar_one()
+                if admins <= 1:
+                    raise LastAdminKey("这是最后一把有效的管理员密钥，不能吊销；请先新建另一把管理员密钥 / "
+                                       "the last active admin key cannot be revoked: create another admin key first")
             row.revoked_at = utcnow()
             s.add(AuditEvent(actor=actor, action="key_revoked", target_type="api_key", target_id=str(key_id)))
             return True

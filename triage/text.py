@@ -33,7 +33,11 @@ PLACEHOLDERS: dict[str, str] = {
 }
 
 _TAG_RE = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>")
-_CTRL_RE = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2028\u2029\u2060\ufeff]")
+# control and invisible characters, bidirectional ones included (U+202A-202E embeddings and overrides,
+# U+2066-2069 isolates, U+200E/200F/061C marks): a right-to-left override kept in stored text reverses
+# what staff read on the page ("款退求要" shown for a text that says otherwise)
+_CTRL_RE = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e"
+                      r"\u2060-\u2064\u2066-\u2069\ufeff]")
 #: Excel's escape of a control character inside a cell (``_x000D_`` for a carriage return), left in
 #: text by spreadsheet exports: real message boards are full of it
 _EXCEL_ESCAPE_RE = re.compile(r"_x(000[9AaDd])_")

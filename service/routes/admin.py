@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, HTTPException
 from service.deps import ADMIN, actor_of, require, runtime
 from service.runtime import Runtime
 from service.schemas import JobOut, KeyIn, KeyOut
-from triage.store import ApiKey, AuditEvent, Job, utcnow
+from triage.retrain import Retrainer
+from triage.store import ApiKey, AuditEvent, Job, LastAdminKey, utcnow
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["admin"])
@@ -35,15 +36,17 @@ def list_keys(key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runt
 
 @router.delete("/keys/{key_id}", summary="吊销 API 密钥")
 def revoke_key(key_id: int, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtime)) -> dict:
-    if not rt.store.revoke_key(key_id, actor_of(key).name):
+    try:
+        revoked = rt.store.revoke_key(key_id, actor_of(key).name)
+    except LastAdminKey as exc:
+        raise HTTPException(409, str(exc)) from exc
+    if not revoked:
         raise HTTPException(404, f"密钥 {key_id} 不存在或已吊销 / no such active key")
     rt.keys.clear()
     return {"revoked": key_id}
 
 
 def _run_retrain(rt: Runtime, job_id: int, actor: str) -> None:
-    from triage.retrain import Retrainer
-
     try:
         result = Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).run()
         with rt.store.session() as s:
@@ -68,6 +71,10 @@ def retrain(key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtim
         running = s.query(Job).filter(Job.kind == "retrain", Job.status.in_(("queued", "running"))).first()
         if running is not None:
             raise HTTPException(409, f"已有重新训练任务 {running.id} 在运行 / a retraining job is running")
+    if not Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).new_corrections():
+        raise HTTPException(409, "自现用模型训练以来没有新的人工更正，无需重新训练 / no staff corrections since "
+                                 "the active model was trained: nothing new to learn")
+    with rt.store.session() as s:
         job = Job(kind="retrain", status="running", params={"by": actor_of(key).name})
         s.add(job)
         s.flush()

@@ -133,3 +133,8 @@ def test_a_name_with_two_characters_swapped_is_not_another_place():
     assert sim.place_term("邦华小区", "华邦小区") == 0.0
     # one changed character is another compound
     assert sim.place_term("东湖小区", "西湖小区") < 0.0
+
+
+def test_a_number_before_a_name_is_not_part_of_it_and_neither_is_a_verb():
+    assert names("A1区020万客莱餐饮公司卖的餐车无法使用") == ["A1区", "万客莱餐饮公司"]
+    assert names("噪声很大，严重影响渌水大桥附近居民休息") == ["渌水大桥"]

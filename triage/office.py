@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Boolean, Integer, and_, delete, func, literal_column, select, update
+from sqlalchemy import Boolean, Integer, and_, bindparam, delete, func, literal_column, select, update
 from sqlalchemy import text as sa_text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -185,6 +185,7 @@ class Office:
         self._index_gen: Any = None
         self._gen_checked = 0.0
         self._since_recluster = 0
+        self._heat_clock: dt.datetime | None = None   # the store clock at this worker's last re-ageing
 
     # ================================================================ intake
     def warm(self) -> None:
@@ -304,9 +305,45 @@ class Office:
                         return (*replay, True)
                 raise
         self._since_recluster += 1
+        self._reage_quietly()
         if auto_recluster and (self._since_recluster >= self.config.recluster_every or index is None):
             self._recluster_soon()
         return row, arow, False
+
+    def _reage_quietly(self) -> None:
+        """Every topic's recency at the store's clock, once the clock has moved a tenth of a half-life.
+
+        Intake refreshes only the topic a message joins; every other topic kept the recency of its
+        last message's day, so long-silent topics stayed on top of the staff list until a
+        re-clustering (replaying a real board through the API: 1 of the 10 issues the most citizens
+        raised in the top 20, 2 after one more re-clustering). A failure costs no submission.
+        """
+        from triage.rank import default_heat_config, reage
+
+        hc = default_heat_config()
+        try:
+            with self._lock, self.store.session() as s:
+                now = self._sane_time(s.execute(select(func.max(Suggestion.submitted_at))).scalar())
+                if now is None or (self._heat_clock is not None
+                                   and now - self._heat_clock < dt.timedelta(days=hc.half_life_days / 10)):
+                    return
+                rows = s.execute(select(Topic.id, Topic.heat_terms, Topic.last_seen, Topic.updated_at)
+                                 .where(Topic.status != "merged", Topic.last_seen.is_not(None))).all()
+                changes = []
+                for r in rows:
+                    if not r.heat_terms:
+                        continue
+                    h = reage(r.heat_terms, (now - self._sane_time(r.last_seen)).total_seconds() / 86400.0, hc)
+                    changes.append({"b_id": r.id, "b_at": r.updated_at, "b_heat": h.score, "b_terms": h.terms})
+                if changes:
+                    # a topic another worker refreshed meanwhile keeps its newer figures
+                    tbl = Topic.__table__   # a Core executemany: the ORM would insist on bulk-by-primary-key
+                    s.connection().execute(
+                        update(tbl).where(tbl.c.id == bindparam("b_id"), tbl.c.updated_at == bindparam("b_at"))
+                        .values(heat=bindparam("b_heat"), heat_terms=bindparam("b_terms")), changes)
+            self._heat_clock = now
+        except Exception:  # noqa: BLE001 - logged; the next submission or re-clustering tries again
+            log.exception("re-ageing topic heat failed")
 
     def _replay(self, idem: str, bh: str) -> tuple[Suggestion, Assessment] | None:
         with self.store.session() as s:

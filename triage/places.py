@@ -91,7 +91,7 @@ _LEAD_VERBS = ("建议", "希望", "要求", "反映", "呼吁", "请求", "恳�
                # function words the lazy pattern swallows before a name (如果城铁公司, 特别镇, 原先省)
                "如果", "但是", "因为", "所以", "而且", "虽然", "已经", "目前", "现在", "还有", "特别", "直达", "原先",
                "位于", "靠近", "附近", "通往", "前往", "包括", "例如", "比如", "导致", "造成", "尤其", "只有", "即将",
-               "公布", "村部", "强行", "变相", "出租", "清运", "整片", "即将将")
+               "公布", "村部", "强行", "变相", "出租", "清运", "整片", "即将将", "影响", "严重")
 # "…路" words that are not roads (线路, 马路, 网路, 出路 …)
 _NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号满指修筑铺让带")
 # "…路" followed by these is another word (路灯, 路面, 路况, 路费, 路过)
@@ -260,6 +260,12 @@ class PlaceExtractor:
             cut = max((stem.rfind(lead) + len(lead) for lead in _LEAD_VERBS if lead in stem[i:]), default=i)
             i = max(i, cut)
             stem = stem[i:]
+            # a number before a Han name is a code or a count, not part of it (A1区020万客莱餐饮公司),
+            # unless it numbers the place itself (3号路, 2期小区)
+            lead = re.match(r"[0-9]+(?=[\u4e00-\u9fa5]{2})", stem)
+            if lead and stem[lead.end()] not in "号栋期组队楼单幢":
+                i += lead.end()
+                stem = stem[lead.end():]
             end = m.end()
             ext = re.match(_SUFFIX_RE, text[end:])
             if ext and ext.group(0) != suffix and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路", "街道"):

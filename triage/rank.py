@@ -127,6 +127,27 @@ def heat(*, voices: int, submitters: int, support: int, last_seen: pd.Timestamp 
     return Heat(round(max(0.0, sum(points.values())), 4), terms)
 
 
+def reage(terms: dict[str, dict[str, float]], age_days: float, config: HeatConfig | None = None) -> Heat:
+    """The heat of a topic nobody wrote to since ``terms`` were computed, now that its last message is
+    ``age_days`` old: only the recency term moves (reach, breadth and fit are unchanged; growth waits
+    for the next message or re-clustering, which recompute every term).
+
+    A topic's heat is computed when a message joins it, at the store's clock of that moment. Without
+    this, a topic last heard of two years ago kept the recency of the day it was fresh: replaying a
+    city's year through the API, the staff list's top 20 filled with such two-person topics.
+    """
+    cfg = config or default_heat_config()
+    out = {k: dict(v) for k, v in terms.items()}
+    if "recency" not in out or any(k not in out for k in REACH):
+        return Heat(round(max(0.0, sum(v.get("points", 0.0) for v in out.values())), 4), out)
+    reach = sum(out[k]["points"] for k in REACH)
+    scaled = 0.5 ** (max(0.0, age_days) / cfg.half_life_days)
+    w = out["recency"].get("weight", cfg.weights.get("recency", 0.0))
+    out["recency"].update(value=round(max(0.0, age_days), 1), scaled=round(scaled, 4),
+                          points=round(-reach * w * (1.0 - scaled), 4))
+    return Heat(round(max(0.0, sum(v["points"] for v in out.values())), 4), out)
+
+
 def period_counts(times: pd.Series, now: pd.Timestamp, period_days: float) -> tuple[int, int]:
     t = pd.to_datetime(times, errors="coerce")
     return counts_by_age(((now - t).dt.total_seconds() / 86400.0).to_numpy(dtype=float), period_days)

@@ -1,0 +1,62 @@
+"""Topics as staff see them between re-clusterings: heat follows the store's clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from triage.rank import reage
+from triage.store import Suggestion, Topic
+
+
+@pytest.fixture()
+def office(tmp_path):
+    from service.runtime import Runtime, Settings
+
+    rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", home=str(tmp_path), recluster_every=10_000))
+    yield rt.office
+    rt.close()
+
+
+def _topic_of(office, receipt: str) -> Topic:
+    with office.store.session() as s:
+        tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == receipt)).scalar_one()
+        return s.get(Topic, tid)
+
+
+def test_a_silent_topic_cools_as_the_stores_clock_moves_without_a_reclustering(office) -> None:
+    from triage.office import Intake
+
+    day0 = dt.datetime(2026, 1, 5, 9)
+    for k, text in enumerate(["北辰社区3栋楼道灯坏了一个月没人修", "北辰社区3栋的楼道灯还是不亮，晚上摸黑"]):
+        row, *_ = office.submit(Intake(text=text, submitter=f"c{k}", submitted_at=day0 + dt.timedelta(hours=k)),
+                                auto_recluster=False)
+    fresh = _topic_of(office, row.receipt)
+    assert fresh.heat > 0 and fresh.heat_terms["recency"]["value"] < 1
+    # sixty days on, another problem elsewhere: the lamp topic is not touched, yet it is sixty days older
+    office.submit(Intake(text="上庄村到石桥镇的公交一天只有两趟，老人看病不方便", submitter="c9",
+                         submitted_at=day0 + dt.timedelta(days=60)), auto_recluster=False)
+    old = _topic_of(office, row.receipt)
+    assert old.size == fresh.size and old.heat < fresh.heat
+    assert old.heat_terms["recency"]["value"] == pytest.approx(60, abs=1)
+    assert sum(t["points"] for t in old.heat_terms.values()) == pytest.approx(old.heat, abs=1e-3)
+
+
+def test_reageing_moves_only_the_recency_term_and_keeps_the_sum() -> None:
+    from triage.rank import heat
+
+    now = dt.datetime(2026, 3, 1)
+    import pandas as pd
+
+    h = heat(voices=3, submitters=3, support=0, last_seen=pd.Timestamp(now), this_period=3, previous_period=0,
+             channels=1, places=1, principle_score=0.8, now=pd.Timestamp(now))
+    later = reage(h.terms, 90.0)
+    assert later.score < h.score
+    assert {k: v for k, v in later.terms.items() if k != "recency"} == {k: v for k, v in h.terms.items() if k != "recency"}
+    assert sum(t["points"] for t in later.terms.values()) == pytest.approx(later.score, abs=1e-3)
+    # …and computing it afresh at that clock agrees on the recency term
+    again = heat(voices=3, submitters=3, support=0, last_seen=pd.Timestamp(now), this_period=3, previous_period=0,
+                 channels=1, places=1, principle_score=0.8, now=pd.Timestamp(now) + pd.Timedelta(days=90))
+    assert later.terms["recency"]["points"] == pytest.approx(again.terms["recency"]["points"], abs=1e-3)

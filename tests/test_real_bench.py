@@ -71,3 +71,24 @@ def test_live_topic_bench_skips_with_the_reason_when_the_real_messages_are_absen
     monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
     assert bench.main([]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_personal_data_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
+    bench = _load("real_pii")
+    monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
+    assert bench.main([]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_personal_data_scores_count_a_span_only_when_every_character_is_masked():
+    import pandas as pd
+
+    bench = _load("real_pii")
+    docs = {"m1": "胡书记说张三的电话13812345678", "m2": "路灯坏了"}
+    gold = pd.DataFrame({"id": ["m1", "m1", "m1", "m2"], "kind": ["name", "name", "mobile", "none"],
+                         "start": ["0", "4", "9", ""], "end": ["1", "6", "20", ""], "check": ["", "", "", ""]})
+    # 胡 masked, 张三 half masked (counts as missed), the phone masked; one masked region is no label
+    masked = {"m1": "〔姓名〕书记说〔姓名〕三的电话〔手机号〕", "m2": "〔姓名〕坏了"}
+    row = bench.score("t", masked, docs, gold, {"m1": "cued", "m2": "random"}, 0.0)[0]
+    assert row["name_recall"].startswith("1/2") and row["mobile_recall"].startswith("1/1")
+    assert row["masked_regions"] == 4 and row["precision"] == 0.75

@@ -1,0 +1,198 @@
+"""Personal data on real messages: what masking hides and what it leaves, per kind, beside a baseline.
+
+    python bench/real_pii.py                      # today's code + the plain baseline
+    python bench/real_pii.py --against f8649cc    # also an earlier commit's masking, same messages
+
+Reads the team's hand labels (``bench/realdata_labels/pii_p*.csv``: ids and character spans, rules in
+``pii_rules.md``) and the messages they point at in ``../shared/realdata/``. Exits 0 with the reason
+when the folder is absent. Never writes a message anywhere.
+
+Each labelled document is ``normalize(title + "\\n" + text)``. A masking run turns it into masked text;
+the characters it replaced are found by aligning the two (difflib, no junk heuristic). Per kind:
+
+* **recall** — labelled spans whose every character was replaced;
+* **precision** — replaced regions that overlap some labelled span of any kind (a masked place name
+  or a masked common word counts against it); reported per kind the masker claims where it says;
+* the same figures for the random half of the sample (what a board looks like) and the cued half.
+
+The **plain** baseline is what a regex-only masker does: 11-digit mobiles, 18-character IDs with a
+valid check digit, and a name only right after 我叫/本人/联系人/姓名/我是/署名 (the product before the
+real-message work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+REAL = ROOT.parent / "shared" / "realdata"
+LABELS = ROOT / "bench" / "realdata_labels"
+FILES = ("teddy2020_c_dev_domain.csv", "teddy2020_c_unlabelled.csv", "teddy2020_c_replies.csv")
+NUMBER_KINDS = ("mobile", "landline", "id_number", "bank_card", "email", "plate", "other_contact")
+
+log = logging.getLogger("bench.real_pii")
+
+
+def load_labels() -> pd.DataFrame:
+    parts = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(LABELS.glob("pii_p*.csv"))]
+    if not parts:
+        raise SystemExit(f"no labels in {LABELS} (pii_p*.csv)")
+    return pd.concat(parts, ignore_index=True)
+
+
+def load_docs(ids: set[str]) -> dict[str, str]:
+    from triage.text import normalize
+
+    docs = {}
+    for f in FILES:
+        d = pd.read_csv(REAL / f, dtype=str, keep_default_na=False)
+        title = d["title"] if "title" in d else pd.Series("", index=d.index)
+        for i, t, x in zip(d["id"], title, d["text"]):
+            if i in ids:
+                docs[i] = normalize(t + "\n" + x)
+    return docs
+
+
+def replaced_spans(doc: str, masked: str) -> list[tuple[int, int]]:
+    """Character ranges of ``doc`` that the masker replaced or removed."""
+    sm = difflib.SequenceMatcher(None, doc, masked, autojunk=False)
+    return [(i1, i2) for op, i1, i2, _j1, _j2 in sm.get_opcodes() if op in ("replace", "delete") and i2 > i1]
+
+
+def plain_mask(doc: str) -> str:
+    """The regex-only baseline (see the module docstring)."""
+    from triage.text import id_checksum_ok
+
+    s = re.sub(r"(?<!\d)1[3-9]\d{9}(?!\d)", "〔手机号〕", doc)
+    s = re.sub(r"(?<![0-9Xx])\d{17}[0-9Xx](?![0-9Xx])", lambda m: "〔身份证号〕" if id_checksum_ok(m.group(0)) else m.group(0), s)
+    return re.sub(r"(我叫|本人|联系人|姓名|我是|署名)[:：]?([\u4e00-\u9fa5]{2,3})", r"\1〔姓名〕", s)
+
+
+def mask_with(code_root: Path, docs: dict[str, str]) -> dict[str, str]:
+    """Every document through ``clean`` of the code at ``code_root``: today's tree in this process, an
+    earlier commit's worktree in a process of its own (its modules must not mix with today's)."""
+    if code_root == ROOT:
+        from triage.text import clean
+
+        return {k: clean(v).text for k, v in docs.items()}
+    script = ("import json,sys\nsys.path.insert(0, sys.argv[1])\nfrom triage.text import clean\n"
+              "docs = json.load(open(sys.argv[2], encoding='utf-8'))\n"
+              "json.dump({k: clean(v).text for k, v in docs.items()}, open(sys.argv[3], 'w', encoding='utf-8'))\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
+        src.write_text(json.dumps(docs, ensure_ascii=False), encoding="utf-8")
+        subprocess.run([sys.executable, "-c", script, str(code_root), str(src), str(out)], check=True)
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
+def score(name: str, masked: dict[str, str], docs: dict[str, str], gold: pd.DataFrame, strata: dict[str, str],
+          seconds: float) -> list[dict]:
+    spans = gold[gold["kind"] != "none"]
+    by_id: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for r in spans.itertuples():
+        by_id[r.id].append((r.kind, int(r.start), int(r.end)))
+    rows = []
+    for stratum in ("all", "random", "cued"):
+        keep = [i for i in docs if stratum == "all" or strata.get(i) == stratum]
+        hit, tot = defaultdict(int), defaultdict(int)
+        regions = over = 0
+        for i in keep:
+            rep = replaced_spans(docs[i], masked[i])
+            covered = set()
+            for a, b in rep:
+                covered.update(range(a, b))
+            for kind, s, e in by_id.get(i, []):
+                tot[kind] += 1
+                hit[kind] += all(k in covered for k in range(s, e))
+            for a, b in rep:
+                regions += 1
+                over += any(s < b and a < e for _k, s, e in by_id.get(i, []))
+        row = {"run": name, "stratum": stratum, "messages": len(keep), "masked_regions": regions,
+               "precision": round(over / regions, 3) if regions else None, "seconds": seconds}
+        for kind in sorted(tot):
+            row[f"{kind}_recall"] = f"{hit[kind]}/{tot[kind]} = {hit[kind] / tot[kind]:.3f}"
+        numbers = sum(hit[k] for k in NUMBER_KINDS), sum(tot[k] for k in NUMBER_KINDS)
+        row["numbers_recall"] = f"{numbers[0]}/{numbers[1]} = {numbers[0] / numbers[1]:.3f}" if numbers[1] else None
+        rows.append(row)
+    return rows
+
+
+def misses(masked: dict[str, str], docs: dict[str, str], gold: pd.DataFrame) -> dict[str, int]:
+    """What the missed names look like (no text): in a title-like context or not, length."""
+    out: dict[str, int] = defaultdict(int)
+    for r in gold[gold["kind"] == "name"].itertuples():
+        rep = replaced_spans(docs[r.id], masked[r.id])
+        s, e = int(r.start), int(r.end)
+        if not all(any(a <= k < b for a, b in rep) for k in range(s, e)):
+            after = docs[r.id][e:e + 2]
+            kind = "surname+title" if e - s == 1 else f"{e - s}-char name"
+            out[f"{kind}, followed by {'a title' if re.match(r'(先生|女士|书记|局长|主任|老师|师傅|大爷|经理|县长|市长|科长|所长|校长|院长|总|部长|处长)', after) else 'other'}"] += 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--against", default=None, help="also mask with this git commit's code, same messages")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not REAL.is_dir():
+        print(f"skipped: {REAL} is absent (the real messages live beside the project, never in it)")
+        return 0
+    gold = load_labels()
+    sample = pd.read_csv(LABELS / "pii_sample.csv", dtype=str)
+    strata = dict(zip(sample["id"], sample["stratum"]))
+    docs = load_docs(set(gold["id"]))
+    bad = [r.id for r in gold[gold["kind"] != "none"].itertuples()
+           if hashlib.sha1(docs[r.id][int(r.start):int(r.end)].encode("utf-8")).hexdigest()[:8] != r.check]
+    if bad:
+        raise SystemExit(f"{len(bad)} labelled spans no longer match their text (normalisation moved them): {bad[:5]}")
+    log.info("%d messages labelled, %d spans (%s)", len(docs), int((gold["kind"] != "none").sum()),
+             ", ".join(f"{k} {v}" for k, v in gold[gold["kind"] != "none"]["kind"].value_counts().items()))
+
+    results = []
+    t0 = time.perf_counter()
+    today = mask_with(ROOT, docs)
+    results += score("triage (today)", today, docs, gold, strata, round(time.perf_counter() - t0, 2))
+    if args.against:
+        with tempfile.TemporaryDirectory(prefix="real_pii_") as tmp:
+            wt = Path(tmp) / "against"
+            subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.against], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                t0 = time.perf_counter()
+                then = mask_with(wt, docs)
+                results += score(f"triage at {args.against[:10]}", then, docs, gold, strata,
+                                 round(time.perf_counter() - t0, 2))
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT, check=False)
+    t0 = time.perf_counter()
+    plain = {i: plain_mask(d) for i, d in docs.items()}
+    results += score("plain regex + 6 triggers", plain, docs, gold, strata, round(time.perf_counter() - t0, 2))
+
+    frame = pd.DataFrame(results)
+    cols = ["run", "stratum", "messages", "masked_regions", "precision", "numbers_recall",
+            *sorted(c for c in frame.columns if c.endswith("_recall") and c != "numbers_recall"), "seconds"]
+    frame = frame[[c for c in cols if c in frame.columns]].fillna("")
+    print("| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns))
+    for row in frame.itertuples(index=False):
+        print("| " + " | ".join(str(v) for v in row) + " |")
+    print("\nmissed names today (shape only):", json.dumps(misses(today, docs, gold), ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

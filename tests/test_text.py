@@ -158,3 +158,28 @@ def test_unmask_restores_id_numbers_found_two_ways_in_their_own_order():
 def test_bidirectional_controls_are_removed_so_staff_read_what_was_written(mark):
     # a right-to-left override would show 路灯坏了 reversed on the review page
     assert normalize(f"北辰社区{mark}路灯坏了{mark}") == "北辰社区路灯坏了"
+
+
+@pytest.mark.parametrize("text, name", [
+    ("找了张伟军协调，他说不归他管", "张伟军"),            # a full name in no trigger context
+    ("邻居王大明在楼道堆放杂物", "王大明"),
+    ("其余的钱交到王伟军手里", "王伟军"),                # the NER stops after 王伟; jieba's unknown word completes it
+])
+def test_a_name_in_no_trigger_context_is_found_by_the_ner(text, name):
+    m = clean(text)
+    assert name not in m.text and "〔姓名〕" in m.text
+    assert ("name", name) in m.found and unmask(m) == normalize(text)
+
+
+@pytest.mark.parametrize("text", ["北辰社区3栋楼道灯坏了", "建议在黄花镇修一座桥", "陈家湾村的路烂了",
+                                  "张家界的景区门票太贵", "周末去王府井逛街", "我们向县长反映过"])
+def test_places_and_plain_words_are_not_masked_as_people(text):
+    assert clean(text).text == normalize(text)
+
+
+def test_the_ner_reads_only_clauses_where_a_name_may_be():
+    from triage.names import _name_like
+
+    assert _name_like("路灯坏了一个月没人修") is None          # no surname character at all
+    assert _name_like("小区的绿化带被占用了") is None            # surname characters, but only inside known words
+    assert _name_like("找了张伟军协调") is not None

@@ -280,8 +280,9 @@ _SURNAME_ALSO_WORD = set("向和于从及与")
 
 
 def _name_spans(s: str) -> list[tuple[int, int]]:
-    """(start, end) of every name: after a trigger word (我叫张三, 居民赵小红) and a surname before a
-    title (胡书记: the surname only), in text order, without overlaps."""
+    """(start, end) of every name: after a trigger word (我叫张三, 居民赵小红), a surname before a
+    title (胡书记: the surname only), and what the NER calls a person (triage.names), in text order,
+    overlapping finds merged."""
     spans = []
     for m in _NAME_TRIGGER_RE.finditer(s):
         length = _name_at(s, m.end())
@@ -298,9 +299,13 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
         if s.startswith("书记录", m.end()):      # 文书记录
             continue
         spans.append((i, m.end()))
+    from triage.names import person_spans   # the NER, where a cheap test says a name may be
+
+    spans += person_spans(s)
     out: list[tuple[int, int]] = []
     for start, end in sorted(spans):
-        if out and start < out[-1][1]:
+        if out and start < out[-1][1]:   # found two ways: one name, as wide as both say
+            out[-1] = (out[-1][0], max(out[-1][1], end))
             continue
         out.append((start, end))
     return out

@@ -847,3 +847,44 @@ def test_the_last_active_admin_key_cannot_be_revoked(api) -> None:
     # with a second admin key the first may go (here: the second revokes the new one, which is allowed)
     made = api.client.post("/api/v1/keys", json={"role": "admin", "name": "第二管理员"}, headers=api.h("admin")).json()
     assert api.client.delete(f"/api/v1/keys/{made['id']}", headers=api.h("admin")).status_code == 200
+
+
+def test_personal_data_sent_through_the_api_and_open311_reaches_no_staff_view_without_unmask(api, caplog) -> None:
+    """A title and a body with a name in no trigger context, a mobile, a mistyped ID and a bank card:
+    none of them in any answer to a staff key without unmask, on a page, in an export, in the logs
+    or in the masked columns; the raw values only through the audited unmask path."""
+    import logging
+
+    secrets_ = ["张伟军", "13698765432", "43010219900101123", "6222020200112233445"]
+    text = ("锦绣小区东门的下水道堵了三天，物业经理张伟军说不归他管。联系电话13698765432，"
+            "身份证号43010219900101123，退款请打到银行卡6222020200112233445")
+    caplog.set_level(logging.DEBUG)
+    r = submit(api, text, title="张伟军 13698765432 推诿下水道堵塞", submitter="pii-through")
+    assert r.status_code == 201, r.text
+    services = api.client.get("/open311/v2/services.json").json()
+    o = api.client.post("/open311/v2/requests.json", data={
+        "api_key": api.keys["portal"], "service_code": services[0]["service_code"], "description": text})
+    assert o.status_code == 201, o.text
+    with api.rt.store.session() as s:
+        rows = s.execute(select(Suggestion).where(Suggestion.receipt.in_(
+            [r.json()["receipt"], o.json()[0]["service_request_id"]]))).scalars().all()
+        tids = {x.topic_id for x in rows}
+        masked_cols = " ".join(f"{x.text} {x.tokens} {x.search_doc}" for x in rows)
+    assert len(rows) == 2 and not any(v in masked_cols for v in secrets_)
+    seen = [api.client.get(f"/api/v1/topics/{t}", headers=api.h("clerk")).text for t in tids]
+    seen.append(api.client.get("/api/v1/topics", params={"limit": 500}, headers=api.h("clerk")).text)
+    seen.append(r.text + o.text)
+    api.client.post("/review/login", data={"key": api.keys["clerk"]})
+    seen += [api.client.get(f"/review/topics/{t}").text for t in tids]
+    seen += [api.client.get("/review/export", params={"ids": list(tids), "format": f}).content.decode("utf-8-sig")
+             for f in ("html", "csv")]
+    api.client.get("/review/logout")
+    seen.append(caplog.text)
+    for page_ in seen:
+        assert not any(v in page_ for v in secrets_), [v for v in secrets_ if v in page_]
+    # the raw values: only with the unmask permission and a reason, and the look is audited
+    raw = api.client.get(f"/api/v1/topics/{next(iter(tids))}", params={"unmask": True, "reason": "回访核实"},
+                         headers=api.h("staff"))
+    assert raw.status_code == 200 and "张伟军" in raw.text
+    with api.rt.store.session() as s:
+        assert s.execute(select(AuditEvent).where(AuditEvent.action == "unmask")).scalars().first() is not None

@@ -183,3 +183,23 @@ def test_the_ner_reads_only_clauses_where_a_name_may_be():
     assert _name_like("路灯坏了一个月没人修") is None          # no surname character at all
     assert _name_like("小区的绿化带被占用了") is None            # surname characters, but only inside known words
     assert _name_like("找了张伟军协调") is not None
+
+
+@pytest.mark.parametrize("text, kind, value", [
+    ("退款请打到银行卡6222020200112233445", "bank_card", "6222020200112233445"),   # fails Luhn: context wins
+    ("卡号：6222 0202 0011 2233 445", "bank_card", "6222 0202 0011 2233 445"),
+    ("我的电话1369876543，少打了一位", "mobile", "1369876543"),                     # a digit short
+    ("家里电话是8888888", "landline", "8888888"),
+])
+def test_a_number_after_an_identifying_context_is_masked_whatever_its_checksum(text, kind, value):
+    m = clean(text)
+    assert value not in m.text and (kind, value) in m.found and unmask(m) == normalize(text)
+
+
+def test_a_long_number_without_context_that_fails_its_checksum_stays(text="订单号1234567890123456789"):
+    assert clean(text).text == normalize(text)
+
+
+def test_a_mobile_with_its_middle_digits_starred_is_still_masked():
+    m = clean("承包人(139-****-0929)签订合同")
+    assert "0929" not in m.text and m.kinds == ["mobile"] and unmask(m) == "承包人(139-****-0929)签订合同"

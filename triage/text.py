@@ -236,9 +236,10 @@ def mask_pii(text: str) -> Masked:
     # after 身份证号 (or 证件号码) a number is an ID number whatever its check digit or length: citizens
     # mistype, and a wrong digit must not put the rest of the number in clear (fail closed)
     s = _ID_ANY_RE.sub(lambda m: _hide_id(m, found), s)   # one pass: ``found`` keeps text order
-    s = _sub(_CARD_RE, "bank_card", s, found, keep=lambda v: luhn_ok(v) and not _MOBILE_RE.fullmatch(v))
-    s = _sub(_MOBILE_RE, "mobile", s, found)
-    s = _sub(_LANDLINE_RE, "landline", s, found)
+    # after 银行卡/卡号/账号 a long number is a card whatever its Luhn digit, after 电话/手机/联系方式 a
+    # number is a phone one digit short or long: the context wins over the checksum (fail closed)
+    s = _CARD_ANY_RE.sub(lambda m: _hide_card(m, found), s)
+    s = _PHONE_ANY_RE.sub(lambda m: _hide_phone(m, found), s)
     s = _sub(_PLATE_RE, "plate", s, found)
 
     return Masked(_mask_names(s, found), found)
@@ -261,6 +262,43 @@ def _hide_id(m: re.Match[str], found: list[tuple[str, str]]) -> str:
         return PLACEHOLDERS["id_number"]
     found.append(("id_number", m.group(3)))
     return m.group(1) + m.group(2) + PLACEHOLDERS["id_number"]
+
+
+_CARD_CONTEXT_RE = re.compile(r"((?:银行)?卡号|银行卡|账号|帐号|账户|帐户)((?:号码|号)?[:：\s是为]{0,3})([0-9][0-9 \-]{10,26}[0-9])(?!\d)")
+_CARD_ANY_RE = re.compile(f"{_CARD_CONTEXT_RE.pattern}|(?P<bare>{_CARD_RE.pattern})")
+_PHONE_CONTEXT_RE = re.compile(
+    r"(电话|手机|联系方式|联系号码|手机号)((?:号码|号)?[:：\s是为]{0,3})(\+?[0-9][0-9 \-]{5,14}[0-9])(?![0-9])")
+# a mobile with its middle digits starred (139-****-0929) still names a line: seven digits are left
+_STARRED_MOBILE = r"(?<!\d)1[3-9]\d[ -]?\*{4}[ -]?\d{4}(?!\d)"
+_PHONE_ANY_RE = re.compile(f"{_PHONE_CONTEXT_RE.pattern}|(?P<mobile>{_MOBILE_RE.pattern}|{_STARRED_MOBILE})"
+                           f"|(?P<landline>{_LANDLINE_RE.pattern})")
+
+
+def _hide_card(m: re.Match[str], found: list[tuple[str, str]]) -> str:
+    """A card number after its context word, whatever its check digit; a bare 16-19 digit run only
+    when it passes Luhn and is no mobile (an order number is not a card)."""
+    if m.group("bare") is not None:
+        value = m.group("bare")
+        if not luhn_ok(value) or _MOBILE_RE.fullmatch(value):
+            return value
+        found.append(("bank_card", value))
+        return PLACEHOLDERS["bank_card"]
+    found.append(("bank_card", m.group(3)))
+    return m.group(1) + m.group(2) + PLACEHOLDERS["bank_card"]
+
+
+def _hide_phone(m: re.Match[str], found: list[tuple[str, str]]) -> str:
+    """Mobiles and landlines in one pass (``found`` keeps text order); after 电话/手机 a 6-15 digit
+    number is a phone even when mistyped: a mobile if it starts with 1 and is about mobile length."""
+    for kind in ("mobile", "landline"):
+        if m.group(kind) is not None:
+            found.append((kind, m.group(kind)))
+            return PLACEHOLDERS[kind]
+    value = m.group(3)
+    digits = re.sub(r"\D", "", value)
+    kind = "mobile" if digits.startswith(("1", "861", "+861")) and 10 <= len(digits) <= 13 else "landline"
+    found.append((kind, value))
+    return m.group(1) + m.group(2) + PLACEHOLDERS[kind]
 
 
 #: triggers after which a name is all but certain (the writer names themself or a contact)

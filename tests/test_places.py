@@ -128,6 +128,7 @@ def test_a_name_with_two_characters_swapped_is_not_another_place():
 
     assert transposed("华邦小区", "邦华小区") and transposed("J10县华邦小区", "J10县邦华小区")
     assert not transposed("东湖小区", "西湖小区") and not transposed("华邦小区", "华邦小区")
+    assert not transposed("A12区", "A21区") and not transposed("12号楼", "21号楼")   # other numbers
     sim = Similarity(SimilarityConfig(), PlaceExtractor())
     # one citizen's retyped name is neither a penalty nor a bonus
     assert sim.place_term("邦华小区", "华邦小区") == 0.0

@@ -172,6 +172,7 @@ def test_a_name_in_no_trigger_context_is_found_by_the_ner(text, name):
 
 
 @pytest.mark.parametrize("text", ["北辰社区3栋楼道灯坏了", "建议在黄花镇修一座桥", "陈家湾村的路烂了",
+                                  "侯家塘的下水道堵了", "吴家坡的路坑坑洼洼", "联系电话打不通已经3天了",
                                   "张家界的景区门票太贵", "周末去王府井逛街", "我们向县长反映过"])
 def test_places_and_plain_words_are_not_masked_as_people(text):
     assert clean(text).text == normalize(text)

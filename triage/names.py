@@ -32,7 +32,10 @@ _HAN_RE = re.compile(r"[\u4e00-\u9fff]+")
 _TITLE_START = frozenset(t[0] for t in _TITLES)
 # how place and organisation names end (not 山, 江, 河: given names end so too)
 _PLACE_ENDINGS = ("省", "市", "县", "区", "镇", "乡", "村", "组", "路", "街", "巷", "小区", "社区", "花园", "公司",
-                  "学校", "中学", "小学", "医院", "公园", "广场", "大桥")
+                  "学校", "中学", "小学", "医院", "公园", "广场", "大桥",
+                  # the landforms villages are named after (侯家塘, 吴家坡, 鲁家垅, 邓家冲)
+                  "塘", "坡", "垅", "冲", "坪", "湾", "岭", "坝", "沟", "铺", "堰", "嘴", "畈", "垸", "洼", "岗")
+# surname + 家 + anything is a family's place (张家湾, 李家大屋) far more often than a person
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,7 +107,7 @@ def person_spans(text: str) -> list[tuple[int, int]]:
                 if word.endswith(title) and len(word) > len(title):
                     e -= len(title)
                     break
-            if word.endswith(_PLACE_ENDINGS) or "〔" in word:
+            if word.endswith(_PLACE_ENDINGS) or "〔" in word or (len(word) >= 3 and word[1] == "家"):
                 continue
             # LAC often stops a three-character name after two (王伟 of 王伟军); where jieba read one
             # unknown word from the same start, the name is that word

@@ -258,7 +258,10 @@ class Office:
         given = normalize(data.place).strip() if data.place else None
         place = an.place or (given or None)
         places = list(an.places) or ([given] if given else [])
-        submitted = _naive(data.submitted_at) or utcnow()
+        try:
+            submitted = _naive(data.submitted_at) or utcnow()
+        except (ValueError, OverflowError) as exc:   # 9999-12-31T23:00-05:00 is past year 9999 in UTC
+            raise InvalidRequest("提交时间超出可表示的范围 / submitted_at is out of range") from exc
         if not self.config.earliest <= submitted <= utcnow() + dt.timedelta(seconds=self.config.clock_skew_s):
             raise InvalidRequest(f"提交时间 {submitted:%Y-%m-%d %H:%M} 不在可接受范围内（{self.config.earliest:%Y-%m-%d} 至当前时间）"
                                  " / submitted_at must lie between the office's earliest history and now")
@@ -563,20 +566,24 @@ class Office:
     def _text_matches(self, q: str):
         """A condition on :class:`Suggestion`: its masked text holds the words of ``q``.
 
-        The database's full-text index answers (FTS5 on SQLite, a GIN-indexed tsvector on PostgreSQL)
-        over character bigrams (see triage.search); every run of the query must appear, each as a
-        phrase. A query with a lone Han character has no bigram and is scanned for as a substring.
+        The database's full-text index narrows (FTS5 on SQLite, a GIN-indexed tsvector on PostgreSQL,
+        over character bigrams: see triage.search) and every run of the query must then appear as
+        written; a run of one Han character has no bigram and is only scanned for.
         """
+        q = normalize(q)   # the stored text is normalised: 路燈 finds 路灯
+        runs = search.query_runs(q)
+        exact = and_(*(Suggestion.text.contains(r, autoescape=True) for r in runs)) if runs else \
+            Suggestion.text.contains(q, autoescape=True)
         phrases = search.query_phrases(q)
         if phrases is None or self.store.full_text is None:
-            return Suggestion.text.contains(q, autoescape=True)
+            return exact
         if self.store.full_text == "fts5":
             hits = sa_text("SELECT rowid FROM suggestion_fts WHERE suggestion_fts MATCH :m").bindparams(
                 m=search.fts5_query(phrases)).columns(rowid=Integer)
-            return Suggestion.id.in_(select(hits.subquery().c.rowid))
+            return Suggestion.id.in_(select(hits.subquery().c.rowid)) & exact
         vec = func.to_tsvector(literal_column("'simple'"), Suggestion.search_doc)   # the GIN index's expression
         return and_(*(vec.op("@@", return_type=Boolean)(
-            func.phraseto_tsquery(literal_column("'simple'"), search.tsquery_text(p))) for p in phrases))
+            func.phraseto_tsquery(literal_column("'simple'"), search.tsquery_text(p))) for p in phrases), exact)
 
     def topic(self, tid: str, actor: Actor, unmask: bool = False, reason: str = "") -> dict[str, Any]:
         if unmask:

@@ -194,7 +194,10 @@ def transposed(a: str, b: str) -> bool:
     if len(a) != len(b) or len(a) < 3 or a == b:
         return False
     diff = [k for k in range(len(a)) if a[k] != b[k]]
-    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+    if not (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]):
+        return False
+    # digits and letters swapped are other numbers (A12区 / A21区, 12号楼 / 21号楼), not a misspelling
+    return all("\u4e00" <= a[k] <= "\u9fff" for k in diff)
 
 
 class PlaceExtractor:
@@ -360,8 +363,8 @@ class PlaceExtractor:
             return True
         if a in b or b in a:  # "上庄村" and "石桥镇上庄村"
             return True
-        if transposed(a, b):
-            return None
+        if transposed(a, b) and not (a in self.gaz.level and b in self.gaz.level):
+            return None   # two gazetteer places are two places, however their names read
         la, lb = self.gaz.level.get(a), self.gaz.level.get(b)
         if la and lb and SPECIFICITY.get(la, 0) == SPECIFICITY.get(lb, 0):
             return False

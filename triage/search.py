@@ -9,7 +9,8 @@ FTS5 (a quoted phrase) and PostgreSQL (``phraseto_tsquery``) match as consecutiv
 
 The document indexed is the masked text (title and body), never the raw one: a search must not find a
 message by a citizen's name or phone number. A one-character query has no bigram; the caller falls
-back to a substring scan.
+back to a substring scan. The index only narrows: the caller keeps a message only if it holds every
+run of the query as written (bigrams do not see punctuation).
 """
 
 from __future__ import annotations
@@ -45,15 +46,18 @@ def document(*texts: str | None) -> str:
     return " ".join(t for text in texts if text for t in terms(text))
 
 
+def query_runs(q: str) -> list[str]:
+    """The query's Han and letter-digit runs, each of which a hit must contain as written."""
+    return [m.group(0) for m in _RUNS.finditer(q or "")]
+
+
 def query_phrases(q: str) -> list[list[str]] | None:
-    """The query as phrases of terms (one per Han or letter-digit run; all must match), or None when
-    a part has no bigram (a single Han character): the caller then scans for the substring."""
-    phrases = []
-    for m in _RUNS.finditer(q or ""):
-        run = m.group(0)
-        if _is_han(run) and len(run) < 2:
-            return None
-        phrases.append(terms(run))
+    """The query's indexable runs as phrases of terms (all must match), or None when no run has a
+    bigram (only single Han characters): the caller then scans for substrings alone.
+
+    The index narrows; the caller still checks each run as a substring, because the bigrams of
+    "路灯，灯不亮" are those of "路灯不亮" (the index does not see punctuation)."""
+    phrases = [terms(run) for run in query_runs(q) if not (_is_han(run) and len(run) < 2)]
     return phrases or None
 
 

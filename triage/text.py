@@ -267,7 +267,7 @@ def _hide_id(m: re.Match[str], found: list[tuple[str, str]]) -> str:
 _CARD_CONTEXT_RE = re.compile(r"((?:银行)?卡号|银行卡|账号|帐号|账户|帐户)((?:号码|号)?[:：\s是为]{0,3})([0-9][0-9 \-]{10,26}[0-9])(?!\d)")
 _CARD_ANY_RE = re.compile(f"{_CARD_CONTEXT_RE.pattern}|(?P<bare>{_CARD_RE.pattern})")
 _PHONE_CONTEXT_RE = re.compile(
-    r"(电话|手机|联系方式|联系号码|手机号)((?:号码|号)?[:：\s是为]{0,3})(\+?[0-9][0-9 \-]{5,14}[0-9])(?![0-9])")
+    r"(电话|手机|联系方式|联系号码|手机号)((?:号码|号)?[:：\s是为]{0,3})(\+?[0-9]{2,4}(?:[ \-]?[0-9]{3,8}){0,3})(?![0-9])")
 # a mobile with its middle digits starred (139-****-0929) still names a line: seven digits are left
 _STARRED_MOBILE = r"(?<!\d)1[3-9]\d[ -]?\*{4}[ -]?\d{4}(?!\d)"
 _PHONE_ANY_RE = re.compile(f"{_PHONE_CONTEXT_RE.pattern}|(?P<mobile>{_MOBILE_RE.pattern}|{_STARRED_MOBILE})"
@@ -296,6 +296,8 @@ def _hide_phone(m: re.Match[str], found: list[tuple[str, str]]) -> str:
             return PLACEHOLDERS[kind]
     value = m.group(3)
     digits = re.sub(r"\D", "", value)
+    if not 6 <= len(digits) <= 15:   # 电话2023-10-15: a date, not a number
+        return m.group(0)
     kind = "mobile" if digits.startswith(("1", "861", "+861")) and 10 <= len(digits) <= 13 else "landline"
     found.append((kind, value))
     return m.group(1) + m.group(2) + PLACEHOLDERS[kind]

@@ -67,14 +67,13 @@ def _run_retrain(rt: Runtime, job_id: int, actor: str) -> None:
 @router.post("/retrain", response_model=JobOut, status_code=202,
              summary="用语料与工作人员更正重新训练；留出集上不差于现用模型才启用")
 def retrain(key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtime)) -> dict:
-    with rt.store.session() as s:
-        running = s.query(Job).filter(Job.kind == "retrain", Job.status.in_(("queued", "running"))).first()
-        if running is not None:
-            raise HTTPException(409, f"已有重新训练任务 {running.id} 在运行 / a retraining job is running")
     if not Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).new_corrections():
         raise HTTPException(409, "自现用模型训练以来没有新的人工更正，无需重新训练 / no staff corrections since "
                                  "the active model was trained: nothing new to learn")
-    with rt.store.session() as s:
+    with rt.store.session() as s:   # the check and the new job in one transaction
+        running = s.query(Job).filter(Job.kind == "retrain", Job.status.in_(("queued", "running"))).first()
+        if running is not None:
+            raise HTTPException(409, f"已有重新训练任务 {running.id} 在运行 / a retraining job is running")
         job = Job(kind="retrain", status="running", params={"by": actor_of(key).name})
         s.add(job)
         s.flush()

@@ -5,6 +5,10 @@ suggestion gets ``search_doc``, the character bigrams of its masked text (triage
 the database's own machinery: an external-content FTS5 table kept in step by triggers on SQLite, a
 GIN index over ``to_tsvector('simple', search_doc)`` on PostgreSQL. Existing rows are indexed here.
 
+A later migration that rebuilds ``suggestions`` on SQLite (Alembic's batch mode copies the table)
+drops these triggers with it: such a migration must create them again (``FTS_TRIGGERS``) and
+rebuild the index.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-06 11:40:00

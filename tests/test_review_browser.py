@@ -350,3 +350,19 @@ def test_the_api_docs_render_with_the_network_cut(site) -> None:
     p.screenshot(path=str(ARTIFACTS / "api_docs.png"))
     ctx.close()
     assert outside == [], outside
+
+
+def test_chinese_text_is_drawn_with_real_glyphs_not_boxes(page) -> None:
+    """Without a CJK font Chromium draws every Chinese character as the same empty box, and every
+    other browser test still passes. Two different characters drawn in the page's own font must
+    differ, pixel for pixel (apt-get install fonts-wqy-zenhei; .ci/run installs it)."""
+    same = page.evaluate("""() => {
+        const font = getComputedStyle(document.body).fontFamily;
+        const draw = (ch) => {
+            const c = document.createElement('canvas'); c.width = c.height = 48;
+            const g = c.getContext('2d'); g.font = `40px ${font}`; g.fillText(ch, 2, 40);
+            return Array.from(g.getImageData(0, 0, 48, 48).data).join(',');
+        };
+        return draw('政') === draw('协');
+    }""")
+    assert not same, "Chinese characters render as boxes: no CJK font is installed"

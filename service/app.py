@@ -8,6 +8,7 @@ request body (it may hold personal data).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from service.routes import admin, intake, ops, public, review, topics
 from service.routes.open311 import Open311Error, open311_error_response
 from service.routes.open311 import router as open311_router
 from service.runtime import Runtime, Settings
+from service.schemas import ERROR_RESPONSES, OPEN311_ERROR_RESPONSES
 from triage.errors import TriageError
 from triage.office import Conflict, Forbidden, InvalidRequest, NotFound
 from triage.store import StoreError
@@ -139,10 +141,48 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
             msg = f"过长 / too long (max {e.get('ctx', {}).get('max_length')})"
         elif kind in ("string_too_short", "too_short"):
             msg = "不能为空 / must not be empty"
+        elif kind == "string_pattern_mismatch" and loc.endswith("reason"):
+            msg = "请填写理由（至少两个字）/ a reason of two characters or more is required"
+        elif kind == "string_pattern_mismatch":
+            msg = "为空或不含文字（至少两个字）/ empty or no words"
         else:
             msg = e.get("msg", "invalid")
         parts.append(f"{loc}: {msg}")
     return 422, "；".join(parts)
+
+
+def _methods_for(app: FastAPI, path: str) -> list[str]:
+    """Every method the API documents at ``path`` (the Allow header of a 405), from the schema's
+    path templates: the routers are included lazily, the schema lists them all."""
+    paths = app.openapi().get("paths", {})
+    if path in paths:   # a fixed path (/topics/recluster) is its own resource, whatever a template matches
+        return sorted(m.upper() for m in paths[path])
+    methods: set[str] = set()
+    for template, ops in paths.items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in ops}
+    return sorted(methods)
+
+
+def _open311_codes_in_schema(app: FastAPI, rt: Runtime) -> None:
+    """The schema lists the office's own service codes (they come from its taxonomy, known only at
+    start), so a generated client offers exactly the codes the service accepts."""
+    from service.routes.open311 import _services
+
+    plain = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = plain()
+            codes = [x["service_code"] for x in _services(rt.office)]
+            op = schema.get("paths", {}).get("/open311/v2/requests.json", {}).get("post", {})
+            for content in op.get("requestBody", {}).get("content", {}).values():
+                content["schema"]["properties"]["service_code"] = {**content["schema"]["properties"]["service_code"],
+                                                                   "enum": codes}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 DOCS_ASSETS = "/docs-assets"
@@ -183,9 +223,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         msg = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error")
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 404 and msg == "Not Found":
             msg = "没有这个地址 / no such endpoint"
-        return _error(request, exc.status_code, msg, getattr(exc, "headers", None))
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods (POST for /keys, which GET serves too)
+            allowed = _methods_for(app, request.url.path)
+            msg = f"此地址不支持 {request.method}，可用：{', '.join(allowed)} / method not allowed"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return _error(request, exc.status_code, msg, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -221,8 +267,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.include_router(ops.router)
     for r in (intake.router, topics.router, public.router, admin.router):
-        app.include_router(r, prefix="/api/v1")
-    app.include_router(open311_router)
+        app.include_router(r, prefix="/api/v1", responses=ERROR_RESPONSES)
+    app.include_router(open311_router, responses=OPEN311_ERROR_RESPONSES)
     app.include_router(review.router)
     from fastapi.responses import RedirectResponse
     from fastapi.staticfiles import StaticFiles
@@ -234,6 +280,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return RedirectResponse(f"{review.BASE}/login", status_code=303)
 
     _api_docs(app)
+    _open311_codes_in_schema(app, rt)
 
     @app.get("/", include_in_schema=False)
     async def root():

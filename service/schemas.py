@@ -4,9 +4,10 @@ silently ignored value."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from triage.pipeline import MAX_CHARS
 
@@ -20,18 +21,42 @@ def _utc(v: dt.datetime) -> dt.datetime:
 UtcDateTime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 
+def _iso_only(v: object) -> object:
+    """A query's date-time as written in ISO 8601 / RFC 3339: pydantic would read 0.5 as a Unix time."""
+    if not isinstance(v, str) or not re.match(r"\d{4}-\d{2}-\d{2}", v):
+        raise ValueError("需要 ISO 8601 日期时间，如 2026-03-01T00:00:00Z / an ISO 8601 date-time")
+    return v
+
+
+def _json_int(v: object) -> object:
+    """An integer as JSON Schema counts one (5, 5.0), not a boolean or a string."""
+    if isinstance(v, bool) or isinstance(v, str) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError("需要整数 / an integer")
+    return int(v) if isinstance(v, float) else v
+
+
+#: an integer field of a JSON body
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+
+
+#: a date-time in a query string: ISO 8601 only
+IsoDateTime = Annotated[dt.datetime, BeforeValidator(_iso_only)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class SuggestionIn(Strict):
-    text: StrictStr = Field(min_length=1, max_length=MAX_CHARS, description="留言正文")
+    # at least two letters of any script (what intake calls a message: not "0", not "？？")
+    text: StrictStr = Field(min_length=2, max_length=MAX_CHARS, pattern=r"[^\W\d_][\s\S]*[^\W\d_]",
+                            description="留言正文（至少两个文字）")
     title: StrictStr = Field("", max_length=200)
     channel: StrictStr = Field("网上征题", max_length=32, description="意见箱 / 二维码 / 网上征题 / 委员荐题 / 党政交题 / 社情民意")
     place: StrictStr | None = Field(None, max_length=120)
     contact: StrictStr | None = Field(None, max_length=200, description="联系方式：只存库，只对有权限的工作人员可见")
-    support: int = Field(0, ge=0, le=1_000_000, description="点赞 / 附议数")
-    submitted_at: dt.datetime | None = None
+    support: JsonInt = Field(0, ge=0, le=1_000_000, description="点赞 / 附议数")
+    submitted_at: dt.datetime | None = Field(None, description="提交时间：2000-01-01 至服务器当前时间后 15 分钟之内，否则 422")
     submitter: StrictStr = Field("", max_length=120, description="提交人标识（门户账号的匿名编号）")
 
 
@@ -84,7 +109,7 @@ class ReceiptOut(BaseModel):
 
 class ClassifyIn(Strict):
     texts: list[StrictStr] = Field(min_length=1, max_length=100)
-    full: bool = Field(False, description="true: the full model (slower); false: the fast lexical model for live hints")
+    full: StrictBool = Field(False, description="true: the full model (slower); false: the fast lexical model for live hints")
 
 
 class ClassifyOut(BaseModel):
@@ -160,7 +185,8 @@ class TopicDetail(TopicOut):
 
 class DecisionIn(Strict):
     action: Literal["accept", "reject", "merge", "split", "reroute", "relabel", "correct", "advance"]
-    reason: StrictStr = Field(min_length=1, max_length=2000, description="理由：记入审计日志")
+    reason: StrictStr = Field(min_length=2, max_length=2000, pattern=r"\S[\s\S]*\S",
+                              description="理由：记入审计日志（至少两个字）")
     into: StrictStr | None = Field(None, description="merge: 并入的议题编号")
     # ids are bounded: a 2**63 reached the database and overflowed its INTEGER (found by fuzzing)
     members: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] | None = Field(
@@ -194,8 +220,8 @@ class BoardItem(BaseModel):
 class KeyIn(Strict):
     role: Literal["portal", "staff", "admin"]
     name: StrictStr = Field("", max_length=120)
-    can_unmask: bool = False
-    rate_per_minute: int | None = Field(None, ge=0, le=1_000_000, description="0 = unlimited; default by role")
+    can_unmask: StrictBool = False
+    rate_per_minute: JsonInt | None = Field(None, ge=0, le=1_000_000, description="0 = unlimited; default by role")
 
 
 class KeyOut(BaseModel):
@@ -218,3 +244,30 @@ class JobOut(BaseModel):
     error: str | None
     created_at: UtcDateTime
     finished_at: UtcDateTime | None
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="bad_request, unauthorized, forbidden, not_found, conflict, payload_too_large, "
+                                  "invalid, rate_limited, unavailable …")
+    message: str = Field(description="原因，中文在前 / the reason, Chinese first")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class Open311ErrorItem(BaseModel):
+    code: int
+    description: str
+
+
+_ERROR_WHEN = {400: "请求无法处理 / bad request", 401: "缺少或无效的密钥 / no or unknown key",
+               403: "此密钥无权执行 / this key's role may not", 404: "不存在 / not found",
+               409: "与当前状态冲突 / conflicts with the current state", 413: "请求体过大 / body too large",
+               422: "内容无效，说明哪个字段 / invalid, naming the field", 429: "超出速率限制 / rate limited (Retry-After)",
+               503: "数据库暂时不可用 / database unavailable (Retry-After)"}
+#: every error a JSON API operation can answer, in one shape (the portal team generates clients from it)
+ERROR_RESPONSES: dict[int | str, dict] = {code: {"model": ErrorOut, "description": d} for code, d in _ERROR_WHEN.items()}
+#: the same for the GeoReport v2 paths, in their spec's shape
+OPEN311_ERROR_RESPONSES: dict[int | str, dict] = {code: {"model": list[Open311ErrorItem], "description": d}
+                                                  for code, d in _ERROR_WHEN.items()}

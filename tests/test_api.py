@@ -897,3 +897,32 @@ def test_personal_data_sent_through_the_api_and_open311_reaches_no_staff_view_wi
     assert raw.status_code == 200 and "张伟军" in raw.text
     with api.rt.store.session() as s:
         assert s.execute(select(AuditEvent).where(AuditEvent.action == "unmask")).scalars().first() is not None
+
+
+def test_the_schema_documents_every_answer_the_service_gives(api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            if path.startswith("/api/v1/") or path.startswith("/open311/"):
+                assert {"401", "403", "404", "409", "413", "422", "429", "503"} <= codes, (method, path, codes)
+    assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    body = spec["paths"]["/open311/v2/requests.json"]["post"]["requestBody"]["content"]
+    codes = [s["service_code"] for s in api.client.get("/open311/v2/services.json").json()]
+    assert body["application/x-www-form-urlencoded"]["schema"]["properties"]["service_code"]["enum"] == codes
+
+
+@pytest.mark.parametrize("method, path, kw", [
+    ("get", "/api/v1/topics", {"params": {"until": "0.5"}}),                       # a number is no date
+    ("post", "/api/v1/classify", {"json": {"texts": ["路灯坏了"], "full": 0}}),       # 0 is no boolean
+    ("get", "/api/v1/jobs/3044059227555489989961492035796992", {}),                  # no INTEGER holds it
+    ("post", "/api/v1/suggestions", {"json": {"text": "路灯坏了好几天", "support": False}}),
+])
+def test_what_the_schema_forbids_is_refused_not_coerced(api, method: str, path: str, kw: dict) -> None:
+    r = getattr(api.client, method)(path, headers=api.h("admin"), **kw)
+    assert r.status_code == 422, r.text
+
+
+def test_a_405_names_every_method_the_path_serves(api) -> None:
+    r = api.client.put("/api/v1/keys", headers=api.h("admin"))
+    assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}

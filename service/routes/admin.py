@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from fastapi import APIRouter, Depends, HTTPException
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path
 
 from service.deps import ADMIN, actor_of, require, runtime
 from service.runtime import Runtime
@@ -15,6 +17,8 @@ from triage.store import ApiKey, AuditEvent, Job, LastAdminKey, utcnow
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["admin"])
+#: a row id: the database's INTEGER holds no more (2**63 reached it once and overflowed: a 500)
+DbId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 
 def key_out(k: ApiKey, secret: str | None = None) -> dict:
@@ -35,7 +39,7 @@ def list_keys(key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runt
 
 
 @router.delete("/keys/{key_id}", summary="吊销 API 密钥")
-def revoke_key(key_id: int, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtime)) -> dict:
+def revoke_key(key_id: DbId, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtime)) -> dict:
     try:
         revoked = rt.store.revoke_key(key_id, actor_of(key).name)
     except LastAdminKey as exc:
@@ -89,7 +93,7 @@ def job_out(j: Job) -> dict:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="任务状态")
-def get_job(job_id: int, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtime)) -> dict:
+def get_job(job_id: DbId, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtime)) -> dict:
     with rt.store.session() as s:
         j = s.get(Job, job_id)
         if j is None:

@@ -33,7 +33,9 @@ def stored_assessment_out(row, text: str, pii: list[str]) -> dict:
 
 
 @router.post("/suggestions", response_model=SuggestionOut, status_code=201,
-             summary="提交留言（门户）：返回回执编号；工作人员密钥另返回完整分拣结果")
+             summary="提交留言（门户）：返回回执编号；工作人员密钥另返回完整分拣结果",
+             responses={200: {"model": SuggestionOut,
+                              "description": "同一 Idempotency-Key、同一内容的重试：原样返回首次的回执 / a retry, answered as first"}})
 async def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(require(*ALL)),
                  off: Office = Depends(office), rt: Runtime = Depends(runtime),
                  idempotency_key: str | None = Header(None, max_length=200,

@@ -52,15 +52,43 @@ async def _fields(request: Request) -> dict[str, str]:
         data = {k: v for k, v in form.items() if isinstance(v, str)}
     out = {}
     for k, v in data.items():
-        if v is None:
-            continue
-        if not isinstance(v, (str, int, float)):
-            raise Open311Error(400, f"字段 {k} 类型错误 / wrong type")
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise Open311Error(400, f"字段 {shown_field(k)} 类型错误 / wrong type")
+        if k in ("lat", "long"):      # numbers in JSON, numeric text in a form
+            try:
+                float(v)
+            except ValueError as exc:
+                raise Open311Error(400, f"字段 {k} 应为数字 / must be a number") from exc
+        elif k in _REQUEST_FIELDS and not isinstance(v, str):
+            raise Open311Error(400, f"字段 {shown_field(k)} 应为文字 / must be a string")
         out[str(k)] = str(v)
     return out
 
 
-@router.post("/requests.json", status_code=201, summary="Open311: submit a service request")
+def shown_field(name: object) -> str:
+    """A field name fit to echo back: printable and short."""
+    text = str(name)
+    return text if text.isprintable() and len(text) <= 40 else "（字段名无效）"
+
+
+_REQUEST_FIELDS = {
+    "api_key": {"type": "string", "maxLength": 200, "description": "门户密钥（也可用 X-API-Key 头）"},
+    "service_code": {"type": "string", "description": "services.json 中的编号"},
+    "description": {"type": "string", "minLength": 2, "maxLength": MAX_CHARS, "pattern": r"[^\W\d_][\s\S]*[^\W\d_]",
+                    "description": "留言正文（至少两个文字）"},
+    "address_string": {"type": "string"}, "lat": {"type": "number"}, "long": {"type": "number"},
+    "first_name": {"type": "string"}, "last_name": {"type": "string"}, "phone": {"type": "string"},
+    "email": {"type": "string"}, "device_id": {"type": "string"},
+}
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    ct: {"schema": {"type": "object", "properties": _REQUEST_FIELDS, "required": ["service_code", "description"],
+                    # GeoReport's attribute[...] extras: plain values only
+                    "additionalProperties": {"type": ["string", "number"]}}}
+    for ct in ("application/x-www-form-urlencoded", "application/json")}}}
+
+
+@router.post("/requests.json", status_code=201, summary="Open311: submit a service request",
+             openapi_extra=_REQUEST_BODY)
 async def create_request(request: Request, off: Office = Depends(office), rt: Runtime = Depends(runtime)):
     f = await _fields(request)
     key_text = f.get("api_key") or request.headers.get("x-api-key")

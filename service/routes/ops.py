@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["ops"])
@@ -16,7 +16,8 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="可以接收请求：数据库可达、模型已加载")
+@router.get("/readyz", summary="可以接收请求：数据库可达、模型已加载",
+            responses={503: {"description": "数据库不可达 / database unreachable (same body, status unready)"}})
 async def readyz(request: Request) -> Response:
     rt = request.app.state.runtime
     # not in the request thread pool: under load it is full of submissions waiting their turn
@@ -26,6 +27,8 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if db else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+            responses={200: {"description": "Prometheus text exposition format 0.0.4",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics(request: Request) -> Response:
     return Response(request.app.state.runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

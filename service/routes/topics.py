@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query
 
 from service.deps import STAFF, actor_of, office, require
-from service.schemas import DecisionIn, TopicDetail, TopicList
+from service.schemas import DecisionIn, IsoDateTime, TopicDetail, TopicList
 from triage.office import Office
 from triage.store import ApiKey, Topic
 
@@ -26,8 +26,8 @@ def topic_out(t: Topic) -> dict:
 @router.get("/topics", response_model=TopicList, summary="候选议题列表（按热度排序）")
 def list_topics(status: Literal["candidate", "accepted", "rejected", "merged"] | None = None,
                 domain: str | None = None, committee: str | None = None, verdict: str | None = None,
-                since: dt.datetime | None = Query(None, description="最后一条留言不早于"),
-                until: dt.datetime | None = Query(None, description="第一条留言不晚于"),
+                since: IsoDateTime | None = Query(None, description="最后一条留言不早于（ISO 8601）"),
+                until: IsoDateTime | None = Query(None, description="第一条留言不晚于（ISO 8601）"),
                 q: str | None = Query(None, max_length=100, description="标签或任一成员留言（脱敏后）包含"),
                 sort: Literal["heat", "size", "recent"] = "heat",
                 limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),

@@ -7,17 +7,25 @@ STAMP := $(VENV)/.installed
 .PHONY: setup run test corpus model bench clean
 
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
+	test -x $(BIN)/pip || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# CPU torch first (from the machine's wheel cache); sentence-transformers then finds it installed
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,st]'
 	touch $(STAMP)
 
+# what the service needs and nothing more (no torch, no browser, no fuzzer): `make run` on a user's machine
+RUN_STAMP := $(VENV)/.installed-run
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/pip || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
 setup: $(STAMP)
 
 # the service on embedded defaults: SQLite in var/, the shipped model, corpora/demo.csv loaded on first start
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/triage serve --demo
 
 test: $(STAMP)

@@ -50,3 +50,20 @@ def test_missing_field_is_named(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_taxonomy(d)
     assert "departments[0].remit" in str(e.value)
+
+
+def test_make_run_installs_only_what_the_service_needs():
+    """A user's `make run` must not pull torch (a multi-GB CUDA build off this machine's wheel cache),
+    the browser, the fuzzer or Dask: those are the test and extra installs."""
+    import re
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    names = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() for d in deps}
+    assert not names & {"torch", "sentence-transformers", "playwright", "schemathesis", "dask", "distributed"}
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    run_target = re.search(r"^run: (\S+)", make, re.M).group(1)
+    recipe = re.search(rf"^{re.escape(run_target)}: .*?\n((?:\t.*\n)+)", make, re.M).group(1)
+    assert "pip install --quiet -e ." in recipe and "torch" not in recipe and "[dev" not in recipe

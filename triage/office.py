@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -493,18 +494,47 @@ class Office:
         return (self.triage if full else self.fast).assess_texts(texts)
 
     # ================================================================ citizen's receipt
-    def receipt(self, receipt: str, key: ApiKey) -> dict[str, Any]:
-        """What a citizen may know about their own suggestion: status, not other people's data."""
+    def receipts(self, key: ApiKey | None, *, receipts: Sequence[str] | None = None,
+                 since: dt.datetime | None = None, until: dt.datetime | None = None,
+                 limit: int = 1000) -> list[dict[str, Any]]:
+        """Several suggestions' :meth:`receipt` records, newest first, as a caller may see them: a
+        portal key its own submissions, a staff or admin key every one, no key only those whose
+        topic is published on 回音壁 (what the office has already made public). Texts are masked."""
+        stmt = select(Suggestion.receipt).order_by(Suggestion.submitted_at.desc(), Suggestion.id.desc()).limit(limit)
+        if receipts:
+            stmt = stmt.where(Suggestion.receipt.in_(list(receipts)[:1000]))
+        else:
+            if since is not None:
+                stmt = stmt.where(Suggestion.submitted_at >= since)
+            if until is not None:
+                stmt = stmt.where(Suggestion.submitted_at <= until)
+        if key is None:
+            published = select(Topic.id).where(Topic.status == "accepted", Topic.stage.in_(PUBLISHED_STAGES))
+            stmt = stmt.where(Suggestion.topic_id.in_(published))
+        elif key.role == "portal":
+            stmt = stmt.where(Suggestion.api_key_id == key.id)
+        with self.store.session() as s:
+            found = list(s.execute(stmt).scalars())
+        return [self.receipt(r, key) for r in found]
+
+    def receipt(self, receipt: str, key: ApiKey | None) -> dict[str, Any]:
+        """What a citizen may know about their own suggestion: status, not other people's data.
+
+        ``key`` None is the holder of the receipt number alone (an Open311 client asking by id): the
+        number is unguessable (8 random base-32 characters), so knowing it is the right to ask."""
         with self.store.session() as s:
             row = s.execute(select(Suggestion).where(Suggestion.receipt == receipt)).scalar_one_or_none()
-            if row is None or (key.role == "portal" and row.api_key_id != key.id):
+            if row is None or (key is not None and key.role == "portal" and row.api_key_id != key.id):
                 raise NotFound(f"回执编号 {shown_id(receipt)} 不存在 / no such receipt")
             topic = s.get(Topic, row.topic_id) if row.topic_id else None
             while topic is not None and topic.status == "merged" and topic.merged_into:
                 topic = s.get(Topic, topic.merged_into)
             out: dict[str, Any] = {"receipt": row.receipt, "submitted_at": row.submitted_at, "channel": row.channel,
                                    "text": row.text, "status": "received", "status_text": "已受理",
-                                   "stage": None, "topic": None, "forwarded_to": None, "outcome": None}
+                                   "stage": None, "topic": None, "forwarded_to": None, "outcome": None,
+                                   "domain": row.stated_domain or row.domain, "place": row.place_given or row.place,
+                                   "updated_at": max(row.created_at, topic.updated_at) if topic is not None
+                                   and topic.updated_at else row.created_at}
             if row.scope == "individual" and row.route_kind == "department" and (
                     topic is None or topic.status != "accepted"):
                 out.update(status="forwarded", status_text=f"属个人诉求，已转交{row.route_name}办理",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData
 
@@ -119,22 +119,83 @@ async def create_request(request: Request, off: Office = Depends(office), rt: Ru
     return [{"service_request_id": row.receipt, "service_notice": "已受理，凭编号查询办理情况", "account_id": None}]
 
 
-@router.get("/requests/{request_id}.json", summary="Open311: the status of one request")
-def get_request(request_id: str, api_key: str | None = None, request: Request = None,
-                off: Office = Depends(office), rt: Runtime = Depends(runtime)):
+def _key(request: Request, api_key: str | None, rt: Runtime):
+    """The caller's key (``api_key`` or X-API-Key), None when it gave none; 401 for a wrong one."""
     key_text = api_key or request.headers.get("x-api-key")
-    key = rt.keys.get(key_text) if key_text and len(key_text) <= 200 else None
+    if not key_text:
+        return None
+    key = rt.keys.get(key_text) if len(key_text) <= 200 else None
     if key is None:
-        raise Open311Error(401, "api_key 缺失或无效 / missing or invalid api_key")
+        raise Open311Error(401, "api_key 无效 / invalid api_key")
+    return key
+
+
+def _record(r: dict, codes: dict[str, str], keyed: bool) -> dict:
+    """One request as GeoReport v2 lists it (the description masked, as every staff view; the address
+    only for a key holder: a citizen's address_string may be their home)."""
+    closed = r["status"] in ("forwarded", "not_selected") or (r["stage"] == "成果转化")
+    utc = dt.timezone.utc
+    return {"service_request_id": r["receipt"], "status": "closed" if closed else "open",
+            "status_notes": r["status_text"], "service_name": r["domain"], "service_code": codes.get(r["domain"]),
+            "description": r["text"], "agency_responsible": r["forwarded_to"],
+            "service_notice": "凭编号查询办理情况", "requested_datetime": r["submitted_at"].replace(tzinfo=utc).isoformat(),
+            "updated_datetime": r["updated_at"].replace(tzinfo=utc).isoformat(), "expected_datetime": None,
+            "address": r["place"] if keyed else None, "address_id": None, "zipcode": None, "lat": None, "long": None, "media_url": None}
+
+
+def _w3(value: str | None, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Open311Error(400, f"{name} 应为 W3C 日期时间，如 2026-01-01T00:00:00Z / must be a w3 datetime") from exc
+    return ts.astimezone(dt.timezone.utc).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+@router.get("/requests.json", summary="Open311: requests, newest first (the spec's filters; 90 days at most)")
+def list_requests(request: Request, api_key: str | None = None, service_request_id: str | None = None,
+                  service_code: str | None = None,
+                  start_date: str | None = Query(None, json_schema_extra={"format": "date-time"},
+                                                 description="W3C 日期时间；缺省为 end_date 前 90 天"),
+                  end_date: str | None = Query(None, json_schema_extra={"format": "date-time"},
+                                               description="W3C 日期时间；缺省为现在"),
+                  status: str | None = Query(None, pattern=r"^(open|closed)(,(open|closed))*$"), off: Office = Depends(office), rt: Runtime = Depends(runtime)):
+    """Who sees what, and why: citizens' messages here are not public records (unlike a pothole on
+    FixMyStreet), so a caller without a key sees only requests whose topic the office has published
+    on 回音壁; a portal key sees the requests it submitted; a staff or admin key every request. The
+    description is always the masked text."""
+    key = _key(request, api_key, rt)
+    codes = {s["service_name"]: s["service_code"] for s in _services(off)}
+    if service_request_id:
+        ids = [x.strip() for x in service_request_id.split(",") if x.strip()]
+        rows = off.receipts(key, receipts=ids)
+    else:
+        end = _w3(end_date, "end_date") or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        start = _w3(start_date, "start_date") or end - dt.timedelta(days=90)
+        if end - start > dt.timedelta(days=90):
+            raise Open311Error(400, "start_date 与 end_date 相隔不得超过 90 天 / the range may not span more than 90 days")
+        rows = off.receipts(key, since=start, until=end)
+    out = [_record(r, codes, key is not None) for r in rows]
+    if not service_request_id:
+        if service_code:
+            wanted = {c.strip() for c in service_code.split(",")}
+            out = [x for x in out if x["service_code"] in wanted]
+        if status:
+            states = {x.strip() for x in status.split(",")}
+            out = [x for x in out if x["status"] in states]
+    return out
+
+
+@router.get("/requests/{request_id}.json", summary="Open311: one request by its id (the id is the right to ask)")
+def get_request(request_id: str, request: Request, api_key: str | None = None,
+                off: Office = Depends(office), rt: Runtime = Depends(runtime)):
+    key = _key(request, api_key, rt)
     try:
         r = off.receipt(request_id, key)
     except NotFound as exc:
         raise Open311Error(404, str(exc)) from exc
-    closed = r["status"] in ("forwarded", "not_selected") or (r["stage"] == "成果转化")
-    return [{"service_request_id": r["receipt"], "status": "closed" if closed else "open",
-             "status_notes": r["status_text"], "description": r["text"],
-             "requested_datetime": r["submitted_at"].replace(tzinfo=dt.timezone.utc).isoformat(),
-             "agency_responsible": r["forwarded_to"]}]
+    return [_record(r, {s["service_name"]: s["service_code"] for s in _services(off)}, key is not None)]
 
 
 def open311_error_response(exc: Open311Error) -> JSONResponse:

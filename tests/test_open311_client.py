@@ -7,13 +7,12 @@ on reads: what an anonymous caller may see is part of what is tested.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from types import SimpleNamespace
 
 import httpx
 import pytest
+
+from .conftest import serving
 
 georeport = pytest.importorskip("georeport", reason="georeport is not installed (pip install -e '.[dev]')")
 
@@ -22,8 +21,6 @@ PHONE = "13698765432"
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory):
-    import uvicorn
-
     from service.app import create_app
     from service.runtime import Runtime, Settings
 
@@ -31,20 +28,9 @@ def live(tmp_path_factory: pytest.TempPathFactory):
     saved = os.environ.get("TRIAGE_HOME")
     rt = Runtime(Settings(database_url=f"sqlite:///{home / 'o.db'}", home=str(home), recluster_every=10_000))
     portal = rt.store.create_key("portal", "门户", False, 0)[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime=rt), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}/open311/v2"
-    yield SimpleNamespace(rt=rt, base=base, portal=portal, client=georeport.GeoReport(base))
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(runtime=rt)) as root:
+        base = f"{root}/open311/v2"
+        yield SimpleNamespace(rt=rt, base=base, portal=portal, client=georeport.GeoReport(base))
     rt.close()
     if saved is None:
         os.environ.pop("TRIAGE_HOME", None)

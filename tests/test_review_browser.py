@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, serving
 
 CHROMIUM = os.environ.get("TRIAGE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -27,16 +25,8 @@ pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(),
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: browser tests skipped")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory):
-    import uvicorn
-
     from service.app import create_app
     from service.runtime import Runtime, Settings
     from triage.office import Intake
@@ -50,22 +40,15 @@ def site(tmp_path_factory: pytest.TempPathFactory):
         rt.office.submit(Intake(text=t, place="北辰社区", channel="网上征题"), auto_recluster=False)
     rt.office.import_frame(demo, ["title", "text"])
     _row, key = rt.store.create_key("staff", "审核员", can_unmask=True)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime=rt), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
+    served = serving(create_app(runtime=rt))
+    root = served.__enter__()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     pw = playwright_api.sync_playwright().start()
     browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-    yield SimpleNamespace(base=f"http://127.0.0.1:{port}/review", key=key, rt=rt, browser=browser)
+    yield SimpleNamespace(base=f"{root}/review", key=key, rt=rt, browser=browser)
     browser.close()
     pw.stop()
-    server.should_exit = True
-    thread.join(10)
+    served.__exit__(None, None, None)
     rt.close()
     if saved is None:
         os.environ.pop("TRIAGE_HOME", None)

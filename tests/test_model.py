@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 import functools
+import hashlib
 
 from triage.errors import ModelError
 from triage.model import ModelBundle
@@ -33,7 +34,22 @@ def test_a_model_file_with_untrusted_types_is_refused(small_model_dir, tmp_path)
     d = tmp_path / "tampered"
     shutil.copytree(small_model_dir, d)
     sio.dump(functools.partial(print), d / "domain.skops")  # asks skops to import and call a builtin
+    # even with the manifest rewritten to match (the checksum alone is no defence against that)
+    m = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+    m["file_sha256"]["domain.skops"] = hashlib.sha256((d / "domain.skops").read_bytes()).hexdigest()
+    (d / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
     with pytest.raises(ModelError, match="不受信任"):
+        ModelBundle.load(d)
+
+
+def test_a_model_file_that_is_not_the_one_its_manifest_recorded_is_refused_by_name(small_model_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "swapped"
+    shutil.copytree(small_model_dir, d)
+    with open(d / "scope.skops", "ab") as f:          # half-written, or another model's file
+        f.write(b"\0")
+    with pytest.raises(ModelError, match="scope.skops.*SHA-256"):
         ModelBundle.load(d)
 
 

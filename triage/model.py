@@ -153,6 +153,15 @@ class ModelBundle:
         if manifest.get("format") != FORMAT:
             raise ModelError(f"{mpath} 的模型格式 {manifest.get('format')} 不受支持（需要 {FORMAT}）")
         files = manifest.get("files", {})
+        # every file is the one the manifest recorded: a file copied from another model, half-written
+        # or edited by hand would classify differently with no other sign
+        for name, digest in sorted((manifest.get("file_sha256") or {}).items()):
+            path = d / name
+            if not path.exists():
+                raise ModelError(f"模型文件缺失：{path} / model file missing")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                raise ModelError(f"模型文件 {path} 与清单记录的 SHA-256 不符（被替换、损坏或未写完）；请重新训练或恢复该文件"
+                                 f" / {path.name} does not match its manifest checksum")
 
         def _load(key: str) -> Any:
             path = d / files[key]

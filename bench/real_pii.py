@@ -171,17 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     today = mask_with(ROOT, docs)
     results += score("triage (today)", today, docs, gold, strata, round(time.perf_counter() - t0, 2))
     if args.against:
-        with tempfile.TemporaryDirectory(prefix="real_pii_") as tmp:
-            wt = Path(tmp) / "against"
-            subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.against], cwd=ROOT, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                t0 = time.perf_counter()
-                then = mask_with(wt, docs)
-                results += score(f"triage at {args.against[:10]}", then, docs, gold, strata,
-                                 round(time.perf_counter() - t0, 2))
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT, check=False)
+        sys.path.insert(0, str(ROOT / "bench"))
+        from real_topics import checkout   # the same worktree handling as the hot-issue bench
+
+        with tempfile.TemporaryDirectory(prefix="real_pii_") as tmp, checkout(args.against, Path(tmp)) as wt:
+            t0 = time.perf_counter()
+            then = mask_with(wt, docs)
+            results += score(f"triage at {args.against[:10]}", then, docs, gold, strata,
+                             round(time.perf_counter() - t0, 2))
     import triage.names as names
 
     kept = names.person_spans

@@ -29,6 +29,7 @@ rank of the ten groups raised by the most distinct citizens, and how many of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -82,6 +83,18 @@ def run_cli(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, int]:
     if proc.returncode:
         log.error("%s failed:\n%s", " ".join(cmd), err[-3000:])
     return wall, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+@contextlib.contextmanager
+def checkout(ref: str, where: Path):
+    """The project at git commit ``ref``, checked out as a worktree under ``where`` for the block."""
+    wt = where / "against"
+    subprocess.run(["git", "worktree", "add", "--detach", str(wt), ref], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield wt
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT, check=False)
 
 
 def triage_run(board_csv: Path, out_dir: Path, code_root: Path, name: str) -> dict:
@@ -192,13 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         board[COLUMNS].to_csv(board_csv, index=False)
         runs = [triage_run(board_csv, tmp, ROOT, "triage")]
         if args.against:
-            wt = tmp / "against"
-            subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.against], cwd=ROOT, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
+            with checkout(args.against, tmp) as wt:
                 runs.append(triage_run(board_csv, tmp, wt, f"at_{args.against[:10]}"))
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT, check=False)
         runs += plain_runs(board, [float(x) for x in args.plain_thresholds.split(",")])
 
         results = {}

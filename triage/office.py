@@ -500,7 +500,7 @@ class Office:
         """Several suggestions' :meth:`receipt` records, newest first, as a caller may see them: a
         portal key its own submissions, a staff or admin key every one, no key only those whose
         topic is published on 回音壁 (what the office has already made public). Texts are masked."""
-        stmt = select(Suggestion.receipt).order_by(Suggestion.submitted_at.desc(), Suggestion.id.desc()).limit(limit)
+        stmt = select(Suggestion).order_by(Suggestion.submitted_at.desc(), Suggestion.id.desc()).limit(limit)
         if receipts:
             stmt = stmt.where(Suggestion.receipt.in_(list(receipts)[:1000]))
         else:
@@ -514,8 +514,7 @@ class Office:
         elif key.role == "portal":
             stmt = stmt.where(Suggestion.api_key_id == key.id)
         with self.store.session() as s:
-            found = list(s.execute(stmt).scalars())
-        return [self.receipt(r, key) for r in found]
+            return [self._receipt_of(s, row) for row in s.execute(stmt).scalars()]
 
     def receipt(self, receipt: str, key: ApiKey | None) -> dict[str, Any]:
         """What a citizen may know about their own suggestion: status, not other people's data.
@@ -526,29 +525,34 @@ class Office:
             row = s.execute(select(Suggestion).where(Suggestion.receipt == receipt)).scalar_one_or_none()
             if row is None or (key is not None and key.role == "portal" and row.api_key_id != key.id):
                 raise NotFound(f"回执编号 {shown_id(receipt)} 不存在 / no such receipt")
-            topic = s.get(Topic, row.topic_id) if row.topic_id else None
-            while topic is not None and topic.status == "merged" and topic.merged_into:
-                topic = s.get(Topic, topic.merged_into)
-            out: dict[str, Any] = {"receipt": row.receipt, "submitted_at": row.submitted_at, "channel": row.channel,
-                                   "text": row.text, "status": "received", "status_text": "已受理",
-                                   "stage": None, "topic": None, "forwarded_to": None, "outcome": None,
-                                   "domain": row.stated_domain or row.domain, "place": row.place_given or row.place,
-                                   "updated_at": max(row.created_at, topic.updated_at) if topic is not None
-                                   and topic.updated_at else row.created_at}
-            if row.scope == "individual" and row.route_kind == "department" and (
-                    topic is None or topic.status != "accepted"):
-                out.update(status="forwarded", status_text=f"属个人诉求，已转交{row.route_name}办理",
-                           forwarded_to=row.route_name)
-            elif topic is not None and topic.status == "accepted":
-                out.update(status="accepted", status_text=f"已列为协商议题（{topic.stage}）", stage=topic.stage,
-                           topic={"label": topic.label, "stage": topic.stage})
-                if topic.stage in PUBLISHED_STAGES:
-                    out["outcome"] = {"class": topic.outcome_class, "unit": topic.outcome_unit, "text": topic.outcome}
-            elif topic is not None and topic.status == "rejected":
-                out.update(status="not_selected", status_text="经审核，未列为本期协商议题，意见已存档供参考")
-            elif topic is not None:
-                out.update(status="in_review", status_text="已受理，归入候选议题，待审核")
-            return out
+            return self._receipt_of(s, row)
+
+    @staticmethod
+    def _receipt_of(s: Session, row: Suggestion) -> dict[str, Any]:
+        """One suggestion's status record (the caller has checked who may see it)."""
+        topic = s.get(Topic, row.topic_id) if row.topic_id else None
+        while topic is not None and topic.status == "merged" and topic.merged_into:
+            topic = s.get(Topic, topic.merged_into)
+        out: dict[str, Any] = {"receipt": row.receipt, "submitted_at": row.submitted_at, "channel": row.channel,
+                               "text": row.text, "status": "received", "status_text": "已受理",
+                               "stage": None, "topic": None, "forwarded_to": None, "outcome": None,
+                               "domain": row.stated_domain or row.domain, "place": row.place_given or row.place,
+                               "updated_at": max(row.created_at, topic.updated_at) if topic is not None
+                               and topic.updated_at else row.created_at}
+        if row.scope == "individual" and row.route_kind == "department" and (
+                topic is None or topic.status != "accepted"):
+            out.update(status="forwarded", status_text=f"属个人诉求，已转交{row.route_name}办理",
+                       forwarded_to=row.route_name)
+        elif topic is not None and topic.status == "accepted":
+            out.update(status="accepted", status_text=f"已列为协商议题（{topic.stage}）", stage=topic.stage,
+                       topic={"label": topic.label, "stage": topic.stage})
+            if topic.stage in PUBLISHED_STAGES:
+                out["outcome"] = {"class": topic.outcome_class, "unit": topic.outcome_unit, "text": topic.outcome}
+        elif topic is not None and topic.status == "rejected":
+            out.update(status="not_selected", status_text="经审核，未列为本期协商议题，意见已存档供参考")
+        elif topic is not None:
+            out.update(status="in_review", status_text="已受理，归入候选议题，待审核")
+        return out
 
     # ================================================================ topics
     def list_topics(self, *, status: str | None = None, domain: str | None = None, committee: str | None = None,

@@ -169,13 +169,30 @@ def score(run: dict, board: pd.DataFrame, gold: pd.DataFrame, universe: set[str]
         every[g] = run["rank"].get(best) if best is not None else None
     ranks = dict(list(every.items())[:10])
     top20 = sum(1 for r in ranks.values() if r is not None and r <= 20)
+    # Which ten is only defined above a tie: when the 10th group shares its citizen count with groups
+    # left out, the ten are chosen among them by label order. Say so, and count the groups that are in
+    # the ten on their own merit (more citizens than the tie) separately.
+    cut = int(people["submitters"].iloc[min(9, len(people) - 1)]) if len(people) else 0
+    clear = [g for g in ranks if people.loc[g, "submitters"] > cut]
+    tie = {"citizens": cut, "groups_sharing": int((people["submitters"] == cut).sum()),
+           "of_them_in_the_ten": len(ranks) - len(clear),
+           "clear_groups": len(clear),
+           "clear_in_top20": sum(1 for g in clear if ranks[g] is not None and ranks[g] <= 20)}
     t = run["topics"].sort_values("rank").head(20)
     return {"member_f1": mf["weighted_f1"], "ari": round(float(ari), 4), "wrong_merges": merged, "split_groups": split,
-            "groups": len(mf["groups"]), "top10_groups_in_top20": top20, "top10_ranks": ranks,
+            "groups": len(mf["groups"]), "top10_groups_in_top20": top20, "top10_ranks": ranks, "top10_tie": tie,
             "ranks_by_submitters": every,
             "topics": int(len(run["topics"])), "seconds": run["seconds"], "peak_mib": run["peak_mib"],
             "top20_single_message": int((t["size"] == 1).sum()),
             "top20_one_person": int((t["submitters"] == 1).sum()), "per_group": mf["groups"]}
+
+
+def tie_note(s: dict) -> str:
+    """One line on how much of "the ten groups raised by the most citizens" is a tie."""
+    t = s["top10_tie"]
+    return (f"the 10th group has {t['citizens']} citizens, as do {t['groups_sharing']} gold groups in all "
+            f"({t['of_them_in_the_ten']} of them in the ten, by label order); the {t['clear_groups']} groups "
+            f"with more citizens: {t['clear_in_top20']}/{t['clear_groups']} in the top 20")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             s = results["triage"]
             print("\nranks of the ten groups raised by the most distinct citizens (triage):",
                   ", ".join(f"{g}:{r}" for g, r in s["top10_ranks"].items()))
+            print(tie_note(s))
             hit = {v["topic"]: g for g, v in s["per_group"].items() if v["topic"] is not None}
             print(f"\ntriage top {args.show_top}:")
             for _, t in tri["topics"].sort_values("rank").head(args.show_top).iterrows():

@@ -40,6 +40,7 @@ class Settings:
     home: str | None = None
     max_body_bytes: int = 256 * 1024
     recluster_every: int = 200
+    recluster_quiet_s: float = 120.0             # re-cluster once intake has been quiet this long (0: never)
     role_rate: dict[str, int] = field(default_factory=lambda: dict(ROLE_RATE))
     model_check_seconds: float = 10.0
 
@@ -48,7 +49,8 @@ class Settings:
         return cls(database_url=os.environ.get("TRIAGE_DATABASE_URL"), model_dir=os.environ.get("TRIAGE_MODEL"),
                    fast_model_dir=os.environ.get("TRIAGE_FAST_MODEL"), home=os.environ.get("TRIAGE_HOME"),
                    max_body_bytes=_env_int("TRIAGE_MAX_BODY_BYTES", 256 * 1024),
-                   recluster_every=_env_int("TRIAGE_RECLUSTER_EVERY", 200))
+                   recluster_every=_env_int("TRIAGE_RECLUSTER_EVERY", 200),
+                   recluster_quiet_s=float(_env_int("TRIAGE_RECLUSTER_QUIET_S", 120)))
 
 
 class RateLimiter:
@@ -152,7 +154,8 @@ class Runtime:
         self.retrain_config = RetrainConfig(data=Path(data) if data else None)
 
     def close(self) -> None:
-        """Stop the batcher threads and close the database pool."""
+        """Stop the batcher threads and the office's settle timer, and close the database pool."""
+        self.office.close()
         for b in (self.classify_fast, self.classify_full, self.analyse):
             b.close()
         self.probe.shutdown(wait=True)
@@ -171,7 +174,8 @@ class Runtime:
         self.metrics.model.labels(version=tri.version).set(1)
         self._loaded_dir = main
         log.info("model %s loaded (live hints: %s)", tri.version, quick.version)
-        return Office(self.store, tri, quick, config=OfficeConfig(recluster_every=self.settings.recluster_every))
+        return Office(self.store, tri, quick, config=OfficeConfig(recluster_every=self.settings.recluster_every,
+                                                                  recluster_quiet_s=self.settings.recluster_quiet_s))
 
     def check_model(self) -> None:
         """Switch to a newly activated model (retraining in any worker) without a restart."""

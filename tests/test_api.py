@@ -27,7 +27,7 @@ def api(db_url: str, tmp_path_factory: pytest.TempPathFactory):
 
     home = tmp_path_factory.mktemp("home")
     saved = os.environ.get("TRIAGE_HOME")
-    rt = Runtime(Settings(database_url=db_url, home=str(home), recluster_every=10_000, max_body_bytes=128 * 1024))
+    rt = Runtime(Settings(database_url=db_url, home=str(home), recluster_every=10_000, recluster_quiet_s=0, max_body_bytes=128 * 1024))
     demo = pd.read_csv(ROOT / "corpora" / "demo.csv", dtype=str, keep_default_na=False)
     rt.office.import_frame(demo, ["title", "text"])
     keys = {}

@@ -32,7 +32,7 @@ def hard(tmp_path_factory: pytest.TempPathFactory):
 
     home = tmp_path_factory.mktemp("hard")
     saved = os.environ.get("TRIAGE_HOME")
-    rt = Runtime(Settings(database_url=f"sqlite:///{home / 'h.db'}", home=str(home), recluster_every=10_000,
+    rt = Runtime(Settings(database_url=f"sqlite:///{home / 'h.db'}", home=str(home), recluster_every=10_000, recluster_quiet_s=0,
                           max_body_bytes=256 * 1024))
     keys = {r: rt.store.create_key(r, r, r == "staff", 0)[1] for r in ("portal", "staff", "admin")}
     app = create_app(runtime=rt)

@@ -15,7 +15,7 @@ from triage.store import Suggestion, Topic
 def office(tmp_path):
     from service.runtime import Runtime, Settings
 
-    rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", home=str(tmp_path), recluster_every=10_000))
+    rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", home=str(tmp_path), recluster_every=10_000, recluster_quiet_s=0))
     yield rt.office
     rt.close()
 
@@ -60,3 +60,45 @@ def test_reageing_moves_only_the_recency_term_and_keeps_the_sum() -> None:
     again = heat(voices=3, submitters=3, support=0, last_seen=pd.Timestamp(now), this_period=3, previous_period=0,
                  channels=1, places=1, principle_score=0.8, now=pd.Timestamp(now) + pd.Timedelta(days=90))
     assert later.terms["recency"]["points"] == pytest.approx(again.terms["recency"]["points"], abs=1e-3)
+
+
+def test_once_intake_goes_quiet_the_service_reclusters_once_and_stops_when_closed(office, monkeypatch) -> None:
+    """Counting alone left the newest messages on their intake-time topics until 200 more came: a
+    quiet spell after a burst now settles them, one run per spell (each submission re-arms the timer)."""
+    import time
+
+    from triage.office import Intake
+
+    settles: list[dict] = []
+    real = office.recluster
+
+    def recording(*a, **kw):
+        out = real(*a, **kw)
+        if kw.get("settle"):
+            settles.append(out)
+        return out
+
+    monkeypatch.setattr(office, "recluster", recording)
+    office.config.recluster_quiet_s = 0.4
+
+    def burst(texts: list[str], who: str) -> None:
+        for k, text in enumerate(texts):
+            office.submit(Intake(text=text, submitter=f"{who}{k}"))
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(settles) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.8)   # long enough for a second, wrongful run to show
+
+    burst(["北辰社区3栋楼道灯坏了一个月没人修", "北辰社区3栋的楼道灯还是不亮", "北辰社区楼道灯坏了老人摔倒"], "a")
+    wait_for(1)
+    assert len(settles) == 1
+    assert real(only_if_due=True, settle=True).get("skipped") == "not due"   # nothing new since
+    burst(["上庄村到石桥镇的公交一天只有两趟", "上庄村的公交班次太少，老人看病不方便"], "b")
+    wait_for(2)
+    assert len(settles) == 2 and settles[1].get("messages", 0) >= 5 and "skipped" not in settles[1]
+    burst(["文化街的宠物店门口总有狗粪"], "c")
+    office.close()   # a worker shutting down drops its pending settle run
+    time.sleep(1.0)
+    assert len(settles) == 2

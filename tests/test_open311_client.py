@@ -26,7 +26,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
 
     home = tmp_path_factory.mktemp("o311")
     saved = os.environ.get("TRIAGE_HOME")
-    rt = Runtime(Settings(database_url=f"sqlite:///{home / 'o.db'}", home=str(home), recluster_every=10_000))
+    rt = Runtime(Settings(database_url=f"sqlite:///{home / 'o.db'}", home=str(home), recluster_every=10_000, recluster_quiet_s=0))
     portal = rt.store.create_key("portal", "门户", False, 0)[1]
     with serving(create_app(runtime=rt)) as root:
         base = f"{root}/open311/v2"

@@ -33,7 +33,7 @@ def site(tmp_path_factory: pytest.TempPathFactory):
 
     home = tmp_path_factory.mktemp("review")
     saved = os.environ.get("TRIAGE_HOME")
-    rt = Runtime(Settings(database_url=f"sqlite:///{home / 'r.db'}", home=str(home), recluster_every=10_000))
+    rt = Runtime(Settings(database_url=f"sqlite:///{home / 'r.db'}", home=str(home), recluster_every=10_000, recluster_quiet_s=0))
     demo = pd.read_csv(ROOT / "corpora" / "demo.csv", dtype=str, keep_default_na=False)
     for t in (f"北辰社区3栋楼道灯坏了一个月没人修{XSS}", f"北辰社区楼道灯还是不亮{XSS}",
               f"我叫张三，我家的低保被取消了，请帮我查一下{XSS}"):

@@ -34,8 +34,9 @@ _TITLE_START = frozenset(t[0] for t in _TITLES)
 _PLACE_ENDINGS = ("省", "市", "县", "区", "镇", "乡", "村", "组", "路", "街", "巷", "小区", "社区", "花园", "公司",
                   "学校", "中学", "小学", "医院", "公园", "广场", "大桥",
                   # the landforms villages are named after (侯家塘, 吴家坡, 鲁家垅, 邓家冲)
-                  "塘", "坡", "垅", "冲", "坪", "湾", "岭", "坝", "沟", "铺", "堰", "嘴", "畈", "垸", "洼", "岗")
-# surname + 家 + anything is a family's place (张家湾, 李家大屋) far more often than a person
+                  "塘", "坡", "垅", "垄", "塅", "冲", "坪", "湾", "岭", "坝", "沟", "铺", "堰", "嘴", "畈", "垸", "洼", "岗")
+# surname + 家 + anything (张家湾, 李家大屋) is a family's place far more often than a person, and so
+# is a landform + 家 (杨垅家, 谭塅家: 张义家 is a person)
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,19 +110,25 @@ def person_spans(text: str) -> list[tuple[int, int]]:
                if (like := _name_like(m.group(0))) is not None]
     if not clauses:
         return spans
-    lac = _lac()
+    lac, tok = _lac(), _tokenizer()
     for start, clause, unknown in clauses:
         pos = 0
-        for word, tag in lac.run(clause):
+        tagged = lac.run(clause)
+        for k, (word, tag) in enumerate(tagged):
             s, e = pos, pos + len(word)
             pos = e
             if tag != "PER" or not _HAN_RE.fullmatch(word):
                 continue
+            if len(word) == 1 and any(s >= j and tok.FREQ.get(clause[s - j:e], 0) >= 5 for j in (1, 2)):
+                continue   # a lone character that ends a word: 叫屈, 责任田 (but 支持陈的请求 is a person)
+            if k + 1 < len(tagged) and tagged[k + 1][1] in ("LOC", "ORG") and _HAN_RE.match(tagged[k + 1][0]):
+                continue   # the head of a place or body's name: 金鑫兴 + 佳园, not a person beside a place
             for title in _TITLES:    # 胡书记 → 胡: the title says nothing about who
                 if word.endswith(title) and len(word) > len(title):
                     e -= len(title)
                     break
-            if word.endswith(_PLACE_ENDINGS) or "〔" in word or (len(word) >= 3 and word[1] == "家"):
+            if word.endswith(_PLACE_ENDINGS) or "〔" in word or (len(word) >= 3 and word[1] == "家") or (
+                    word.endswith("家") and word[:-1].endswith(_PLACE_ENDINGS)):
                 continue
             # LAC often stops a three-character name after two (王伟 of 王伟军); where jieba read one
             # unknown word from the same start, the name is that word

@@ -91,6 +91,12 @@ class OfficeConfig:
     recluster_every: int = 200      # new suggestions (store-wide) before an automatic re-clustering …
     recluster_growth: float = 0.25  # … or this share of the store, whichever is more
     recluster_lease_s: float = 1800.0   # a re-clustering that takes longer is presumed dead
+    #: once intake has been quiet this long and anything arrived since the last re-clustering, re-cluster
+    #: (0: never). Counting alone left the newest messages on their intake-time topics until the next
+    #: 200 (or a quarter of the store): an office with a dozen messages a day waited weeks, and a
+    #: city's year replayed through the API ended with 800 messages never re-clustered (live vs full
+    #: ARI 0.875). The service sets it (TRIAGE_RECLUSTER_QUIET_S, default 120 s); the library leaves it off.
+    recluster_quiet_s: float = 0.0
     min_reason_chars: int = 2
     petition_group_min: int = 5     # distinct citizens who make a petition a group issue in the topic list
     # A submission time is the citizen's (or the portal's) clock: accepted from the office's earliest
@@ -187,6 +193,17 @@ class Office:
         self._gen_checked = 0.0
         self._since_recluster = 0
         self._heat_clock: dt.datetime | None = None   # the store clock at this worker's last re-ageing
+        self._settle_timer: threading.Timer | None = None
+        self._settle_guard = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop this worker's pending settle run (a re-clustering already running finishes)."""
+        with self._settle_guard:
+            self._closed = True
+            if self._settle_timer is not None:
+                self._settle_timer.cancel()
+                self._settle_timer = None
 
     # ================================================================ intake
     def warm(self) -> None:
@@ -312,6 +329,8 @@ class Office:
         self._reage_quietly()
         if auto_recluster and (self._since_recluster >= self.config.recluster_every or index is None):
             self._recluster_soon()
+        elif auto_recluster:
+            self._settle_later()
         return row, arow, False
 
     def _reage_quietly(self) -> None:
@@ -936,11 +955,33 @@ class Office:
             return
         threading.Thread(target=self._recluster_quietly, name="triage-recluster", daemon=True).start()
 
-    def _recluster_quietly(self) -> None:
+    def _settle_later(self) -> None:
+        """(Re)arm this worker's settle run: ``recluster_quiet_s`` after the latest submission."""
+        quiet = self.config.recluster_quiet_s
+        if quiet <= 0:
+            return
+        with self._settle_guard:
+            if self._closed:
+                return
+            if self._settle_timer is not None:
+                self._settle_timer.cancel()
+            timer = threading.Timer(quiet, self._settle)
+            timer.name, timer.daemon = "triage-settle", True
+            timer.start()
+            self._settle_timer = timer
+
+    def _settle(self) -> None:
+        if not self._recluster_pending.acquire(blocking=False):
+            self._settle_later()   # a run is going: it may not hold the newest messages; look again later
+            return
+        self._recluster_quietly(settle=True)
+
+    def _recluster_quietly(self, settle: bool = False) -> None:
         try:
-            self.recluster(only_if_due=True)
-        except Conflict:
-            pass   # another worker is re-clustering: its result reaches this one as a new generation
+            self.recluster(only_if_due=True, settle=settle)
+        except Conflict:   # another worker is re-clustering: its result reaches this one as a new generation
+            if settle:
+                self._settle_later()   # but it may have started before this worker's newest messages
         except Exception:  # noqa: BLE001 - a background repair must not kill the worker; it is logged
             log.exception("re-clustering failed; topics stay as they were")
         finally:
@@ -964,12 +1005,14 @@ class Office:
             return False
         return False
 
-    def recluster(self, actor: Actor | None = None, only_if_due: bool = False) -> dict[str, Any]:
+    def recluster(self, actor: Actor | None = None, only_if_due: bool = False, settle: bool = False) -> dict[str, Any]:
         """Re-cluster the messages of unpinned candidate topics; ids kept by membership overlap.
 
         One worker re-clusters for all (a lease in the store). Its cost grows with the store, so the
         automatic run (``only_if_due``) waits for ``recluster_every`` new suggestions or
         ``recluster_growth`` of the store, whichever is more: the cost per suggestion stays flat.
+        A settle run (``settle``, after intake went quiet) is due once anything arrived since the
+        last run, in any worker: its cost is one run per quiet spell, not per suggestion.
         """
         holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         with self._recluster_lock:
@@ -979,8 +1022,9 @@ class Office:
                 raise Conflict("正在重新聚类，请稍后再试 / a re-clustering is already running; try again shortly")
             done = None
             try:
-                if only_if_due and total - mark < max(self.config.recluster_every,
-                                                      self.config.recluster_growth * mark):
+                due = total > mark if settle else total - mark >= max(self.config.recluster_every,
+                                                                       self.config.recluster_growth * mark)
+                if only_if_due and not due:
                     self._since_recluster = 0
                     return {"messages": 0, "topics": 0, "skipped": "not due"}
                 result = self._recluster(actor)

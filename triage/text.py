@@ -328,6 +328,8 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
         length = _name_at(s, m.end())
         if length and m.group(1) not in _SELF_NAMING and _common_word(s[m.end():m.end() + length]):
             length = 0   # 员工付出, 居民安宁, 本人车辆: a word that starts with a surname character
+        if length == 3 and _common_word(s[m.end():m.end() + 2]) and _common_word(s[m.end() + 2:m.end() + 4]):
+            length = 0   # 业主严重受到: two words (严重 受到) across the span, not a three-character name
         if length:
             spans.append((m.end(), m.end() + length))
     for m in _TITLED_NAME_RE.finditer(s):

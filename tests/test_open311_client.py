@@ -89,3 +89,34 @@ def test_a_range_over_ninety_days_is_refused_as_the_spec_says(live) -> None:
     with pytest.raises(requests.HTTPError) as err:
         live.client.get_service_requests(start_date="2026-01-01T00:00:00Z", end_date="2026-06-01T00:00:00Z")
     assert err.value.response.status_code == 400
+
+
+def test_a_slow_open311_submission_does_not_stall_the_workers_other_requests(live, monkeypatch) -> None:
+    """Open311 intake ran the blocking submit on the event loop: every other request of the worker
+    waited for it. It now takes the JSON intake's path (thread pool, shared model calls)."""
+    import threading
+    import time
+
+    off = live.rt.office
+    real = off.submit
+    entered = threading.Event()
+
+    def slow_submit(*a, **kw):
+        entered.set()
+        time.sleep(2.0)   # a database under load, or a long text through the models
+        return real(*a, **kw)
+
+    monkeypatch.setattr(off, "submit", slow_submit)
+    code = live.client.get_service_list()[0]["service_code"]
+    done: dict = {}
+    t = threading.Thread(target=lambda: done.update(r=httpx.post(
+        f"{live.base}/requests.json", timeout=30,
+        data={"api_key": live.portal, "service_code": code, "description": "幸福村3组路灯坏了半个月没人修"})))
+    t.start()
+    assert entered.wait(20)
+    root = live.base.rsplit("/open311", 1)[0]
+    t0 = time.perf_counter()
+    assert httpx.get(f"{root}/healthz", timeout=10).status_code == 200
+    assert time.perf_counter() - t0 < 1.0
+    t.join(30)
+    assert done["r"].status_code == 201, done["r"].text

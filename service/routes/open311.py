@@ -11,11 +11,12 @@ import datetime as dt
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from service.deps import office, runtime
 from service.runtime import Runtime
-from triage.office import Intake, NotFound, Office
+from triage.office import Intake, NotFound, Office, full_text
 from triage.pipeline import MAX_CHARS
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
@@ -92,13 +93,15 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
 async def create_request(request: Request, off: Office = Depends(office), rt: Runtime = Depends(runtime)):
     f = await _fields(request)
     key_text = f.get("api_key") or request.headers.get("x-api-key")
-    key = rt.keys.get(key_text) if key_text and len(key_text) <= 200 else None
+    # everything that may wait on the database or the models runs off the event loop, as the JSON
+    # intake does: run on the loop, one Open311 submission stalled every other request of the worker
+    key = await run_in_threadpool(rt.keys.get, key_text) if key_text and len(key_text) <= 200 else None
     if key is None:
         raise Open311Error(401, "api_key 缺失或无效 / missing or invalid api_key")
     limit = key.rate_per_minute if key.rate_per_minute is not None else rt.settings.role_rate.get(key.role, 0)
     if not rt.limiter.allow(key.id, limit)[0]:
         raise Open311Error(429, "请求过于频繁 / rate limit exceeded")
-    codes = {s["service_code"]: s["service_name"] for s in _services(off)}
+    codes = {s["service_code"]: s["service_name"] for s in await run_in_threadpool(_services, off)}
     code = f.get("service_code", "")
     if code not in codes:
         raise Open311Error(400, f"service_code {code!r} 不存在，见 services.json / unknown service_code")
@@ -114,8 +117,15 @@ async def create_request(request: Request, off: Office = Depends(office), rt: Ru
     data = Intake(text=desc, channel="Open311", place=(place[:120] if place else None),
                   contact=(contact + loc)[:200] if contact else (loc.strip() or None), stated_domain=codes[code],
                   submitter=f.get("device_id", "")[:120])
-    row, _a, _replayed = off.submit(data, key, request.headers.get("idempotency-key"))
-    rt.metrics.suggestions.labels(channel_kind="open311").inc()
+    idem = request.headers.get("idempotency-key")
+    replay = await run_in_threadpool(off.replay, data, key, idem)
+    if replay is None:
+        analysed = (await rt.analyse([full_text(data)]))[0]   # shared model calls, as the JSON intake
+        row, _a, _replayed = await run_in_threadpool(off.submit, data, key, idem, True, analysed)
+    else:
+        (row, _a), _replayed = replay, True
+    if not _replayed:
+        rt.metrics.suggestions.labels(channel_kind="open311").inc()
     return [{"service_request_id": row.receipt, "service_notice": "已受理，凭编号查询办理情况", "account_id": None}]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from triage.store import Assessment, AuditEvent, Correction, Suggestion, Topic
 
@@ -91,7 +91,19 @@ def test_personal_data_is_masked_in_the_stored_text_and_kept_raw_only_for_unmask
     r = submit(api, f"我叫王小明，身份证{pid}，电话{PHONE}，我家门口的下水道堵了一个月", who="staff")
     a = r.json()["assessment"]
     assert PHONE not in a["text"] and pid not in a["text"] and "王小明" not in a["text"]
-    assert set(a["pii_kinds"]) >= {"phone", "id"} or len(a["pii_kinds"]) >= 2
+    assert set(a["pii_kinds"]) == {"name", "id_number", "mobile"}
+    # the raw values: in the raw column, and readable through the API only by unmasking (audited)
+    tid = r.json()["topic_id"]
+    with api.rt.store.session() as s:
+        row = s.execute(select(Suggestion).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
+        assert PHONE in row.raw_text and pid in row.raw_text and PHONE not in row.text
+    for who in ("clerk", "staff"):   # no unmask asked (and for the clerk, no right to): masked
+        plain = api.client.get(f"/api/v1/topics/{tid}", headers=api.h(who))
+        assert plain.status_code == 200 and PHONE not in plain.text and pid not in plain.text
+    assert api.client.get(f"/api/v1/topics/{tid}", params={"unmask": True, "reason": "核实"},
+                          headers=api.h("clerk")).status_code == 403
+    shown = api.client.get(f"/api/v1/topics/{tid}", params={"unmask": True, "reason": "回访核实"}, headers=api.h("staff"))
+    assert shown.status_code == 200 and PHONE in shown.text and pid in shown.text
 
 
 def test_a_receipt_shows_its_own_suggestion_only_to_the_key_that_submitted_it(api) -> None:
@@ -496,6 +508,32 @@ def test_the_openapi_schema_documents_every_endpoint(api) -> None:
 
 
 # ------------------------------------------------------------------ retraining
+@pytest.mark.slow
+def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activated(api, small_corpus, tmp_path) -> None:
+    """The gate's default (tolerance 0: not worse than the baseline) against a candidate that is really
+    worse: forty corrections that call traffic, housing, health … messages 教育."""
+    from triage.retrain import RetrainConfig, Retrainer
+    from triage.store import Correction
+
+    data = tmp_path / "small.csv"
+    small_corpus.to_csv(data, index=False)
+    with api.rt.store.session() as s:
+        rows = s.execute(select(Suggestion.id, Suggestion.domain).where(Suggestion.domain != "教育")
+                         .order_by(Suggestion.id).limit(40)).all()
+        assert len(rows) >= 20
+        s.add_all([Correction(suggestion_id=i, field="domain", old_value=d, value="教育", actor="test",
+                              reason="故意标错") for i, d in rows])
+    try:
+        result = Retrainer(api.rt.store, api.rt.office.triage.bundle, tmp_path / "m", RetrainConfig(data=data)).run()
+    finally:   # later tests retrain on this store: they must not learn these
+        with api.rt.store.session() as s:
+            s.execute(delete(Correction).where(Correction.actor == "test", Correction.reason == "故意标错"))
+    sc = result["scores"]
+    assert sc["candidate"]["domain_macro_f1"] < sc["baseline"]["domain_macro_f1"]
+    assert result["activated"] is False and "未启用" in result["reason"]
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
 @pytest.mark.slow
 def test_retraining_is_an_admin_job_gated_on_a_held_out_split_and_switches_the_model(api, small_corpus, tmp_path) -> None:
     import time

@@ -321,6 +321,15 @@ def _db_roundtrip(url: str, corpus: pd.DataFrame, model: Path, tmp_path: Path) -
     table_target(url, "letters_2026", replace=True)
     with pytest.raises(InputFileError, match="ORDER BY"):
         DbSource(url, "SELECT * FROM letters")
+    # what "ORDER BY a unique key" means is checked, not just that the words appear somewhere
+    for q in ("SELECT * FROM (SELECT * FROM letters ORDER BY id) t", "SELECT * FROM letters ORDER BY lower(id)"):
+        with pytest.raises(InputFileError, match="ORDER BY"):
+            DbSource(url, q)
+    assert sum(len(c.frame) for c in DbSource(url, "SELECT * FROM letters ORDER BY id LIMIT 20")._chunks(8)) == 20
+    with pytest.raises(InputFileError, match="不在查询结果"):
+        list(DbSource(url, "SELECT title, text FROM letters ORDER BY id")._chunks(50))
+    with pytest.raises(InputFileError, match=r"第 \d+ 行.*排序键"):   # many letters share a domain
+        list(DbSource(url, "SELECT * FROM letters ORDER BY old_domain")._chunks(50))
 
 
 def test_a_query_is_classified_into_a_new_sqlite_table(tmp_path, corpus, small_model_dir):

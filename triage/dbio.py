@@ -2,7 +2,11 @@
 
 A resumed run re-reads the query and skips the chunks it has done, which is only right if the
 query returns the same rows in the same order every time: the query must end in ``ORDER BY`` a
-unique key, and the data must not change between the runs. A query without ``ORDER BY`` is refused.
+unique key, and the data must not change between the runs. Checked: the query's last clause is
+``ORDER BY`` plain columns (optionally ``LIMIT``/``OFFSET``), those columns are in its result, and no
+two rows in a row share their values (in an ordered result, equal keys would be neighbours). Refused
+otherwise, before the first row or at the first repeated key, with the line. Not checked: that the data
+stays unchanged between runs.
 The "line" of a row in the errors file is its 1-based position in the query result.
 
 Results are written into ``NAME__triage_partial`` and renamed to ``NAME`` at the end, so the table
@@ -23,7 +27,27 @@ from triage.errors import InputFileError, OutputFileError
 from triage.sinks import FLOAT_COLUMNS, TableSink
 from triage.streams import Chunk, TableSource, _cell
 
-_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+_KEY = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_]*)(?:\.(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_]*))?'
+_KEY_TERM = rf"{_KEY}(?:\s+(?:asc|desc))?(?:\s+nulls\s+(?:first|last))?"
+#: ORDER BY plain columns as the query's last clause (LIMIT/OFFSET may follow); anchored at the end,
+#: so an ORDER BY inside a subquery or before a UNION does not pass
+_ORDER_TAIL = re.compile(rf"\border\s+by\s+(?P<keys>{_KEY_TERM}(?:\s*,\s*{_KEY_TERM})*)"
+                         r"(?:\s+limit\s+\d+(?:\s+offset\s+\d+)?)?\s*;?\s*$", re.IGNORECASE)
+_KEY_RE = re.compile(_KEY)
+
+
+def order_keys(query: str) -> list[str]:
+    """The column names of the query's final ORDER BY (``t.id`` → ``id``, quotes dropped)."""
+    m = _ORDER_TAIL.search(query)
+    if not m:
+        raise InputFileError(
+            "查询必须以 ORDER BY 唯一键结尾（例如 ORDER BY id；键为结果中的列名），否则中断后无法按相同顺序继续 / "
+            "the query must end in ORDER BY a unique key (plain result columns) so that a stopped run can resume")
+    keys = []
+    for term in m.group("keys").split(","):
+        name = _KEY_RE.match(term.strip()).group(0).split(".")[-1]
+        keys.append(name.strip('"`[]'))
+    return keys
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -50,10 +74,7 @@ class DbSource(TableSource):
     kind = "db"
 
     def __init__(self, url: str, query: str) -> None:  # noqa: D107 - no file to check
-        if not _ORDER_BY.search(query):
-            raise InputFileError(
-                "查询必须以 ORDER BY 唯一键结尾（例如 ORDER BY id），否则中断后无法按相同顺序继续 / "
-                "the query needs ORDER BY a unique key so that a stopped run can resume")
+        self.keys = order_keys(query)
         self.url, self.query = url, query
         self.path = Path(masked_url(url))
         self.encoding = "db"
@@ -82,7 +103,22 @@ class DbSource(TableSource):
             with engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=rows).execute(text(self.query))
                 cols = [str(k) for k in result.keys()]
+                lower = [c.lower() for c in cols]
+                missing = [k for k in self.keys if k.lower() not in lower]
+                if missing:
+                    raise InputFileError(f"排序键 {', '.join(missing)} 不在查询结果的列中，无法核对其唯一性；请在 SELECT 中包含它 / "
+                                         f"the ORDER BY key {', '.join(missing)} must be a column of the result")
+                at = [lower.index(k.lower()) for k in self.keys]
+                last = None
                 for part in result.partitions(rows):
+                    for k, r in enumerate(part):
+                        key = tuple(r[i] for i in at)
+                        if key == last:
+                            raise InputFileError(
+                                f"第 {first + k} 行与上一行的排序键（{', '.join(self.keys)} = {', '.join(map(str, key))}）相同："
+                                f"排序键不唯一，中断后无法按相同顺序继续；请按唯一键排序（例如 ORDER BY id）/ line {first + k} "
+                                f"repeats the ORDER BY key of the line before: order by a unique key")
+                        last = key
                     frame = pd.DataFrame([[_cell(v) for v in r] for r in part], columns=cols, dtype=object)
                     yield Chunk(index, frame, list(range(first, first + len(frame))))
                     first += len(frame)

@@ -5,6 +5,8 @@ import pytest
 
 from triage.cli import main
 
+from .conftest import ROOT
+
 
 def _run(capsys, *argv):
     rc = main(list(argv))
@@ -138,3 +140,21 @@ def test_keys_create_prints_the_key_as_its_last_line_and_only_its_hash_is_stored
     assert main(["keys", "--database", url, "revoke", str(row.id)]) == 0
     assert Store(url).find_key(key) is None
     assert main(["keys", "--database", url, "revoke", str(row.id)]) == 2
+
+
+def test_evaluate_scores_the_department_it_is_given_and_refuses_options_it_would_ignore(tmp_path, corpus, capsys):
+    """--department-col was read and thrown away; --encoder/--cache applied only with --topics."""
+    petitions = corpus[corpus["department"].fillna("") != ""]
+    df = pd.concat([corpus.groupby("domain").sample(8, random_state=0),
+                    petitions.groupby("department").head(6)]).drop_duplicates("id")
+    data = tmp_path / "d.csv"
+    df.to_csv(data, index=False)
+    base = ["evaluate", "--data", str(data), "--text-col", "title", "--text-col", "text", "--label-col", "domain"]
+    rc, stdout, _ = _run(capsys, *base, "--cv", "--folds", "3", "--group-col", "topic", "--department-col", "department")
+    rep = json.loads(stdout)
+    assert rc == 0 and rep["department"]["macro_f1"] > 0 and set(rep["department"]["per_class_f1"]) <= set(
+        petitions["department"])
+    rc, stdout, _ = _run(capsys, *base, "--model", str(ROOT / "models" / "default"), "--department-col", "department")
+    assert rc == 0 and json.loads(stdout)["department"]["accuracy"] > 0.5
+    rc, _, err = _run(capsys, *base, "--cv", "--encoder", "hashing")
+    assert rc == 2 and "--topics" in err

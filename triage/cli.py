@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from triage.errors import InputFileError, TriageError
+from triage.errors import InputFileError, TriageError, UsageError
 
 log = logging.getLogger("triage")
 
@@ -97,9 +97,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.topics:
         return _evaluate_topics(args)
+    if args.encoder or args.cache or args.place_col:
+        raise UsageError("--encoder、--cache 与 --place-col 只用于 --topics（分类评估使用模型自带的编码器设置）/ "
+                         "--encoder, --cache and --place-col apply to --topics only")
     if args.model and not args.embeddings:
         args.embeddings = bool(ModelBundle.load(args.model).encoder_spec)
-    prepared, y, scope, _dept, groups, cues = _frame_for_training(args)
+    prepared, y, scope, dept, groups, cues = _frame_for_training(args)
+    # the department of individual petitions is scored on the rows that name one (as it is trained)
+    has_dept = [i for i, d in enumerate(dept or []) if d]
     report: dict = {"data": str(args.data), "rows": len(y)}
     if args.cv:
         bundle = ModelBundle.load(args.model) if args.model else None
@@ -114,6 +119,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if scope is not None:
             scfg = TextClassifierConfig(**cfgs["scope"]) if cfgs.get("scope") else default_scope_config()
             report["scope"] = cross_validate(prepared, scope, groups, fcfg, scfg, args.folds)
+        if has_dept:
+            dcfg2 = TextClassifierConfig(**cfgs["department"]) if cfgs.get("department") else TextClassifierConfig()
+            report["department"] = cross_validate(prepared.iloc[has_dept].reset_index(drop=True),
+                                                  [dept[i] for i in has_dept],
+                                                  [groups[i] for i in has_dept] if groups else None,
+                                                  fcfg, dcfg2, args.folds)
     else:
         bundle = ModelBundle.load(args.model)
         report["model"] = bundle.version
@@ -122,6 +133,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report["domain"] = metrics_report(y, bundle.domain.predict(X))
         if scope is not None and bundle.scope is not None:
             report["scope"] = metrics_report(scope, bundle.scope.predict(X))
+        if dept is not None:
+            if bundle.department is None:
+                raise UsageError(f"模型 {bundle.version} 没有部门分类器，无法评估 --department-col / "
+                                 "this model has no department classifier")
+            if has_dept:
+                report["department"] = metrics_report([dept[i] for i in has_dept],
+                                                      bundle.department.predict(X[has_dept]))
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
@@ -401,8 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--folds", type=int, default=5)
     e.add_argument("--topics", action="store_true", help="clustering quality (ARI, V-measure) against --group-col")
     e.add_argument("--place-col", default=None, help="with --topics: place extraction precision/recall")
-    e.add_argument("--encoder", default=None)
-    e.add_argument("--cache", default=None)
+    e.add_argument("--encoder", default=None, help="with --topics: sentence encoder (use, hashing, a directory)")
+    e.add_argument("--cache", default=None, help="with --topics: embedding cache file")
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("classify", help="add domain / scope / committee columns to a file or a table",

@@ -37,3 +37,7 @@ class OutputFileError(TriageError):
 
 class ResumeError(TriageError):
     """A work directory left by an interrupted run belongs to a different input, model or options."""
+
+
+class UsageError(TriageError):
+    """A command-line option that does not apply to what was asked (refused rather than ignored)."""

@@ -110,3 +110,23 @@ def test_parallel_preparation_and_assessment_equal_the_sequential_ones(small_mod
     seq = tri.prepare(texts, workers=1)
     assert par.equals(seq)
     assert tri.assess_texts(texts, prepared=par, workers=2) == tri.assess_texts(texts, prepared=seq, workers=1)
+
+
+def test_an_encoder_asked_by_the_environment_that_the_model_was_not_trained_with_is_refused(monkeypatch):
+    """TRIAGE_ENCODER used to be ignored silently when the model carried its own encoder."""
+    import copy
+
+    from triage.errors import ModelError
+    from triage.model import ModelBundle
+    from triage.pipeline import Triage
+
+    from .conftest import ROOT
+
+    bundle = ModelBundle.load(ROOT / "models" / "default")
+    embedded = copy.copy(bundle)
+    embedded.manifest = copy.deepcopy(bundle.manifest)
+    embedded.manifest["configs"]["features"]["embedding"] = "use"   # as a model trained with --embeddings
+    monkeypatch.setenv("TRIAGE_ENCODER", "hashing")
+    with pytest.raises(ModelError, match="TRIAGE_ENCODER"):
+        Triage(embedded)
+    assert Triage(bundle).encoder is None   # a lexical model: the variable is for topics, see Office

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from triage.config import Taxonomy, default_taxonomy
+from triage.errors import ModelError
 from triage.features import PARALLEL_MIN_TEXTS, join_columns, prepare_texts
 from triage.model import ModelBundle
 from triage.route import Router
@@ -63,6 +64,12 @@ class Triage:
         if bundle.encoder_spec:  # the model was trained with sentence-embedding features
             from triage.embed import CachedEncoder, get_encoder
 
+            asked = os.environ.get("TRIAGE_ENCODER")
+            if asked and asked != bundle.encoder_spec:
+                # its features are that encoder's vectors: another one would feed it numbers it never saw
+                raise ModelError(f"模型 {bundle.version} 以句向量编码器 {bundle.encoder_spec!r} 训练，不能改用 "
+                                 f"TRIAGE_ENCODER={asked!r}；请去掉该设置，或用该编码器重新训练模型 / the model was "
+                                 f"trained with the {bundle.encoder_spec!r} encoder: unset TRIAGE_ENCODER or retrain")
             self.encoder = CachedEncoder(get_encoder(bundle.encoder_spec))
 
     @classmethod

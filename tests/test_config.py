@@ -52,6 +52,47 @@ def test_missing_field_is_named(tmp_path):
     assert "departments[0].remit" in str(e.value)
 
 
+@pytest.mark.parametrize("old, new, key", [
+    ("  committee: tian ", "  committee: tiann ", "fallback.committee"),
+    ("  department: 信访 ", "  department: 信访办 ", "fallback.department"),
+    ("assigned_channels: [党政交题]", "assigned_channels: [党委交题]", "assigned_channels"),
+    ("fallback:\n", "fallbacks:\n", "fallback"),
+])
+def test_fallback_routes_and_assigned_channels_are_configuration_checked_at_load(tmp_path, old, new, key):
+    """They were string constants in route.py and principles.py: an office naming its 提案委员会 or its
+    信访 office differently got an empty route, and its own assignment channel never met 政治性."""
+    d = _copy(tmp_path)
+    t = (d / "taxonomy.yaml").read_text(encoding="utf-8")
+    assert old in t
+    (d / "taxonomy.yaml").write_text(t.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_taxonomy(d)
+    assert "taxonomy.yaml" in str(e.value) and key in str(e.value)
+
+
+def test_an_office_with_its_own_names_routes_and_judges_by_them(tmp_path):
+    from triage.principles import PrincipleJudge
+    from triage.route import Router
+    from triage.topics import Topic
+
+    d = _copy(tmp_path)
+    t = (d / "taxonomy.yaml").read_text(encoding="utf-8")
+    t = t.replace("  department: 信访 ", "  department: 乡镇街道 ").replace("committee: tian ", "committee: shehui ")
+    t = t.replace("channels: [意见箱, 二维码, 网上表单, 委员荐题, 党政交题, 社情民意]",
+                  "channels: [意见箱, 二维码, 网上表单, 委员荐题, 党委政府交办, 社情民意]")
+    (d / "taxonomy.yaml").write_text(t.replace("assigned_channels: [党政交题]", "assigned_channels: [党委政府交办]"),
+                                     encoding="utf-8")
+    tax = load_taxonomy(d)
+    r = Router(tax)
+    assert r.route("不存在的领域", "individual").name == "乡镇人民政府/街道办事处"
+    assert r.route("不存在的领域", "group").name == "社会和法制委员会"
+    topic = Topic(id="T1", members=["a", "b"], size=2, voices=2, submitters=1, group_share=1.0,
+                  channels=["党委政府交办"], domain="社区治理")
+    card = PrincipleJudge(taxonomy=tax).judge(topic, ["小区停车难", "小区停车难问题"], ["小区 停车", "小区 停车"])
+    pol = next(p for p in card.principles if p.name == "政治性")
+    assert any("党委政府交办" in e for e in pol.evidence)
+
+
 def test_make_run_installs_only_what_the_service_needs():
     """A user's `make run` must not pull torch (a multi-GB CUDA build off this machine's wheel cache),
     the browser, the fuzzer or Dask: those are the test and extra installs."""

@@ -141,7 +141,7 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     builder = TopicBuilder(config, places).fit(good, emb, previous)
     lap("cluster_describe")
     now = now if now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
-    judge = PrincipleJudge(encoder=enc)
+    judge = PrincipleJudge(encoder=enc, taxonomy=triage.taxonomy)
     hc = default_heat_config()
     pos = {m: i for i, m in enumerate(good["id"])}
     texts_l, tokens_l = good["text"].tolist(), good["tokens"].tolist()

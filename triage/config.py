@@ -55,6 +55,9 @@ class Taxonomy:
     departments: tuple[Department, ...]
     scopes: dict[str, str] = field(default_factory=dict)
     channels: tuple[str, ...] = ()
+    fallback_committee: str | None = None     # a committee id: group issues no domain routes
+    fallback_department: str | None = None    # a department id: petitions no domain routes
+    assigned_channels: tuple[str, ...] = ()   # channels of the party committee's and government's assignments
 
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name), None)
@@ -144,7 +147,19 @@ def load_taxonomy(directory: str | os.PathLike[str] | None = None) -> Taxonomy:
     channels = tdata.get("channels") or []
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise ConfigError(str(tpath), "channels", "应为字符串列表")
-    return Taxonomy(tuple(domains), tuple(committees), tuple(departments), dict(scopes), tuple(channels))
+    fb = tdata.get("fallback")
+    if not isinstance(fb, dict):
+        raise ConfigError(str(tpath), "fallback", "缺少 fallback（committee 与 department：无领域可依时的去向）/ "
+                                                  "missing fallback.committee and fallback.department")
+    for key, known, where in (("committee", cids, "committees.yaml"), ("department", dids, "departments.yaml")):
+        if fb.get(key) not in known:
+            raise ConfigError(str(tpath), f"fallback.{key}", f"{fb.get(key)!r} 不在 {where} 中")
+    assigned = tdata.get("assigned_channels") or []
+    if not isinstance(assigned, list) or any(c not in channels for c in assigned):
+        raise ConfigError(str(tpath), "assigned_channels",
+                          f"应为 channels 中的渠道名列表（channels：{'、'.join(channels)}）")
+    return Taxonomy(tuple(domains), tuple(committees), tuple(departments), dict(scopes), tuple(channels),
+                    fb["committee"], fb["department"], tuple(assigned))
 
 
 @functools.lru_cache(maxsize=4)

@@ -405,7 +405,7 @@ class Office:
         if self._principle_judge is None:
             from triage.principles import PrincipleJudge
 
-            self._principle_judge = PrincipleJudge(encoder=self.encoder)
+            self._principle_judge = PrincipleJudge(encoder=self.encoder, taxonomy=self.triage.taxonomy)
         return self._principle_judge
 
     #: above this many members a topic's figures are refreshed at every 5 % of growth, not every message

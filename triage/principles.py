@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from triage.config import corpora_dir
+from triage.config import Taxonomy, corpora_dir, default_taxonomy
 from triage.errors import ConfigError
 from triage.topics import Topic
 
@@ -117,7 +117,8 @@ class ScorecardConfig:
     #: property firm locking a compound's lifts; such a mention stays as evidence under 可行性.
     excluded_share: float = 0.5
     propose_min_submitters: int = 3    # "raised broadly": fewer voices need research first …
-    assigned_channels: tuple[str, ...] = ("党政交题",)  # … unless the party/government assigned it
+    #: … unless the party/government assigned it: these channels (None: the taxonomy's assigned_channels)
+    assigned_channels: tuple[str, ...] | None = None
 
 
 def _tokset(s: str) -> set[str]:
@@ -127,11 +128,14 @@ def _tokset(s: str) -> set[str]:
 class PrincipleJudge:
     """Scores topics against the five principles; plan matching uses the same encoder as topics."""
 
-    def __init__(self, plan: AnnualPlan | None = None, encoder=None, config: ScorecardConfig | None = None) -> None:
+    def __init__(self, plan: AnnualPlan | None = None, encoder=None, config: ScorecardConfig | None = None,
+                 taxonomy: Taxonomy | None = None) -> None:
         from triage.text import tokens
 
         self.plan = plan or default_plan()
         self.cfg = config or ScorecardConfig()
+        self.assigned_channels = (self.cfg.assigned_channels if self.cfg.assigned_channels is not None
+                                  else (taxonomy or default_taxonomy()).assigned_channels)
         self.encoder = encoder
         texts = [f"{it.title} {it.description}" for it in self.plan.items]
         self._item_tokens = [set(tokens(t)) | set(re.split(r"[、，,\s]+", it.description)) for t, it in zip(texts, self.plan.items)]
@@ -169,7 +173,7 @@ class PrincipleJudge:
 
         # 政治性
         s, item, words = self._plan_match("central_work", centroid, toks)
-        assigned = [c for c in topic.channels if c in cfg.assigned_channels]
+        assigned = [c for c in topic.channels if c in self.assigned_channels]
         if assigned and not excluded:
             pol = Principle("政治性", 1.0, MEETS, [f"党委政府交办（{'、'.join(assigned)}）"] + (
                 [f"契合中心工作“{item.title}”（匹配度 {s:.2f}）"] if item is not None and s >= cfg.plan_partly else []))

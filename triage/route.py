@@ -33,15 +33,15 @@ class Router:
             dep = tax.department_for(domain)
             if dep is not None:
                 return Route("department", dep.id, dep.name, f"个人诉求，领域 {domain} 默认转交{dep.name}")
-            letters = tax.department("信访")
+            letters = tax.department(tax.fallback_department) if tax.fallback_department else None
             return Route("department", letters.id if letters else None, letters.name if letters else None,
-                         f"个人诉求，领域 {domain} 不在分类体系中，转信访部门兜底")
+                         f"个人诉求，领域 {domain} 不在分类体系中，转{letters.name if letters else '有关部门'}兜底")
         com = tax.committee_for(domain)
         if com is not None:
             return Route("committee", com.id, com.name, f"群众性问题，领域 {domain} → {com.name}（分类体系默认）")
-        fallback = tax.committee("tian")
+        fallback = tax.committee(tax.fallback_committee) if tax.fallback_committee else None
         return Route("committee", fallback.id if fallback else None, fallback.name if fallback else None,
-                     f"领域 {domain} 不在分类体系中，交提案委员会统筹")
+                     f"领域 {domain} 不在分类体系中，交{fallback.name if fallback else '专委会'}统筹")
 
 
     def route_many(self, domains: Sequence[str | None], scopes: Sequence[str | None],

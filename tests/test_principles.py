@@ -86,3 +86,13 @@ def test_a_narrow_issue_off_the_plan_needs_more_research(judge):
     c = card(judge, topic(size=2, voices=2, submitters=2, channels=["二维码"], places=["文化街"], domain="社区治理"), texts)
     assert c.verdict == RESEARCH
     assert all(p.evidence for p in c.principles)
+
+
+def test_feasibility_is_the_remit_of_a_committee_of_this_office(judge):
+    """可行性 claimed "within remit" but checked only that a domain existed."""
+    c = card(judge, topic(domain="教育"), ["学校门口早晚接送拥堵", "学校门口接送孩子的车太多"])
+    feas = by_name(c)["可行性"]
+    assert feas.verdict == MEETS and "教科卫体委员会" in feas.evidence[0] and "教育" in feas.evidence[0]
+    c = card(judge, topic(domain="月球开发"), ["建议在月球上建社区", "月球社区建设"])
+    feas = by_name(c)["可行性"]
+    assert feas.verdict != MEETS and "职责范围" in feas.evidence[0]

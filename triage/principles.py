@@ -3,8 +3,9 @@
 政治性 fits the party/government's central work (annual_plan.yaml, matched semantically and by words)
 and is none of the excluded matters; 群众性 is the share of group-issue messages, distinct submitters and
 population cues; 前瞻性 fits the annual consultation plan; 民主性 is breadth (submitters, channels,
-places) with copy-paste campaigns flagged; 可行性 is within remit and not a matter for courts,
-arbitration, police or discipline bodies. The overall verdict is one of four, and says why.
+places) with copy-paste campaigns flagged; 可行性 is within remit (the topic's domain is one a
+committee of this office answers for, committees.yaml via taxonomy.yaml; the evidence quotes its remit)
+and not a matter for courts, arbitration, police or discipline bodies. The overall verdict is one of four, and says why.
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ class PrincipleJudge:
 
         self.plan = plan or default_plan()
         self.cfg = config or ScorecardConfig()
+        self.taxonomy = taxonomy or default_taxonomy()
         self.assigned_channels = (self.cfg.assigned_channels if self.cfg.assigned_channels is not None
-                                  else (taxonomy or default_taxonomy()).assigned_channels)
+                                  else self.taxonomy.assigned_channels)
         self.encoder = encoder
         texts = [f"{it.title} {it.description}" for it in self.plan.items]
         self._item_tokens = [set(tokens(t)) | set(re.split(r"[、，,\s]+", it.description)) for t, it in zip(texts, self.plan.items)]
@@ -222,8 +224,12 @@ class PrincipleJudge:
             feas = Principle("可行性", 0.0, FAILS, [ex.reason for ex, _ in excluded])
         elif topic.domain is None:
             feas = Principle("可行性", 0.5, PARTLY, ["领域不明，需人工确认是否属于政协协商范围"])
+        elif (com := self.taxonomy.committee_for(topic.domain)) is None:
+            # remit is configuration: a domain that no committee of this office answers for
+            feas = Principle("可行性", 0.5, PARTLY, [f"“{topic.domain}”领域不在本会任何专委会的职责范围内（committees.yaml），"
+                                                   "需人工确认由谁组织协商"])
         else:
-            fev = [f"属于“{topic.domain}”领域，可由相关专委会组织协商"]
+            fev = [f"属于“{topic.domain}”领域，在{com.name}职责范围内（{com.remit}）"]
             if hits:
                 fev.append("个别留言涉及：" + "；".join(ex.reason for ex, _ in hits))
             feas = Principle("可行性", 1.0 if not hits else 0.8, MEETS, fev)

@@ -156,6 +156,7 @@ class MemberOut(BaseModel):
     support: int
     domain: str | None
     scope: str | None
+    stated_domain: str | None = Field(None, description="提交人自己选的类别（如 Open311 的 service_code 对应的服务），供与模型判定对照")
     domain_confidence: float | None
     scope_confidence: float | None
     model_version: str | None

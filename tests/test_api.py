@@ -466,6 +466,12 @@ def test_open311_lists_services_and_accepts_a_form_request_with_its_api_key(api)
     with api.rt.store.session() as s:
         row = s.execute(select(Suggestion).where(Suggestion.receipt == rid)).scalar_one()
     assert row.stated_domain == "交通运输" and PHONE in row.contact and row.channel == "Open311"
+    # the citizen's own choice of service is shown to staff beside the model's domain (API and page)
+    topic = api.client.get(f"/api/v1/topics/{row.topic_id}", headers=api.h("clerk")).json()
+    assert next(m for m in topic["members"] if m["id"] == row.id)["stated_domain"] == "交通运输"
+    api.client.post("/review/login", data={"key": api.keys["clerk"]})
+    assert "自选：交通运输" in api.client.get(f"/review/topics/{row.topic_id}").text
+    api.client.get("/review/logout")
 
 
 @pytest.mark.parametrize("form, status", [({"service_code": "D01", "description": "路灯坏了"}, 401),

@@ -664,7 +664,7 @@ class Office:
                 item = {"id": m.id, "submitted_at": m.submitted_at, "channel": m.channel, "text": m.text,
                         # the title as masked at intake (the masked text's first line), never the stored raw title
                         "title": masked_title(m.title, m.text), "place": m.place, "support": m.support,
-                        "domain": m.domain, "scope": m.scope,
+                        "domain": m.domain, "scope": m.scope, "stated_domain": m.stated_domain,
                         "domain_confidence": a.domain_confidence if a else None,
                         "scope_confidence": a.scope_confidence if a else None,
                         "model_version": a.model_version if a else None}

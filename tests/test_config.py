@@ -7,6 +7,7 @@ from triage.config import load_taxonomy
 from triage.errors import ConfigError
 
 CORPORA = Path(__file__).resolve().parent.parent / "corpora"
+ROOT = CORPORA.parent
 
 
 def test_shipped_taxonomy_is_complete():
@@ -108,3 +109,39 @@ def test_make_run_installs_only_what_the_service_needs():
     run_target = re.search(r"^run: (\S+)", make, re.M).group(1)
     recipe = re.search(rf"^{re.escape(run_target)}: .*?\n((?:\t.*\n)+)", make, re.M).group(1)
     assert "pip install --quiet -e ." in recipe and "torch" not in recipe and "[dev" not in recipe
+
+
+def test_every_package_the_code_imports_is_declared():
+    """pydantic, starlette and markupsafe were imported directly but came only through fastapi/jinja2."""
+    import ast
+    import importlib.metadata as md
+    import re
+    import sys
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {re.split(r"[<>=!~; \[]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in pyproject["dependencies"]}
+    dists = md.packages_distributions()
+    missing = set()
+    for f in [*(ROOT / "triage").rglob("*.py"), *(ROOT / "service").rglob("*.py")]:
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            for m in mods:
+                top = m.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("triage", "service"):
+                    continue
+                names = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+                if not names & declared:
+                    missing.add(f"{top} ({f.relative_to(ROOT)})")
+    # optional backends are imported inside functions behind a clear error; they live in extras
+    optional = {d for extra in pyproject.get("optional-dependencies", {}).values() for d in extra}
+    optional = {re.split(r"[<>=!~; \[]", d, maxsplit=1)[0].lower().replace("_", "-") for d in optional}
+    missing = {m for m in missing if not ({d.lower().replace("_", "-") for d in dists.get(m.split()[0], [m.split()[0]])}
+                                          & optional)}
+    assert not missing, f"imported but not declared in [project] dependencies: {sorted(missing)}"

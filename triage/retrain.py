@@ -112,6 +112,17 @@ class Retrainer:
         return train_bundle(prepared, self._spec(frame), self.active.cues, evaluate=False,
                             source="corpus + staff corrections", version=version)
 
+    @staticmethod
+    def _score(b: ModelBundle, test: pd.DataFrame, ptest: pd.DataFrame) -> dict[str, float]:
+        if test.empty:
+            return {}
+        row = {"domain_macro_f1": _macro(test["domain"].tolist(), list(b.domain.predict(b.transform(ptest))))}
+        has = test["scope"] != ""
+        if b.scope is not None and has.any():
+            Xs = b.transform(ptest[has.to_numpy()].reset_index(drop=True))
+            row["scope_macro_f1"] = _macro(test.loc[has, "scope"].tolist(), list(b.scope.predict(Xs)))
+        return row
+
     def new_corrections(self) -> int:
         """Staff corrections made since the active model was trained: with none, there is nothing new to
         learn (the corpus alone made the active model)."""
@@ -144,14 +155,16 @@ class Retrainer:
         keep = ~train["_new"].to_numpy(dtype=bool)   # object dtype would make ~False == -1
         baseline = self._fit(train[keep].reset_index(drop=True), ptrain[keep].reset_index(drop=True))
         candidate = self._fit(train, ptrain)
+        # The gate reads the held-out rows whose labels were already trusted (the corpus and earlier
+        # corrections): the new corrections are what is being judged, so they cannot also be the
+        # judge. Scored on them too, for staff to read ("new_corrections_heldout").
+        ref = ~test["_new"].to_numpy(dtype=bool)
         scores: dict[str, dict[str, float]] = {}
         for name, b in (("baseline", baseline), ("candidate", candidate), ("active", self.active)):
-            X = b.transform(ptest)
-            row = {"domain_macro_f1": _macro(test["domain"].tolist(), list(b.domain.predict(X)))}
-            has = test["scope"] != ""
-            if b.scope is not None and has.any():
-                Xs = b.transform(ptest[has.to_numpy()].reset_index(drop=True))
-                row["scope_macro_f1"] = _macro(test.loc[has, "scope"].tolist(), list(b.scope.predict(Xs)))
+            row = self._score(b, test[ref].reset_index(drop=True), ptest[ref].reset_index(drop=True))
+            if (~ref).any():
+                row["new_corrections_heldout"] = self._score(b, test[~ref].reset_index(drop=True),
+                                                             ptest[~ref].reset_index(drop=True))
             scores[name] = row
         ok = all(scores["candidate"].get(k, 0) >= scores["baseline"].get(k, 0) - cfg.tolerance
                  for k in ("domain_macro_f1", "scope_macro_f1"))
@@ -159,7 +172,9 @@ class Retrainer:
                                   "new_corrections": int(data["_new"].sum()), "train_rows": int(len(train)),
                                   "heldout_rows": int(len(test)),
                                   "method": "GroupShuffleSplit by topic; baseline and candidate refit on the same "
-                                            "training part; the active model saw the held-out corpus rows (score for reference)"}
+                                            "training part; the gate reads the held-out rows labelled before these "
+                                            "corrections (the new corrections cannot judge themselves); the active "
+                                            "model saw the held-out corpus rows (score for reference)"}
         if not ok:
             result["reason"] = "新模型在留出集上不优于基线，未启用 / candidate scored worse on the held-out split"
             return result

@@ -6,20 +6,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test corpus model bench clean
 
-$(STAMP): pyproject.toml
+# every install takes its versions from constraints.txt (the environment the model and tests were made in)
+PIP_INSTALL := $(BIN)/pip install --quiet -c constraints.txt
+
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/pip || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# CPU torch first (from the machine's wheel cache); sentence-transformers then finds it installed
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,st]'
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e '.[dev,st]'
 	touch $(STAMP)
 
 # what the service needs and nothing more (no torch, no browser, no fuzzer): `make run` on a user's machine
 RUN_STAMP := $(VENV)/.installed-run
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/pip || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 	touch $(RUN_STAMP)
 
 setup: $(STAMP)

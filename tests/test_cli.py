@@ -29,6 +29,12 @@ def test_classify_keeps_columns_and_order_and_reports_bad_rows(tmp_path, small_m
     assert res.loc[0, "domain"] and not res.loc[1, "domain"]
     errors = pd.read_csv(tmp_path / "out.errors.csv")
     assert errors["line"].tolist() == [3, 4]
+    assert not res["domain_evidence"].any()        # the fast path: asked for with --evidence only
+    rc, _, _ = _run(capsys, "classify", "--model", str(small_model_dir), str(src), "-o", str(tmp_path / "ev.csv"),
+                    "--workers", "1", "--evidence")
+    ev = pd.read_csv(tmp_path / "ev.csv", dtype=str, keep_default_na=False)
+    assert rc == 0 and ev.loc[0, "domain_evidence"] and not ev.loc[1, "domain_evidence"]
+    assert ev["domain"].tolist() == res["domain"].tolist()
 
 
 def test_classify_with_a_missing_text_column_says_which_columns_exist(tmp_path, small_model_dir, capsys):

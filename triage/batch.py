@@ -68,6 +68,7 @@ class BatchConfig:
     engine: str = "local"                    # "local" | "dask"
     scheduler: str | None = None             # Dask scheduler address (None: a LocalCluster)
     work_dir: str | None = None              # default: OUTPUT.partial.d next to the output
+    evidence: bool = False                   # fill domain_evidence (the words behind each domain; slower)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class ChunkJob:
     skip_existing: str | None
     examples: int
     absent_is_missing: bool                  # JSONL: a record without the key lacks the column
+    evidence: bool = False                   # domain_evidence filled (the per-row path: slower)
 
 
 def side_path(output: str | os.PathLike[str], what: str) -> Path:
@@ -113,9 +115,9 @@ def classify_chunk(tri: Triage, frame: pd.DataFrame, lines: list[int], job: Chun
         have = frame[job.skip_existing] if job.skip_existing in frame.columns else pd.Series(None, index=frame.index)
         todo = ~have.map(lambda v: v is not None and bool(str(v).strip()))
     if todo.all():
-        out = tri.assess_frame(frame, job.text_columns, max_chars=job.max_chars)
+        out = tri.assess_frame(frame, job.text_columns, max_chars=job.max_chars, evidence=job.evidence)
     else:
-        done = tri.assess_frame(frame[todo], job.text_columns, max_chars=job.max_chars)
+        done = tri.assess_frame(frame[todo], job.text_columns, max_chars=job.max_chars, evidence=job.evidence)
         out = pd.concat([done, frame[~todo]]).sort_index()
     missing = pd.concat([frame[c].isna() for c in job.text_columns], axis=1).all(axis=1) & todo
     if job.absent_is_missing and missing.any():
@@ -332,7 +334,7 @@ def _job(source: TableSource, first: Chunk, cfg: BatchConfig) -> ChunkJob:
             raise InputFileError(f"找不到原分类列 {col!r}；文件中的列为：{', '.join(map(str, first.frame.columns))}"
                                  f" / previous label column not found")
     return ChunkJob(text_cols, cfg.max_chars, dict(cfg.previous), cfg.skip_existing, cfg.examples,
-                    absent_is_missing=source.kind == "jsonl")
+                    absent_is_missing=source.kind == "jsonl", evidence=cfg.evidence)
 
 
 def classify_source(source: TableSource, target: Target, cfg: BatchConfig) -> dict[str, Any]:

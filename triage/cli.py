@@ -175,7 +175,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     cfg = BatchConfig(model_dir=args.model, text_columns=args.text_col, workers=args.workers, quiet=args.quiet,
                       chunk_rows=args.chunk_rows, max_chars=args.max_chars, previous=previous,
                       skip_existing=args.skip_existing, restart=args.restart, engine=args.engine,
-                      scheduler=args.scheduler, work_dir=args.work_dir)
+                      scheduler=args.scheduler, work_dir=args.work_dir, evidence=args.evidence)
     if args.from_db:
         from triage.dbio import DbSource
 
@@ -434,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--chunk-rows", type=int, default=2000, help="records per chunk (and per checkpoint)")
     c.add_argument("--max-chars", type=int, default=20000, help="longer texts are reported, not classified")
+    c.add_argument("--evidence", action="store_true",
+                   help="fill domain_evidence (the words that weighed most for the domain; about 10%% slower)")
     c.add_argument("--previous-col", help="column with the previous domain: writes OUTPUT.changes.csv")
     c.add_argument("--previous-scope-col", help="column with the previous scope (group / individual)")
     c.add_argument("--previous-committee-col", help="column with the previous committee")

@@ -102,3 +102,43 @@ def test_once_intake_goes_quiet_the_service_reclusters_once_and_stops_when_close
     office.close()   # a worker shutting down drops its pending settle run
     time.sleep(1.0)
     assert len(settles) == 2
+
+
+def test_when_the_store_grows_past_the_trigger_a_reclustering_runs_and_decided_topics_stay(office, monkeypatch) -> None:
+    """The count-based trigger's positive path (it was tested only as "not due")."""
+    import time
+
+    from triage.office import Actor, Intake
+
+    runs: list[dict] = []
+    real = office.recluster
+
+    def recording(*a, **kw):
+        out = real(*a, **kw)
+        runs.append(out)
+        return out
+
+    monkeypatch.setattr(office, "recluster", recording)
+    office.config.recluster_every, office.config.recluster_growth = 6, 0.0
+    lamps = ["北辰社区3栋楼道灯坏了一个月没人修", "北辰社区3栋的楼道灯还是不亮", "北辰社区楼道灯坏了老人摔倒"]
+    rows = [office.submit(Intake(text=t, submitter=f"a{k}"), auto_recluster=False)[0] for k, t in enumerate(lamps)]
+    office.recluster()
+    runs.clear()
+    tid = _topic_of(office, rows[0].receipt).id
+    staff = Actor("审核员", "staff")
+    office.decide(tid, "accept", staff, "列为协商议题")
+    before = _topic_of(office, rows[0].receipt)
+    more = ["上庄村到石桥镇的公交一天只有两趟", "上庄村的公交班次太少，老人看病不方便", "上庄村公交太少希望加班次",
+            "北辰社区楼道灯又坏了", "文化街的宠物店门口总有狗粪", "文化街宠物店外面狗粪没人清理"]
+    for k, t in enumerate(more):
+        office.submit(Intake(text=t, submitter=f"b{k}"))
+    deadline = time.monotonic() + 60
+    while not any(r.get("messages") for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done = [r for r in runs if r.get("messages")]
+    assert done and "skipped" not in done[0]
+    after = _topic_of(office, rows[0].receipt)
+    assert after.id == tid and after.status == before.status == "accepted"
+    with office.store.session() as s:
+        members = set(s.execute(select(Suggestion.id).where(Suggestion.topic_id == tid)).scalars())
+    assert {r.id for r in rows} <= members

@@ -514,6 +514,46 @@ def test_the_openapi_schema_documents_every_endpoint(api) -> None:
 
 
 # ------------------------------------------------------------------ retraining
+def test_a_retraining_job_whose_worker_died_is_failed_with_the_reason_and_no_longer_blocks(api, monkeypatch) -> None:
+    """A killed worker left its job "running" and every later retrain answered 409 forever."""
+    import datetime as dt
+
+    import service.routes.admin as admin
+    from triage.store import Job, utcnow
+
+    ran: list[int] = []
+
+    def fake_run(rt, job_id, actor):   # the job itself is not what is tested here
+        ran.append(job_id)
+        with rt.store.session() as s:
+            j = s.get(Job, job_id)
+            j.status, j.finished_at = "done", utcnow()
+
+    monkeypatch.setattr(admin, "_run_retrain", fake_run)
+    t = first_topic(api)
+    m = api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["members"][0]
+    decide(api, t["id"], action="correct", suggestion_id=m["id"], domain="交通运输", reason="应为交通")
+    with api.rt.store.session() as s:
+        alive = Job(kind="retrain", status="running", holder="host:1", heartbeat_at=utcnow())
+        s.add(alive)
+        s.flush()
+        alive_id = alive.id
+    assert api.client.post("/api/v1/retrain", headers=api.h("admin")).status_code == 409   # a live job blocks
+    with api.rt.store.session() as s:   # its worker is killed: no beat for ten minutes
+        s.get(Job, alive_id).heartbeat_at = utcnow() - dt.timedelta(minutes=10)
+    st = api.client.get(f"/api/v1/jobs/{alive_id}", headers=api.h("admin")).json()
+    assert st["status"] == "failed" and "进程已停止" in st["error"] and "host:1" in st["error"]
+    r = api.client.post("/api/v1/retrain", headers=api.h("admin"))
+    assert r.status_code == 202, r.text
+    for _ in range(100):
+        if ran:
+            break
+        import time
+
+        time.sleep(0.05)
+    assert ran == [r.json()["id"]]
+
+
 @pytest.mark.slow
 def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activated(api, small_corpus, tmp_path) -> None:
     """The gate's default (tolerance 0: not worse than the baseline) against a candidate that is really

@@ -219,6 +219,10 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # the worker running it (host:pid) and its last sign of life: a job whose beat is older than
+    # JOB_STALE_S is dead (its worker was killed), see Store.reap_stale_jobs
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Setting(Base):
@@ -359,6 +363,31 @@ class Store:
             except IntegrityError:
                 return self.next_value(s, name)
         return int(row)
+
+    #: a running job's worker beats this often; a beat older than JOB_STALE_S means the worker is gone
+    JOB_BEAT_S = 10.0
+    JOB_STALE_S = 90.0
+
+    def beat(self, job_id: int, holder: str) -> None:
+        """A running job's sign of life (see :meth:`reap_stale_jobs`)."""
+        with self.session() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                      .values(heartbeat_at=utcnow(), holder=holder))
+
+    def reap_stale_jobs(self, kind: str, stale_s: float | None = None) -> list[int]:
+        """Mark failed the queued or running jobs of ``kind`` whose worker stopped beating: a killed
+        worker cannot say so itself, and its job would block every later one. Their ids."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.JOB_STALE_S if stale_s is None else stale_s)
+        with self.session() as s:
+            dead = list(s.execute(select(Job).where(
+                Job.kind == kind, Job.status.in_(("queued", "running")),
+                func.coalesce(Job.heartbeat_at, Job.created_at) < cutoff)).scalars())
+            for j in dead:
+                last = j.heartbeat_at or j.created_at
+                j.status, j.finished_at = "failed", utcnow()
+                j.error = (f"执行该任务的进程已停止（{j.holder or '未知进程'}，最后心跳 {last:%Y-%m-%d %H:%M:%S} UTC），"
+                           f"可重新提交 / the worker running this job went away")
+            return [j.id for j in dead]
 
     def claim(self, name: str, holder: str, seconds: float, stale=None) -> int | None:
         """Take the lease ``name`` for ``seconds`` if nobody holds it; its mark, or None if taken.

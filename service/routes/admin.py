@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 
 from typing import Annotated
@@ -50,7 +52,34 @@ def revoke_key(key_id: DbId, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime
     return {"revoked": key_id}
 
 
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def _beating(rt: Runtime, job_id: int) -> threading.Event:
+    """Beat the job's heartbeat until the returned event is set (training is one long call)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(rt.store.JOB_BEAT_S):
+            try:
+                rt.store.beat(job_id, _holder())
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the job itself goes on
+                log.warning("job %s: heartbeat failed", job_id, exc_info=True)
+
+    threading.Thread(target=beat, daemon=True, name=f"triage-job-{job_id}-beat").start()
+    return stop
+
+
 def _run_retrain(rt: Runtime, job_id: int, actor: str) -> None:
+    stop = _beating(rt, job_id)
+    try:
+        _retrain(rt, job_id, actor)
+    finally:
+        stop.set()
+
+
+def _retrain(rt: Runtime, job_id: int, actor: str) -> None:
     try:
         result = Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).run()
         with rt.store.session() as s:
@@ -74,11 +103,13 @@ def retrain(key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtim
     if not Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).new_corrections():
         raise HTTPException(409, "自现用模型训练以来没有新的人工更正，无需重新训练 / no staff corrections since "
                                  "the active model was trained: nothing new to learn")
+    rt.store.reap_stale_jobs("retrain")   # a job whose worker was killed no longer blocks this one
     with rt.store.session() as s:   # the check and the new job in one transaction
         running = s.query(Job).filter(Job.kind == "retrain", Job.status.in_(("queued", "running"))).first()
         if running is not None:
             raise HTTPException(409, f"已有重新训练任务 {running.id} 在运行 / a retraining job is running")
-        job = Job(kind="retrain", status="running", params={"by": actor_of(key).name})
+        job = Job(kind="retrain", status="running", params={"by": actor_of(key).name}, holder=_holder(),
+                  heartbeat_at=utcnow())
         s.add(job)
         s.flush()
         out = job_out(job)
@@ -94,6 +125,7 @@ def job_out(j: Job) -> dict:
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="任务状态")
 def get_job(job_id: DbId, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtime)) -> dict:
+    rt.store.reap_stale_jobs("retrain")   # a dead worker's job reads as failed, with the reason
     with rt.store.session() as s:
         j = s.get(Job, job_id)
         if j is None:

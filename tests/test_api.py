@@ -58,6 +58,23 @@ def submit(api, text: str, who: str = "portal", **fields):
     return api.client.post("/api/v1/suggestions", json={"text": text, **fields}, headers=api.h(who))
 
 
+def recluster(api, who: str = "staff") -> dict:
+    """POST /topics/recluster (a job since it can take minutes), then wait for the job: its result."""
+    import time
+
+    r = api.client.post("/api/v1/topics/recluster", headers=api.h(who))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["kind"] == "recluster" and job["status"] == "running"
+    for _ in range(1200):
+        st = api.client.get(f"/api/v1/jobs/{job['id']}", headers=api.h(who)).json()
+        if st["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert st["status"] == "done", st
+    return st["result"]
+
+
 def first_topic(api, **params) -> dict:
     r = api.client.get("/api/v1/topics", params={"status": "candidate", **params}, headers=api.h("staff"))
     assert r.status_code == 200, r.text
@@ -421,8 +438,7 @@ def test_reroute_and_relabel_stick_and_a_relabelled_topic_survives_reclustering(
     assert decide(api, t["id"], action="relabel", label="改好的标签", reason="更清楚").status_code == 200
     others = api.client.get("/api/v1/topics", params={"status": "candidate", "limit": 500}, headers=api.h("staff")).json()["items"]
     before = {x["id"] for x in others if x["id"] != t["id"]}
-    r = api.client.post("/api/v1/topics/recluster", headers=api.h("staff"))
-    assert r.status_code == 200 and r.json()["messages"] > 0
+    assert recluster(api)["messages"] > 0
     d = api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()
     assert d["label"] == "改好的标签" and d["committee"] == "提案委员会" and len(d["members"]) == t["size"]
     after = {x["id"] for x in api.client.get("/api/v1/topics", params={"status": "candidate", "limit": 500},
@@ -521,15 +537,13 @@ def test_a_retraining_job_whose_worker_died_is_failed_with_the_reason_and_no_lon
     import service.routes.admin as admin
     from triage.store import Job, utcnow
 
-    ran: list[int] = []
+    ran: list[str] = []
 
-    def fake_run(rt, job_id, actor):   # the job itself is not what is tested here
-        ran.append(job_id)
-        with rt.store.session() as s:
-            j = s.get(Job, job_id)
-            j.status, j.finished_at = "done", utcnow()
+    def fake_retrain(rt, actor):   # the job itself is not what is tested here
+        ran.append(actor)
+        return {"fake": True}
 
-    monkeypatch.setattr(admin, "_run_retrain", fake_run)
+    monkeypatch.setattr(admin, "_retrain", fake_retrain)
     t = first_topic(api)
     m = api.client.get(f"/api/v1/topics/{t['id']}", headers=api.h("staff")).json()["members"][0]
     decide(api, t["id"], action="correct", suggestion_id=m["id"], domain="交通运输", reason="应为交通")
@@ -545,13 +559,16 @@ def test_a_retraining_job_whose_worker_died_is_failed_with_the_reason_and_no_lon
     assert st["status"] == "failed" and "进程已停止" in st["error"] and "host:1" in st["error"]
     r = api.client.post("/api/v1/retrain", headers=api.h("admin"))
     assert r.status_code == 202, r.text
-    for _ in range(100):
-        if ran:
-            break
-        import time
+    import time
 
+    for _ in range(100):
+        st = api.client.get(f"/api/v1/jobs/{r.json()['id']}", headers=api.h("admin")).json()
+        if st["status"] != "running":
+            break
         time.sleep(0.05)
-    assert ran == [r.json()["id"]]
+    assert st["status"] == "done" and st["result"] == {"fake": True} and len(ran) == 1
+    # a staff key reads re-clustering jobs, not retraining ones
+    assert api.client.get(f"/api/v1/jobs/{r.json()['id']}", headers=api.h("staff")).status_code == 404
 
 
 @pytest.mark.slow
@@ -641,7 +658,7 @@ def test_reclustering_reads_stored_embeddings_and_embeds_only_older_rows(api) ->
             return s.execute(select(AuditEvent.detail).where(AuditEvent.action == "recluster")
                              .order_by(AuditEvent.id.desc())).scalars().first()
 
-    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    recluster(api)
     before = last_run()
     assert before["without_embeddings"] == 0   # texts_embedded: only the principles' reference sentences
     with api.rt.store.session() as s:
@@ -651,8 +668,7 @@ def test_reclustering_reads_stored_embeddings_and_embeds_only_older_rows(api) ->
         texts = {r.text for r in rows}
         for r in rows:   # as if stored before revision 0002
             r.embedding = r.head_embedding = None
-    r = api.client.post("/api/v1/topics/recluster", headers=api.h("staff"))
-    assert r.status_code == 200, r.text
+    recluster(api)
     after = last_run()
     assert len(texts) == 3 and after["without_embeddings"] == 3
     assert after["texts_embedded"] - before["texts_embedded"] == 3
@@ -665,7 +681,7 @@ def test_a_running_reclustering_elsewhere_is_a_409_not_a_second_run(api) -> None
         assert r.status_code == 409 and "聚类" in r.json()["error"]["message"]
     finally:
         api.rt.store.release("recluster", "elsewhere:1:x")
-    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    recluster(api)
 
 
 def test_automatic_reclustering_waits_until_the_store_has_grown(api) -> None:
@@ -706,7 +722,7 @@ def test_submissions_during_a_reclustering_keep_a_topic_and_sizes_add_up(api, mo
         return real(*a, **kw)
 
     monkeypatch.setattr(cand, "build_candidates", slow_build)
-    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    recluster(api)
     with api.rt.store.session() as s:
         late = s.execute(select(Suggestion.topic_id).where(Suggestion.id.in_(arrived))).scalars().all()
         assert len(late) == 3 and all(late)
@@ -724,7 +740,7 @@ def test_a_lease_left_by_a_dead_process_or_a_failed_release_is_taken_over(api) -
     for holder in (f"{socket.gethostname()}:{dead.stdout.strip()}:gone",    # kill -9 of a worker
                    f"{socket.gethostname()}:{os.getpid()}:unreleased"):     # this process, release failed
         assert api.rt.store.claim("recluster", holder, 600) is not None
-        assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+        recluster(api)
 
 
 def test_one_submitter_posting_four_times_is_one_citizen_in_the_topic_and_its_heat(api) -> None:
@@ -735,7 +751,7 @@ def test_one_submitter_posting_four_times_is_one_citizen_in_the_topic_and_its_he
         r = submit(api, t, submitter="same-citizen-1")
         assert r.status_code == 201, r.text
         receipts.append(r.json()["receipt"])
-    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    recluster(api)
     with api.rt.store.session() as s:
         tids = set(s.execute(select(Suggestion.topic_id).where(Suggestion.receipt.in_(receipts))).scalars())
         assert len(tids) == 1
@@ -903,7 +919,7 @@ def test_a_bad_time_already_stored_does_not_break_reclustering_or_heat(api) -> N
     with api.rt.store.session() as s:   # as written before intake bounded the time
         row = s.execute(select(Suggestion).where(Suggestion.receipt == r.json()["receipt"])).scalar_one()
         row.submitted_at = dt.datetime(9999, 12, 31, 23, 59, 59)
-    assert api.client.post("/api/v1/topics/recluster", headers=api.h("staff")).status_code == 200
+    recluster(api)
     assert submit(api, "锦江路口红绿灯时间太短了", submitter="after-bad-clock").status_code == 201
     listed = api.client.get("/api/v1/topics", params={"limit": 500}, headers=api.h("staff")).json()["items"]
     assert listed and all(0.0 <= t["heat"] <= 1.0 for t in listed)

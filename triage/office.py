@@ -987,6 +987,11 @@ class Office:
         finally:
             self._recluster_pending.release()
 
+    def recluster_running_elsewhere(self) -> bool:
+        """Whether a live worker holds the re-clustering lease now (a dead holder's lease is taken over)."""
+        holder = self.store.lease_holder("recluster")
+        return holder is not None and not self._lease_is_stale(holder)
+
     def _lease_is_stale(self, holder: str) -> bool:
         # A holder on this machine whose process is gone (kill -9) cannot release its lease. Nor can
         # this process, if its release failed (the database went away mid-run): the caller holds

@@ -389,6 +389,12 @@ class Store:
                            f"可重新提交 / the worker running this job went away")
             return [j.id for j in dead]
 
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the lease ``name`` now (None when it is free or expired)."""
+        with self.session() as s:
+            row = s.get(Lease, name)
+            return row.holder if row is not None and row.holder and row.until >= utcnow() else None
+
     def claim(self, name: str, holder: str, seconds: float, stale=None) -> int | None:
         """Take the lease ``name`` for ``seconds`` if nobody holds it; its mark, or None if taken.
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from service.deps import STAFF, actor_of, office, require
-from service.schemas import DecisionIn, IsoDateTime, TopicDetail, TopicList
+from service import jobs
+from service.deps import STAFF, actor_of, office, require, runtime
+from service.runtime import Runtime
+from service.schemas import DecisionIn, IsoDateTime, JobOut, TopicDetail, TopicList
 from triage.office import Office
 from triage.store import ApiKey, Topic
 
@@ -57,6 +59,13 @@ def decide(topic_id: str, body: DecisionIn, key: ApiKey = Depends(require(*STAFF
     return off.decide(topic_id, body.action, actor_of(key), body.reason, **params)
 
 
-@router.post("/topics/recluster", summary="重新聚类（未经人工决定的候选议题）；议题编号按成员重叠保持不变")
-def recluster(key: ApiKey = Depends(require(*STAFF)), off: Office = Depends(office)) -> dict:
-    return off.recluster(actor_of(key))
+@router.post("/topics/recluster", status_code=202, response_model=JobOut,
+             summary="重新聚类（未经人工决定的候选议题）：返回任务，凭 GET /api/v1/jobs/{id} 查看进度与结果；议题编号按成员重叠保持不变")
+def recluster(key: ApiKey = Depends(require(*STAFF)), off: Office = Depends(office),
+              rt: Runtime = Depends(runtime)) -> dict:
+    # minutes at 100k messages: a job, not a request held open (its worker's heartbeat shows it alive)
+    busy = "正在重新聚类，请稍后再试 / a re-clustering is already running; try again shortly"
+    if off.recluster_running_elsewhere():   # the service's own automatic run, or another worker's job
+        raise HTTPException(409, busy)
+    actor = actor_of(key)
+    return jobs.start(rt, "recluster", actor.name, lambda _job: off.recluster(actor), busy)

@@ -1,0 +1,76 @@
+"""Long work behind a 202: a job row with a status, run in a thread of the worker that took it.
+
+Retraining (minutes) and re-clustering (minutes at 100k messages) must not hold an HTTP request open.
+Each job beats a heartbeat while it runs (``Store.beat``); a job whose worker was killed stops beating
+and is marked failed with the reason by ``Store.reap_stale_jobs``, so it never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import HTTPException
+
+from service.runtime import Runtime
+from triage.store import Job, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def holder() -> str:
+    """This worker, as a job's ``holder`` (host:pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def job_out(j: Job) -> dict:
+    return {"id": j.id, "kind": j.kind, "status": j.status, "result": j.result or {}, "error": j.error,
+            "created_at": j.created_at, "finished_at": j.finished_at}
+
+
+def start(rt: Runtime, kind: str, actor: str, work: Callable[[int], dict[str, Any]], busy: str) -> dict:
+    """A new ``kind`` job running ``work(job_id)`` in a thread; 409 with ``busy`` while one runs.
+
+    ``work`` returns the job's result (stored as ``done``); an exception is stored as ``failed`` with
+    its message. The check for a running job and the new row are one transaction.
+    """
+    rt.store.reap_stale_jobs(kind)   # a job whose worker was killed no longer blocks this one
+    with rt.store.session() as s:
+        running = s.query(Job).filter(Job.kind == kind, Job.status.in_(("queued", "running"))).first()
+        if running is not None:
+            raise HTTPException(409, f"{busy}（任务 {running.id}）")
+        job = Job(kind=kind, status="running", params={"by": actor}, holder=holder(), heartbeat_at=utcnow())
+        s.add(job)
+        s.flush()
+        out = job_out(job)
+    threading.Thread(target=_run, args=(rt, out["id"], work), daemon=True, name=f"triage-{kind}-{out['id']}").start()
+    return out
+
+
+def _run(rt: Runtime, job_id: int, work: Callable[[int], dict[str, Any]]) -> None:
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(rt.store.JOB_BEAT_S):
+            try:
+                rt.store.beat(job_id, holder())
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the job itself goes on
+                log.warning("job %s: heartbeat failed", job_id, exc_info=True)
+
+    threading.Thread(target=beat, daemon=True, name=f"triage-job-{job_id}-beat").start()
+    try:
+        result = work(job_id)
+        with rt.store.session() as s:
+            job = s.get(Job, job_id)
+            job.status, job.result, job.finished_at = "done", result, utcnow()
+    except Exception as exc:  # noqa: BLE001 - the job records the failure for staff to read
+        log.exception("job %s failed", job_id)
+        with rt.store.session() as s:
+            job = s.get(Job, job_id)
+            job.status, job.error, job.finished_at = "failed", str(exc)[:2000], utcnow()
+    finally:
+        stop.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Depends, Header, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from service.runtime import Runtime
 from triage.office import Actor, Office
@@ -15,8 +16,8 @@ STAFF = ("staff", "admin")
 ADMIN = ("admin",)
 
 
-# Dependencies are coroutines: cheap (a cached key lookup), and a sync dependency would cost every
-# request a hop through the thread pool.
+# Dependencies are coroutines; the caller's check (key lookup, shared rate count: both may read or
+# write the database) takes one hop through the thread pool, so the event loop never waits on it.
 async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     rt.check_model()
@@ -35,16 +36,25 @@ async def caller(request: Request, rt: Runtime = Depends(runtime),
         key = authorization[7:].strip()
     if not key:
         raise HTTPException(401, "缺少 API 密钥（X-API-Key 或 Authorization: Bearer）/ API key required")
-    row = rt.keys.get(key) if len(key) <= 200 else None
+    if len(key) > 200:
+        raise HTTPException(401, "API 密钥无效或已吊销 / invalid or revoked API key")
+    # both may wait on the database (the key, the shared rate count): off the event loop
+    row, (ok, wait) = await run_in_threadpool(_check, rt, key)
     if row is None:
         raise HTTPException(401, "API 密钥无效或已吊销 / invalid or revoked API key")
-    limit = row.rate_per_minute if row.rate_per_minute is not None else rt.settings.role_rate.get(row.role, 0)
-    ok, wait = rt.limiter.allow(row.id, limit)
     if not ok:
         raise HTTPException(429, f"请求过于频繁，请 {wait:.1f} 秒后再试 / rate limit exceeded",
                             headers={"Retry-After": str(max(1, int(wait + 0.999)))})
     request.state.key = row
     return row
+
+
+def _check(rt: Runtime, key: str) -> tuple[ApiKey | None, tuple[bool, float]]:
+    row = rt.keys.get(key)
+    if row is None:
+        return None, (True, 0.0)
+    limit = row.rate_per_minute if row.rate_per_minute is not None else rt.settings.role_rate.get(row.role, 0)
+    return row, rt.limiter.allow(row.id, limit)
 
 
 def require(*roles: str) -> Callable[..., ApiKey]:

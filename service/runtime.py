@@ -54,37 +54,41 @@ class Settings:
 
 
 class RateLimiter:
-    """A token bucket per key (per process): bursts up to a minute's allowance, refilled steadily."""
+    """Requests per key per minute, counted in the database by every worker together (a sliding window,
+    ``Store.rate_hit``): a per-process bucket gave a key N times its rate behind N workers."""
 
-    def __init__(self) -> None:
-        self._b: dict[int, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def allow(self, key_id: int, per_minute: int) -> tuple[bool, float]:
-        if per_minute <= 0:
-            return True, 0.0
-        now = time.monotonic()
-        rate = per_minute / 60.0
-        with self._lock:
-            tokens, at = self._b.get(key_id, (float(per_minute), now))
-            tokens = min(float(per_minute), tokens + (now - at) * rate)
-            if tokens < 1.0:
-                self._b[key_id] = (tokens, now)
-                return False, (1.0 - tokens) / rate
-            self._b[key_id] = (tokens - 1.0, now)
-            return True, 0.0
+        return self.store.rate_hit(key_id, per_minute)
 
 
 class KeyCache:
-    """Key lookups for 30 s: a revoked key stops working within that time on every worker."""
+    """Key lookups, cached per worker and dropped as soon as any key is created or revoked anywhere:
+    each worker compares the store's key revision at most once a second (one small query), so a
+    revoked key stops working on every worker within a second (it took up to 30 s)."""
 
-    def __init__(self, store: Store, ttl: float = 30.0, size: int = 4096) -> None:
-        self.store, self.ttl, self.size = store, ttl, size
+    def __init__(self, store: Store, ttl: float = 30.0, size: int = 4096, recheck_s: float = 1.0) -> None:
+        self.store, self.ttl, self.size, self.recheck_s = store, ttl, size, recheck_s
         self._c: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._revision: tuple | None = None
+        self._checked = 0.0
+
+    def _fresh(self, now: float) -> None:
+        if now - self._checked < self.recheck_s:
+            return
+        rev = self.store.keys_revision()
+        with self._lock:
+            self._checked = now
+            if rev != self._revision:
+                self._revision = rev
+                self._c.clear()
 
     def get(self, key: str) -> ApiKey | None:
         now = time.monotonic()
+        self._fresh(now)
         with self._lock:
             hit = self._c.get(key)
             if hit and now - hit[0] < self.ttl:
@@ -136,7 +140,7 @@ class Runtime:
         migrate = os.environ.get("TRIAGE_MIGRATED") != "1"   # `triage serve` migrates once, before the workers
         self.store = store or Store(self.settings.database_url, migrate=migrate)
         self.keys = KeyCache(self.store)
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(self.store)
         self.metrics = Metrics()
         self._model_lock = threading.Lock()
         self._checked = 0.0

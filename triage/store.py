@@ -14,13 +14,14 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
-                        event, func, select, text, update)
+                        delete, event, func, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker, validates
@@ -237,6 +238,16 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class RateWindow(Base):
+    """Requests per key per minute, shared by every worker (a sliding-window rate limit: this minute's
+    count plus the share of the last minute's that still falls inside the past 60 s)."""
+
+    __tablename__ = "rate_windows"
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)      # minutes since the epoch
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Lease(Base):
     """A store-wide lock with an expiry, for work that one worker should do for all (re-clustering).
 
@@ -388,6 +399,41 @@ class Store:
                 j.error = (f"执行该任务的进程已停止（{j.holder or '未知进程'}，最后心跳 {last:%Y-%m-%d %H:%M:%S} UTC），"
                            f"可重新提交 / the worker running this job went away")
             return [j.id for j in dead]
+
+    def rate_hit(self, key_id: int, per_minute: int, now: float | None = None) -> tuple[bool, float]:
+        """Count one request of ``key_id`` against ``per_minute``, for all workers at once: (allowed,
+        seconds to wait). A refused request is not counted. One upsert (and a read of the last minute)."""
+        if per_minute <= 0:
+            return True, 0.0
+        now = time.time() if now is None else now
+        minute, frac = int(now // 60), (now % 60) / 60.0
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        stmt = upsert(RateWindow).values(key_id=key_id, minute=minute, count=1)
+        stmt = stmt.on_conflict_do_update(index_elements=["key_id", "minute"],
+                                          set_={"count": RateWindow.count + 1}).returning(RateWindow.count)
+        with self.session() as s:
+            current = int(s.execute(stmt).scalar_one())
+            previous = int(s.execute(select(RateWindow.count).where(RateWindow.key_id == key_id,
+                                                                    RateWindow.minute == minute - 1)).scalar() or 0)
+            used = previous * (1.0 - frac) + current
+            if used <= per_minute:
+                if current == 1:   # a new minute for this key: forget minutes no window reads any more
+                    s.execute(delete(RateWindow).where(RateWindow.key_id == key_id, RateWindow.minute < minute - 1))
+                return True, 0.0
+            s.execute(update(RateWindow).where(RateWindow.key_id == key_id, RateWindow.minute == minute)
+                      .values(count=RateWindow.count - 1))
+        over = used - per_minute
+        # the last minute's share falls by previous/60 a second; with none, this minute must pass
+        wait = over / (previous / 60.0) if previous and over <= previous * (1.0 - frac) else 60.0 * (1.0 - frac)
+        return False, max(0.1, min(60.0, wait))
+
+    def keys_revision(self) -> tuple:
+        """Changes whenever a key is created or revoked: workers compare it to drop cached keys."""
+        with self.session() as s:
+            return tuple(s.execute(select(func.count(ApiKey.id), func.max(ApiKey.revoked_at))).one())
 
     def lease_holder(self, name: str) -> str | None:
         """Who holds the lease ``name`` now (None when it is free or expired)."""

@@ -99,7 +99,7 @@ async def create_request(request: Request, off: Office = Depends(office), rt: Ru
     if key is None:
         raise Open311Error(401, "api_key 缺失或无效 / missing or invalid api_key")
     limit = key.rate_per_minute if key.rate_per_minute is not None else rt.settings.role_rate.get(key.role, 0)
-    if not rt.limiter.allow(key.id, limit)[0]:
+    if not (await run_in_threadpool(rt.limiter.allow, key.id, limit))[0]:
         raise Open311Error(429, "请求过于频繁 / rate limit exceeded")
     codes = {s["service_code"]: s["service_name"] for s in await run_in_threadpool(_services, off)}
     code = f.get("service_code", "")

@@ -46,7 +46,7 @@ def _rt(request: Request) -> Runtime:
 
 async def staff(request: Request) -> ApiKey:
     key = request.cookies.get(COOKIE)
-    row = _rt(request).keys.get(key) if key and len(key) <= 200 else None
+    row = await run_in_threadpool(_rt(request).keys.get, key) if key and len(key) <= 200 else None
     if row is None or row.role not in ("staff", "admin"):
         raise LoginRequired()
     return row

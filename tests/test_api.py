@@ -492,7 +492,8 @@ def test_open311_lists_services_and_accepts_a_form_request_with_its_api_key(api)
 
 @pytest.mark.parametrize("form, status", [({"service_code": "D01", "description": "路灯坏了"}, 401),
                                           ({"service_code": "X99", "description": "路灯坏了"}, 400),
-                                          ({"service_code": "D01", "description": ""}, 400)])
+                                          ({"service_code": "D01", "description": ""}, 400),
+                                          ({"service_code": "D01", "description": "00"}, 400)])   # fuzzer: was a 500
 def test_open311_errors_use_the_georeport_shape(api, form: dict, status: int) -> None:
     if status != 401:
         form = {**form, "api_key": api.keys["portal"]}

@@ -17,7 +17,7 @@ from starlette.datastructures import FormData
 from service.deps import office, runtime
 from service.runtime import Runtime
 from triage.office import Intake, NotFound, Office, full_text
-from triage.pipeline import MAX_CHARS
+from triage.pipeline import MAX_CHARS, validate_text
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -120,6 +120,9 @@ async def create_request(request: Request, off: Office = Depends(office), rt: Ru
     idem = request.headers.get("idempotency-key")
     replay = await run_in_threadpool(off.replay, data, key, idem)
     if replay is None:
+        reason = validate_text(data.text)   # "00", "……": nothing a model can read (as the JSON intake)
+        if reason is not None:
+            raise Open311Error(400, f"description 无法受理：{reason}")
         analysed = (await rt.analyse([full_text(data)]))[0]   # shared model calls, as the JSON intake
         row, _a, _replayed = await run_in_threadpool(off.submit, data, key, idem, True, analysed)
     else:

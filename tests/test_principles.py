@@ -61,13 +61,12 @@ def test_matters_in_litigation_are_not_for_consultation(judge):
 def test_one_citizen_saying_how_they_escalated_does_not_exclude_a_group_issue(judge):
     """Real boards are full of "已向纪委反映" and "多次报警" told as the story of a complaint: the matter
     is excluded only when most of the messages are that case, and a minority mention stays as evidence."""
-    texts = ["物业公司锁电梯、停水停电，全楼老人上下楼困难", "西南物业违规锁电梯停水，业主希望县纪委查一查房产局",
-             "物业锁了电梯还停电，请有关部门督促恢复"]
-    c = card(judge, topic(), texts)
+    texts = ["物业公司锁电梯、停水停电，全楼老人上下楼困难", "西南物业违规锁电梯停水，业主希望县纪委查一查房产局"]
+    c = card(judge, topic(), texts)   # half the messages mention 纪委: a third sufficed before
     assert c.verdict != UNSUITABLE
     assert by_name(c)["可行性"].verdict != FAILS
     assert any("纪检" in e for e in by_name(c)["可行性"].evidence)
-    noise = ["酒吧夜里噪音扰民，我们多次报警也没用", "楼下酒吧音响太吵到凌晨两点", "酒吧噪音让整栋楼睡不着"]
+    noise = ["酒吧夜里噪音扰民，我们多次报警也没用", "楼下酒吧音响太吵到凌晨两点"]
     assert card(judge, topic(), noise).verdict != UNSUITABLE
     two_of_three = texts[:1] + ["业主向纪委举报房产局局长收受物业好处", "请纪委调查房产局领导与物业的利益输送"]
     assert card(judge, topic(), two_of_three).verdict == UNSUITABLE

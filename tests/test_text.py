@@ -185,6 +185,23 @@ def test_places_and_plain_words_are_not_masked_as_people(text):
     assert clean(text).text == normalize(text)
 
 
+@pytest.mark.parametrize("text, hidden, kept", [
+    ("希望易书记体察民情", "易", "书记"),                # a surname after a verb, not inside a word
+    ("我们的邓副镇长不但没有组织", "邓", "副镇长"),       # 副 + title
+    ("同时开庭的还有一户姓李的", "李", "姓"),             # 姓 + surname standing for a person
+    ("取现金后交给王伟军和王明正。", "王明正", "交给"),    # LAC stops after 王明: the third character
+    ("尊敬的贺局长：您好", "贺", "局长"),                # LAC's 贺局: the title stays readable
+])
+def test_surnames_with_titles_and_cut_names_are_masked_whole(text, hidden, kept):
+    m = clean(text)
+    assert ("name", hidden) in m.found and kept in m.text and unmask(m) == normalize(text)
+
+
+@pytest.mark.parametrize("text", ["他在那里当南郭先生充数", "你在电力局任局长也有几年了", "安排楚梅律师事务所的律师"])
+def test_words_and_firms_that_look_like_a_titled_surname_are_not_names(text):
+    assert clean(text).text == normalize(text)
+
+
 def test_the_ner_reads_only_clauses_where_a_name_may_be():
     from triage.names import _name_like
 

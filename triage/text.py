@@ -164,7 +164,10 @@ _TITLES = ("书记", "主任", "局长", "县长", "市长", "区长", "镇长",
            "奶奶", "爷爷", "婆婆", "同志")
 _TITLED_NAME_RE = re.compile(
     "(" + "|".join(sorted(_COMPOUND_SURNAMES, key=len, reverse=True)) + "|[" + "".join(sorted(_SURNAMES)) + "])"
-    "(?=(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) + "))")
+    "(?=副?(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) + "))")   # 邓副镇长 too
+_TITLES_LONGEST_FIRST = sorted(_TITLES, key=len, reverse=True)
+#: 姓 + a surname standing for a person (姓李的, 姓谢的庭长, 一位姓王的师傅); not 姓名, 百姓, 同姓
+_SURNAME_ONLY_RE = re.compile("(?<![百老同贵])姓([" + "".join(sorted(_SURNAMES)) + "])(?=的|同志|先生|女士|师傅)")
 # what may stand right before a titled surname: not another Han character that would make the surname
 # part of a word (公安局局长, 学校校长, 各位老师, 这位大爷)
 _TITLED_BEFORE_OK = set("，,。.:：;；!！?？、 \n（(“\"《对向找给被让跟和与请问告诉说是的了有个位")
@@ -307,6 +310,12 @@ def _hide_phone(m: re.Match[str], found: list[tuple[str, str]]) -> str:
 _SELF_NAMING = {"我叫", "我名叫", "本人叫", "本人", "我是", "姓名", "联系人", "署名"}   # fail closed: 本人李娜
 
 
+def _word_freq(span: str) -> int:
+    tok = _tokenizer()
+    tok.check_initialized()
+    return tok.FREQ.get(span) or 0
+
+
 def _common_word(span: str) -> bool:
     """Whether ``span`` is a common word in jieba's dictionary (付出 1,517, 明确 5,812), not a name
     (王芳 0, 王小明 3): the other triggers are followed by ordinary words as often as by names."""
@@ -316,7 +325,7 @@ def _common_word(span: str) -> bool:
 
 
 #: surnames that are also prepositions or conjunctions before a title (向县长反映, 和书记, 于主任处)
-_SURNAME_ALSO_WORD = set("向和于从及与")
+_SURNAME_ALSO_WORD = set("向和于从及与任")   # … 任局长: "served as"
 
 
 def _name_spans(s: str) -> list[tuple[int, int]]:
@@ -334,13 +343,20 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
             spans.append((m.end(), m.end() + length))
     for m in _TITLED_NAME_RE.finditer(s):
         i = m.start()
-        if i > 0 and _han(s[i - 1]) and s[i - 1] not in _TITLED_BEFORE_OK:
-            continue   # inside a word: 公安局局长, 学校校长
+        at = m.end() + (s[m.end()] == "副")
+        title = s[m.end():at] + next(t for t in _TITLES_LONGEST_FIRST if s.startswith(t, at))
+        if i > 0 and _han(s[i - 1]) and s[i - 1] not in _TITLED_BEFORE_OK and (
+                _word_freq(s[i - 1:m.end()]) >= 5 or _word_freq(s[i - 1:m.end() + len(title)]) >= 5):
+            continue   # inside a word: 公安局局长, 城区区长, 南郭先生 (but 希望易书记, 建议曾书记 are names)
+        if s.startswith("事务所", m.end() + len(title)):   # 楚梅律师事务所: a firm
+            continue
         if m.group(1) in _SURNAME_ALSO_WORD:   # 向县长反映, 和书记谈
             continue
         if s.startswith("书记录", m.end()):      # 文书记录
             continue
         spans.append((i, m.end()))
+    for m in _SURNAME_ONLY_RE.finditer(s):   # 一户姓李的, 法院姓谢的庭长: the surname is who
+        spans.append((m.start(1), m.end(1)))
     from triage.names import person_spans   # the NER, where a cheap test says a name may be
 
     spans += person_spans(s)

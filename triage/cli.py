@@ -315,6 +315,38 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_masker(store) -> None:
+    """A store whose messages were masked by an older masker says so at start, with the command."""
+    from sqlalchemy import func, select
+
+    from triage.store import Suggestion
+    from triage.text import MASKER_VERSION
+
+    have = store.get_setting("masker_version")
+    if have == MASKER_VERSION:
+        return
+    with store.session() as s:
+        n = s.execute(select(func.count()).select_from(Suggestion)).scalar_one()
+        if not n:   # nothing stored yet: whatever comes is masked by this version
+            store.set_setting(s, "masker_version", MASKER_VERSION)
+            return
+    log.warning("库中 %d 条留言由较早的脱敏规则（%s）处理，部分个人信息可能未遮盖；请运行 `triage remask` / "
+                "%d stored messages were masked by an older masker (%s): run `triage remask`",
+                n, have or "未记录", n, have or "unrecorded")
+
+
+def cmd_remask(args: argparse.Namespace) -> int:
+    """Mask every stored message again with today's masker (after an upgrade that masks more)."""
+    from triage.office import Office
+    from triage.pipeline import Triage
+    from triage.store import Store
+
+    store = Store(args.database)
+    office = Office(store, Triage.load(args.model))
+    print(json.dumps(office.remask(), ensure_ascii=False))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Load past suggestions into the store (and cluster them once)."""
     from triage.office import Office
@@ -364,6 +396,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
     store = Store(args.database)          # migrations run once, here, not in every worker
     os.environ["TRIAGE_MIGRATED"] = "1"
+    _check_masker(store)
     if args.demo:
         # in a child process: the server's workers load their own model; this one is freed at once
         cmd = [sys.executable, "-m", "triage.cli", "import", str(DEMO_FILE), "--if-empty"]
@@ -475,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke")
     kr.add_argument("id", type=int)
     k.set_defaults(func=cmd_keys)
+
+    rm = sub.add_parser("remask", help="mask every stored message again with this version's masker")
+    rm.add_argument("--database", default=None)
+    rm.add_argument("--model", default=None)
+    rm.set_defaults(func=cmd_remask)
 
     im = sub.add_parser("import", help="load past suggestions into the store and cluster them")
     im.add_argument("file")

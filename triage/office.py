@@ -1142,6 +1142,41 @@ class Office:
         t.updated_at = utcnow()
 
     # ================================================================ bulk import (first start)
+    def remask(self, batch: int = 500, actor: Actor | None = None) -> dict[str, Any]:
+        """Mask every stored message again with today's masker (titles and bodies, from the raw columns).
+
+        Masking improves (a name NER, new rules); rows stored before kept what the older masker left in
+        clear, in the text every staff key reads. Only ``text`` (with its search document), ``tokens``
+        and ``pii_kinds`` change; the raw columns are the source and stay as they are. Idempotent; the
+        store records the masker version it reached (``masker_version``).
+        """
+        from triage.text import MASKER_VERSION, clean, tokens
+
+        changed = seen = 0
+        last = 0
+        while True:
+            with self._lock, self.store.session() as s:
+                rows = s.execute(select(Suggestion).where(Suggestion.id > last).order_by(Suggestion.id)
+                                 .limit(batch)).scalars().all()
+                if not rows:
+                    break
+                for r in rows:
+                    m = clean(full_text(Intake(text=r.raw_text, title=r.title or "")))
+                    if m.text != r.text:
+                        r.text = m.text
+                        r.tokens = " ".join(tokens(m.text))
+                        r.pii_kinds = m.kinds
+                        changed += 1
+                seen += len(rows)
+                last = rows[-1].id
+            log.info("remask: %d messages read, %d changed", seen, changed)
+        with self.store.session() as s:
+            self.store.set_setting(s, "masker_version", MASKER_VERSION)
+            s.add(AuditEvent(actor=actor.name if actor else "triage remask", role=actor.role if actor else "admin",
+                             action="remask", target_type="store", target_id=MASKER_VERSION,
+                             detail={"messages": seen, "changed": changed}))
+        return {"messages": seen, "changed": changed, "masker_version": MASKER_VERSION}
+
     def import_frame(self, frame: pd.DataFrame, text_columns: list[str]) -> dict[str, int]:
         """Load a table of past suggestions (the demo file on first start), then re-cluster once."""
         from triage.candidates import _net_support, _pick

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 #: Typed placeholders. They are single jieba tokens (see corpora/userdict.txt) and contain no digits,
 #: so masking is idempotent and later patterns never match inside them.
+#: Changes whenever what masking hides changes (rules, the NER, its gates). A store records the version
+#: its masked texts were made with; ``triage remask`` brings older rows up to this one.
+MASKER_VERSION = "2026-12-06.2"
+
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",
     "id_number": "〔身份证号〕",

@@ -17,6 +17,8 @@ from typing import Any
 from fastapi import HTTPException
 
 from service.runtime import Runtime
+from sqlalchemy import text, update
+
 from triage.store import Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,12 @@ def start(rt: Runtime, kind: str, actor: str, work: Callable[[int], dict[str, An
     """
     rt.store.reap_stale_jobs(kind)   # a job whose worker was killed no longer blocks this one
     with rt.store.session() as s:
+        # two requests at once must not both start one: take the write lock before the check
+        # (SQLite: a first write; PostgreSQL: a table lock that conflicts with itself)
+        if rt.store.dialect == "postgresql":
+            s.execute(text("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE"))
+        else:
+            s.execute(update(Job).where(Job.kind == kind).values(kind=Job.kind))
         running = s.query(Job).filter(Job.kind == kind, Job.status.in_(("queued", "running"))).first()
         if running is not None:
             raise HTTPException(409, f"{busy}（任务 {running.id}）")
@@ -64,13 +72,20 @@ def _run(rt: Runtime, job_id: int, work: Callable[[int], dict[str, Any]]) -> Non
     threading.Thread(target=beat, daemon=True, name=f"triage-job-{job_id}-beat").start()
     try:
         result = work(job_id)
-        with rt.store.session() as s:
-            job = s.get(Job, job_id)
-            job.status, job.result, job.finished_at = "done", result, utcnow()
+        _finish(rt, job_id, status="done", result=result)
     except Exception as exc:  # noqa: BLE001 - the job records the failure for staff to read
         log.exception("job %s failed", job_id)
-        with rt.store.session() as s:
-            job = s.get(Job, job_id)
-            job.status, job.error, job.finished_at = "failed", str(exc)[:2000], utcnow()
+        _finish(rt, job_id, status="failed", error=str(exc)[:2000])
     finally:
         stop.set()
+
+
+def _finish(rt: Runtime, job_id: int, **values: Any) -> None:
+    """Record the outcome, unless the job was meanwhile marked failed as dead (its beats stopped
+    reaching the database): that verdict stands and a new job may already run."""
+    with rt.store.session() as s:
+        done = s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                         .values(finished_at=utcnow(), **values)).rowcount
+    if not done:
+        log.warning("job %s finished after it was declared dead; its outcome (%s) is not recorded",
+                    job_id, values.get("status"))

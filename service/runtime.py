@@ -75,6 +75,7 @@ class KeyCache:
         self._lock = threading.Lock()
         self._revision: tuple | None = None
         self._checked = 0.0
+        self._generation = 0   # bumped at every clear: a lookup that raced one is not cached
 
     def _fresh(self, now: float) -> None:
         if now - self._checked < self.recheck_s:
@@ -85,6 +86,7 @@ class KeyCache:
             if rev != self._revision:
                 self._revision = rev
                 self._c.clear()
+                self._generation += 1
 
     def get(self, key: str) -> ApiKey | None:
         now = time.monotonic()
@@ -93,16 +95,20 @@ class KeyCache:
             hit = self._c.get(key)
             if hit and now - hit[0] < self.ttl:
                 return hit[1]
+            generation = self._generation
         row = self.store.find_key(key)
         with self._lock:
-            self._c[key] = (now, row)
-            while len(self._c) > self.size:
-                self._c.popitem(last=False)
+            # a clear (a revocation seen) while the row was read: it may be stale, answer without caching
+            if generation == self._generation:
+                self._c[key] = (now, row)
+                while len(self._c) > self.size:
+                    self._c.popitem(last=False)
         return row
 
     def clear(self) -> None:
         with self._lock:
             self._c.clear()
+            self._generation += 1
 
 
 class Metrics:

@@ -60,7 +60,7 @@ class Backoff:
         if lived_s >= self.stable_s:
             self.failures = 0
         self.failures += 1
-        return 0.0 if self.failures == 1 else min(self.cap, self.first * 2 ** (self.failures - 2))
+        return 0.0 if self.failures == 1 else min(self.cap, self.first * 2 ** min(self.failures - 2, 30))
 
 
 def serve(host: str, port: int, workers: int = 1, log_level: str = "info", access_log: bool = True) -> None:

@@ -322,7 +322,8 @@ def _db_roundtrip(url: str, corpus: pd.DataFrame, model: Path, tmp_path: Path) -
     with pytest.raises(InputFileError, match="ORDER BY"):
         DbSource(url, "SELECT * FROM letters")
     # what "ORDER BY a unique key" means is checked, not just that the words appear somewhere
-    for q in ("SELECT * FROM (SELECT * FROM letters ORDER BY id) t", "SELECT * FROM letters ORDER BY lower(id)"):
+    for q in ("SELECT * FROM (SELECT * FROM letters ORDER BY id) t", "SELECT * FROM letters ORDER BY lower(id)",
+              "SELECT * FROM letters -- ORDER BY id", "SELECT * FROM letters /* ORDER BY id */"):
         with pytest.raises(InputFileError, match="ORDER BY"):
             DbSource(url, q)
     assert sum(len(c.frame) for c in DbSource(url, "SELECT * FROM letters ORDER BY id LIMIT 20")._chunks(8)) == 20

@@ -57,7 +57,7 @@ def test_missing_field_is_named(tmp_path):
     ("  committee: tian ", "  committee: tiann ", "fallback.committee"),
     ("  department: 信访 ", "  department: 信访办 ", "fallback.department"),
     ("assigned_channels: [党政交题]", "assigned_channels: [党委交题]", "assigned_channels"),
-    ("fallback:\n", "fallbacks:\n", "fallback"),
+    ("fallback:\n  committee: tian ", "fallback: tian\nx:\n  committee: tian ", "fallback"),
 ])
 def test_fallback_routes_and_assigned_channels_are_configuration_checked_at_load(tmp_path, old, new, key):
     """They were string constants in route.py and principles.py: an office naming its 提案委员会 or its
@@ -69,6 +69,19 @@ def test_fallback_routes_and_assigned_channels_are_configuration_checked_at_load
     with pytest.raises(ConfigError) as e:
         load_taxonomy(d)
     assert "taxonomy.yaml" in str(e.value) and key in str(e.value)
+
+
+def test_a_taxonomy_from_before_the_keys_loads_with_the_former_defaults(tmp_path):
+    d = _copy(tmp_path)
+    t = (d / "taxonomy.yaml").read_text(encoding="utf-8")
+    t = t[:t.index("# Where a message goes when no domain answers")]
+    (d / "taxonomy.yaml").write_text(t, encoding="utf-8")
+    tax = load_taxonomy(d)
+    assert (tax.fallback_committee, tax.fallback_department, tax.assigned_channels) == ("tian", "信访", ("党政交题",))
+    (d / "committees.yaml").write_text((d / "committees.yaml").read_text(encoding="utf-8").replace("id: tian", "id: ti"),
+                                       encoding="utf-8")
+    with pytest.raises(ConfigError, match="fallback.committee"):   # and the former default is not there
+        load_taxonomy(d)
 
 
 def test_an_office_with_its_own_names_routes_and_judges_by_them(tmp_path):

@@ -70,38 +70,41 @@ def test_once_intake_goes_quiet_the_service_reclusters_once_and_stops_when_close
     from triage.office import Intake
 
     settles: list[dict] = []
+    started: list[float] = []   # when each settle run began: a wrongful run shows even if slow
     real = office.recluster
 
     def recording(*a, **kw):
+        if kw.get("settle"):
+            started.append(time.monotonic())
         out = real(*a, **kw)
         if kw.get("settle"):
             settles.append(out)
         return out
 
     monkeypatch.setattr(office, "recluster", recording)
-    office.config.recluster_quiet_s = 0.4
+    office.config.recluster_quiet_s = 1.5   # well above one submission's time, on a slow machine too
 
     def burst(texts: list[str], who: str) -> None:
         for k, text in enumerate(texts):
             office.submit(Intake(text=text, submitter=f"{who}{k}"))
 
     def wait_for(n: int) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while len(settles) < n and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.8)   # long enough for a second, wrongful run to show
+        time.sleep(2.0)   # longer than the quiet time: a second, wrongful run would have started
 
     burst(["北辰社区3栋楼道灯坏了一个月没人修", "北辰社区3栋的楼道灯还是不亮", "北辰社区楼道灯坏了老人摔倒"], "a")
     wait_for(1)
-    assert len(settles) == 1
+    assert len(settles) == len(started) == 1
     assert real(only_if_due=True, settle=True).get("skipped") == "not due"   # nothing new since
     burst(["上庄村到石桥镇的公交一天只有两趟", "上庄村的公交班次太少，老人看病不方便"], "b")
     wait_for(2)
-    assert len(settles) == 2 and settles[1].get("messages", 0) >= 5 and "skipped" not in settles[1]
+    assert len(settles) == len(started) == 2 and settles[1].get("messages", 0) >= 5 and "skipped" not in settles[1]
     burst(["文化街的宠物店门口总有狗粪"], "c")
     office.close()   # a worker shutting down drops its pending settle run
-    time.sleep(1.0)
-    assert len(settles) == 2
+    time.sleep(2.5)
+    assert len(started) == 2
 
 
 def test_when_the_store_grows_past_the_trigger_a_reclustering_runs_and_decided_topics_stay(office, monkeypatch) -> None:

@@ -187,6 +187,7 @@ def test_places_and_plain_words_are_not_masked_as_people(text):
 
 @pytest.mark.parametrize("text, hidden, kept", [
     ("希望易书记体察民情", "易", "书记"),                # a surname after a verb, not inside a word
+    ("希望任书记重视此事", "任", "书记"),                # 任 is a surname too (电力局任局长 is the verb)
     ("我们的邓副镇长不但没有组织", "邓", "副镇长"),       # 副 + title
     ("同时开庭的还有一户姓李的", "李", "姓"),             # 姓 + surname standing for a person
     ("取现金后交给王伟军和王明正。", "王明正", "交给"),    # LAC stops after 王明: the third character

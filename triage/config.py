@@ -8,6 +8,7 @@ and the problem, because a typo in a committee id would otherwise surface as a w
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import yaml
 
 from triage.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: The repository's own corpora directory: the embedded default configuration.
 DEFAULT_CORPORA = Path(__file__).resolve().parent.parent / "corpora"
@@ -148,13 +151,19 @@ def load_taxonomy(directory: str | os.PathLike[str] | None = None) -> Taxonomy:
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise ConfigError(str(tpath), "channels", "应为字符串列表")
     fb = tdata.get("fallback")
+    if fb is None:   # a taxonomy written before the key: the ids route.py used to hard-code, if this office has them
+        fb = {"committee": "tian", "department": "信访"}
+        log.warning("%s 没有 fallback：沿用 committee=tian、department=信访（若不存在则报错）/ no fallback: using the "
+                    "former defaults", tpath)
     if not isinstance(fb, dict):
-        raise ConfigError(str(tpath), "fallback", "缺少 fallback（committee 与 department：无领域可依时的去向）/ "
-                                                  "missing fallback.committee and fallback.department")
+        raise ConfigError(str(tpath), "fallback", "应为映射（committee 与 department：无领域可依时的去向）/ "
+                                                  "must map committee and department")
     for key, known, where in (("committee", cids, "committees.yaml"), ("department", dids, "departments.yaml")):
         if fb.get(key) not in known:
             raise ConfigError(str(tpath), f"fallback.{key}", f"{fb.get(key)!r} 不在 {where} 中")
-    assigned = tdata.get("assigned_channels") or []
+    assigned = tdata.get("assigned_channels")
+    if assigned is None:   # as before the key: 党政交题, where the office has that channel
+        assigned = [c for c in ("党政交题",) if c in channels]
     if not isinstance(assigned, list) or any(c not in channels for c in assigned):
         raise ConfigError(str(tpath), "assigned_channels",
                           f"应为 channels 中的渠道名列表（channels：{'、'.join(channels)}）")

@@ -38,7 +38,9 @@ _KEY_RE = re.compile(_KEY)
 
 def order_keys(query: str) -> list[str]:
     """The column names of the query's final ORDER BY (``t.id`` → ``id``, quotes dropped)."""
-    m = _ORDER_TAIL.search(query)
+    # comments read as nothing ("… FROM t -- ORDER BY id" has no ORDER BY)
+    bare = re.sub(r"/\*.*?\*/", " ", re.sub(r"--[^\n]*", " ", query), flags=re.S)
+    m = _ORDER_TAIL.search(bare)
     if not m:
         raise InputFileError(
             "查询必须以 ORDER BY 唯一键结尾（例如 ORDER BY id；键为结果中的列名），否则中断后无法按相同顺序继续 / "

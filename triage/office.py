@@ -329,7 +329,7 @@ class Office:
         self._reage_quietly()
         if auto_recluster and (self._since_recluster >= self.config.recluster_every or index is None):
             self._recluster_soon()
-        elif auto_recluster:
+        if auto_recluster:   # even then: a run already going may not hold this message
             self._settle_later()
         return row, arow, False
 
@@ -988,7 +988,10 @@ class Office:
             self._recluster_pending.release()
 
     def recluster_running_elsewhere(self) -> bool:
-        """Whether a live worker holds the re-clustering lease now (a dead holder's lease is taken over)."""
+        """Whether a re-clustering runs now: this worker's own (automatic or settle) or a live worker's
+        lease (a dead holder's lease is taken over)."""
+        if self._recluster_lock.locked() or self._recluster_pending.locked():
+            return True
         holder = self.store.lease_holder("recluster")
         return holder is not None and not self._lease_is_stale(holder)
 
@@ -1170,12 +1173,21 @@ class Office:
                 seen += len(rows)
                 last = rows[-1].id
             log.info("remask: %d messages read, %d changed", seen, changed)
+        # labels and keywords were made from the old masked texts; decided topics are never re-clustered
+        topics = 0
+        with self._lock, self.store.session() as s:
+            for t in s.execute(select(Topic).where(Topic.label_locked.is_(False))).scalars():
+                label = clean(t.label or "").text
+                kept = [k for k in (t.keywords or []) if clean(k).text == k]
+                if label != (t.label or "") or kept != list(t.keywords or []):
+                    t.label, t.keywords = label, kept
+                    topics += 1
         with self.store.session() as s:
             self.store.set_setting(s, "masker_version", MASKER_VERSION)
             s.add(AuditEvent(actor=actor.name if actor else "triage remask", role=actor.role if actor else "admin",
                              action="remask", target_type="store", target_id=MASKER_VERSION,
-                             detail={"messages": seen, "changed": changed}))
-        return {"messages": seen, "changed": changed, "masker_version": MASKER_VERSION}
+                             detail={"messages": seen, "changed": changed, "topics": topics}))
+        return {"messages": seen, "changed": changed, "topics": topics, "masker_version": MASKER_VERSION}
 
     def import_frame(self, frame: pd.DataFrame, text_columns: list[str]) -> dict[str, int]:
         """Load a table of past suggestions (the demo file on first start), then re-cluster once."""

@@ -159,6 +159,9 @@ class Retrainer:
         # corrections): the new corrections are what is being judged, so they cannot also be the
         # judge. Scored on them too, for staff to read ("new_corrections_heldout").
         ref = ~test["_new"].to_numpy(dtype=bool)
+        if not ref.any():
+            raise TrainingDataError("留出集中没有更正前已标注的留言，无法判断新模型是否更好 / the held-out part holds "
+                                    "no row labelled before these corrections: nothing to judge the candidate on")
         scores: dict[str, dict[str, float]] = {}
         for name, b in (("baseline", baseline), ("candidate", candidate), ("active", self.active)):
             row = self._score(b, test[ref].reset_index(drop=True), ptest[ref].reset_index(drop=True))

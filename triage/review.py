@@ -95,7 +95,7 @@ def needs_review(store: Store, limit: int = 100, low: float = 0.5) -> list[Queue
 def petitions_by_department(store: Store, per_department: int = 20) -> list[dict[str, Any]]:
     """Individual petitions (个人诉求), grouped by the department they were forwarded to: the counts
     by GROUP BY, the newest ``per_department`` of each by a window function (not the whole table)."""
-    dept = func.coalesce(Suggestion.route_name, "未分办")
+    dept = func.coalesce(func.nullif(Suggestion.route_name, ""), "未分办")
     petition = Suggestion.scope == "individual"
     with store.session() as s:
         counts = dict(s.execute(select(dept, func.count()).where(petition).group_by(dept)).all())
@@ -124,8 +124,9 @@ def overview(store: Store, weeks: int = 12) -> dict[str, Any]:
         start = dt.datetime.combine(end - dt.timedelta(weeks=weeks - 1), dt.time())
         recent = s.execute(select(Suggestion.submitted_at, Suggestion.domain)
                            .where(Suggestion.submitted_at >= start)).all()
-        scopes = {sc or "unknown": int(n) for sc, n in
-                  s.execute(select(Suggestion.scope, func.count()).group_by(Suggestion.scope)).all()}
+        scopes: Counter = Counter()
+        for sc, n in s.execute(select(Suggestion.scope, func.count()).group_by(Suggestion.scope)).all():
+            scopes[sc or "unknown"] += int(n)   # NULL and "" are both unknown
         verdicts = s.execute(select(Topic.verdict, Topic.status, func.count()).where(Topic.status != "merged")
                              .group_by(Topic.verdict, Topic.status)).all()
     labels = [(end - dt.timedelta(weeks=weeks - 1 - k)).isoformat() for k in range(weeks)]
@@ -140,7 +141,7 @@ def overview(store: Store, weeks: int = 12) -> dict[str, Any]:
         vc[v or "未评估"] += n
         sc[st] += n
     return {"weeks": labels, "by_domain": dict(sorted(by_week.items(), key=lambda kv: -sum(kv[1]))),
-            "scopes": scopes, "verdicts": dict(vc), "statuses": dict(sc), "messages": sum(scopes.values())}
+            "scopes": dict(scopes), "verdicts": dict(vc), "statuses": dict(sc), "messages": sum(scopes.values())}
 
 
 def similar_topics(store: Store, topic: Topic, limit: int = 5) -> list[dict[str, Any]]:

@@ -433,7 +433,8 @@ class Store:
     def keys_revision(self) -> tuple:
         """Changes whenever a key is created or revoked: workers compare it to drop cached keys."""
         with self.session() as s:
-            return tuple(s.execute(select(func.count(ApiKey.id), func.max(ApiKey.revoked_at))).one())
+            # counts, not timestamps: a revoking host's clock may be behind (keys are never un-revoked)
+            return tuple(s.execute(select(func.count(ApiKey.id), func.count(ApiKey.revoked_at))).one())
 
     def lease_holder(self, name: str) -> str | None:
         """Who holds the lease ``name`` now (None when it is free or expired)."""

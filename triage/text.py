@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: so masking is idempotent and later patterns never match inside them.
 #: Changes whenever what masking hides changes (rules, the NER, its gates). A store records the version
 #: its masked texts were made with; ``triage remask`` brings older rows up to this one.
-MASKER_VERSION = "2026-12-06.2"
+MASKER_VERSION = "2026-12-06.3"
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",
@@ -329,7 +329,9 @@ def _common_word(span: str) -> bool:
 
 
 #: surnames that are also prepositions or conjunctions before a title (向县长反映, 和书记, 于主任处)
-_SURNAME_ALSO_WORD = set("向和于从及与任")   # … 任局长: "served as"
+_SURNAME_ALSO_WORD = set("向和于从及与")
+#: 任 after these is the verb "serve as" (电力局任局长, 曾任书记, 现任主任), not the surname 任
+_REN_AS_VERB_AFTER = set("局委部院所厅处办镇乡县市区村司曾现兼出升调继担就")
 
 
 def _name_spans(s: str) -> list[tuple[int, int]]:
@@ -355,6 +357,8 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
         if s.startswith("事务所", m.end() + len(title)):   # 楚梅律师事务所: a firm
             continue
         if m.group(1) in _SURNAME_ALSO_WORD:   # 向县长反映, 和书记谈
+            continue
+        if m.group(1) == "任" and i > 0 and s[i - 1] in _REN_AS_VERB_AFTER:
             continue
         if s.startswith("书记录", m.end()):      # 文书记录
             continue

@@ -75,6 +75,43 @@ def replaced_spans(doc: str, masked: str) -> list[tuple[int, int]]:
     return [(i1, i2) for op, i1, i2, _j1, _j2 in sm.get_opcodes() if op in ("replace", "delete") and i2 > i1]
 
 
+NUMBER_PLACEHOLDER_RE = re.compile("〔(?!姓名〕)[^〔〕]{1,6}〕")
+
+
+def number_sample() -> pd.DataFrame | None:
+    """The number-only labels (``pii_n*.csv``, 150 messages drawn among those holding a digit run)."""
+    parts = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(LABELS.glob("pii_n[0-9]*.csv"))]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def score_numbers(name: str, masked: dict[str, str], docs: dict[str, str], gold: pd.DataFrame) -> dict:
+    """Recall per number kind, and precision over the regions masked as a number (not as a name)."""
+    spans = [(r.id, r.kind, int(r.start), int(r.end)) for r in gold[gold["kind"] != "none"].itertuples()]
+    hit, tot = defaultdict(int), defaultdict(int)
+    regions = over = 0
+    for i, doc in docs.items():
+        sm = difflib.SequenceMatcher(None, doc, masked[i], autojunk=False)
+        ops = [(i1, i2, masked[i][j1:j2]) for op, i1, i2, j1, j2 in sm.get_opcodes()
+               if op in ("replace", "delete") and i2 > i1]
+        covered = {k for a, b, _r in ops for k in range(a, b)}
+        # precision over regions masked as a number: a placeholder other than 〔姓名〕 in what replaced it
+        reps = [(a, b) for a, b, r in ops if NUMBER_PLACEHOLDER_RE.search(r)]
+        mine = [(s, e) for j, _k, s, e in spans if j == i]
+        for j, kind, s, e in spans:
+            if j == i:
+                tot[kind] += 1
+                hit[kind] += all(k in covered for k in range(s, e) if not docs[i][k].isspace())   # a space is no datum
+        for a, b in reps:
+            regions += 1
+            over += any(s < b and a < e for s, e in mine)
+    row = {"run": name, "messages": len(docs), "number_regions": regions,
+           "precision": round(over / regions, 3) if regions else None}
+    row["numbers_recall"] = f"{sum(hit.values())}/{sum(tot.values())} = {sum(hit.values()) / max(1, sum(tot.values())):.3f}"
+    for kind in sorted(tot):
+        row[f"{kind}_recall"] = f"{hit[kind]}/{tot[kind]}"
+    return row
+
+
 def plain_mask(doc: str) -> str:
     """The regex-only baseline (see the module docstring)."""
     from triage.text import id_checksum_ok
@@ -119,7 +156,7 @@ def score(name: str, masked: dict[str, str], docs: dict[str, str], gold: pd.Data
                 covered.update(range(a, b))
             for kind, s, e in by_id.get(i, []):
                 tot[kind] += 1
-                hit[kind] += all(k in covered for k in range(s, e))
+                hit[kind] += all(k in covered for k in range(s, e) if not docs[i][k].isspace())   # a space is no datum
             for a, b in rep:
                 regions += 1
                 over += any(s < b and a < e for _k, s, e in by_id.get(i, []))
@@ -201,6 +238,25 @@ def main(argv: list[str] | None = None) -> int:
     for row in frame.itertuples(index=False):
         print("| " + " | ".join(str(v) for v in row) + " |")
     print("\nmissed names today (shape only):", json.dumps(misses(today, docs, gold), ensure_ascii=False))
+    ngold = number_sample()
+    if ngold is not None:   # the second sample: 150 messages holding a digit run, numbers labelled only
+        ndocs = load_docs(set(ngold["id"]))
+        nbad = [r.id for r in ngold[ngold["kind"] != "none"].itertuples()
+                if hashlib.sha1(ndocs[r.id][int(r.start):int(r.end)].encode("utf-8")).hexdigest()[:8] != r.check]
+        if nbad:
+            raise SystemExit(f"{len(nbad)} number spans no longer match their text: {nbad[:5]}")
+        nrows = [score_numbers("triage (today)", mask_with(ROOT, ndocs), ndocs, ngold)]
+        if args.against:
+            with tempfile.TemporaryDirectory(prefix="real_pii_") as tmp, checkout(args.against, Path(tmp)) as wt:
+                nrows.append(score_numbers(f"triage at {args.against[:10]}", mask_with(wt, ndocs), ndocs, ngold))
+        nrows.append(score_numbers("plain regex + 6 triggers", {i: plain_mask(d) for i, d in ndocs.items()},
+                                   ndocs, ngold))
+        nf = pd.DataFrame(nrows).fillna("")
+        print(f"\nnumbers: {len(ndocs)} messages drawn among those holding a digit run "
+              f"(pii_numbers_sample.csv), numbers labelled only; precision over regions masked as a number")
+        print("| " + " | ".join(nf.columns) + " |\n|" + "---|" * len(nf.columns))
+        for row in nf.itertuples(index=False):
+            print("| " + " | ".join(str(v) for v in row) + " |")
     if args.speed:
         print(f"\nmasking speed on the first {args.speed} messages of the dev file (one process, rows/s):")
         from triage.text import clean

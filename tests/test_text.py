@@ -212,6 +212,32 @@ def test_the_ner_reads_only_clauses_where_a_name_may_be():
 
 
 @pytest.mark.parametrize("text, kind, value", [
+    ("驾驶车牌号为楚AP3B87的轿车", "plate", "楚AP3B87"),           # the real files' anonymised province
+    ("驾驶牌照为LWS577的货车", "plate", "LWS577"),                # no province at all: the context says plate
+    ("有事加qq30748522联系", "other_contact", "30748522"),
+    ("邮箱:TXH*****@163.com", "email", "TXH*****@163.com"),
+    ("电话:177****5612", "mobile", "177****5612"),                # starred, right after 电话
+    ("客服热线:400-0745-333", "landline", "400-0745-333"),
+    ("医院电话:0746—6222903", "landline", "0746—6222903"),         # a full-width dash
+    ("工行卡号:621226", "bank_card", "621226"),                     # short after 卡号: fail closed
+    ("院内电话:68469280000-00000000", "landline", "6846928"),       # a number glued to the stand-in
+])
+def test_numbers_found_on_the_real_number_sample_are_masked(text, kind, value):
+    m = clean(text)
+    assert (kind, value) in m.found and value not in m.text and unmask(m) == normalize(text)
+
+
+@pytest.mark.parametrize("text", ["联系电话:0000-00000000", "电话:0000000", "卡号0000-000000002014"])
+def test_the_organisers_stand_ins_are_left_as_they_are(text):
+    assert clean(text).text == normalize(text) and not clean(text).found
+
+
+def test_each_number_of_a_list_after_a_phone_word_is_masked():
+    m = clean("电话:0000000、4380199、4380307")
+    assert m.text == "电话:0000000、〔固话〕、〔固话〕" and unmask(m) == "电话:0000000、4380199、4380307"
+
+
+@pytest.mark.parametrize("text, kind, value", [
     ("退款请打到银行卡6222020200112233445", "bank_card", "6222020200112233445"),   # fails Luhn: context wins
     ("卡号：6222 0202 0011 2233 445", "bank_card", "6222 0202 0011 2233 445"),
     ("我的电话1369876543，少打了一位", "mobile", "1369876543"),                     # a digit short

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: so masking is idempotent and later patterns never match inside them.
 #: Changes whenever what masking hides changes (rules, the NER, its gates). A store records the version
 #: its masked texts were made with; ``triage remask`` brings older rows up to this one.
-MASKER_VERSION = "2026-12-06.3"
+MASKER_VERSION = "2026-12-06.4"
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",
@@ -33,6 +33,7 @@ PLACEHOLDERS: dict[str, str] = {
     "mobile": "〔手机号〕",
     "landline": "〔固话〕",
     "plate": "〔车牌号〕",
+    "other_contact": "〔社交账号〕",
     "name": "〔姓名〕",
 }
 
@@ -128,17 +129,19 @@ def luhn_ok(number: str) -> bool:
     return total % 10 == 0
 
 
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,10}")
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+*-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,10}")
 # 18-char IDs, optionally written 6-8-4 with spaces or hyphens.
 _ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})[ -]?(\d{8})[ -]?(\d{3}[0-9Xx])(?![0-9A-Za-z])")
 # Long digit runs (bank cards: 16-19 digits, maybe grouped by 4).
 _CARD_RE = re.compile(r"(?<!\d)(?:\d[ -]?){15,18}\d(?!\d)")
 _MOBILE_RE = re.compile(r"(?<!\d)(?:(?:\+|00)?86[ -]?)?1[3-9]\d(?:[ -]?\d){8}(?!\d)")
 _LANDLINE_RE = re.compile(
-    r"(?<!\d)(?:\(0\d{2,3}\)\s?|0\d{2,3}[ -])\d{3,4}[ -]?\d{4}(?:[ -]?(?:转|ext\.?)\s?\d{1,5})?(?!\d)"
+    r"(?<!\d)(?:(?:\(0\d{2,3}\)\s?|0\d{2,3}[ \-—–])\d{3,4}[ \-—–]?\d{4}(?:[ -]?(?:转|ext\.?)\s?\d{1,5})?"
+    r"|[48]00[ \-—–]?\d{3,4}[ \-—–]?\d{3,4})(?!\d)"   # 400/800 service lines too
 )
+# the real-message files anonymise the province character of a plate as 楚 or 空: plates still
 _PLATE_RE = re.compile(
-    r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Za-hj-np-z][·•.\- ]?[A-HJ-NP-Za-hj-np-z0-9]{5,6}(?![A-Za-z0-9])"
+    r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼楚空][A-HJ-NP-Za-hj-np-z][·•.\- ]?[A-HJ-NP-Za-hj-np-z0-9]{5,6}(?![A-Za-z0-9])"
 )
 
 _COMPOUND_SURNAMES = (
@@ -248,8 +251,31 @@ def mask_pii(text: str) -> Masked:
     s = _CARD_ANY_RE.sub(lambda m: _hide_card(m, found), s)
     s = _PHONE_ANY_RE.sub(lambda m: _hide_phone(m, found), s)
     s = _sub(_PLATE_RE, "plate", s, found)
+    s = _PLATE_CONTEXT_RE.sub(lambda m: _hide_after(m, "plate", found), s)   # 牌照为LWS577
+    s = _CONTACT_RE.sub(lambda m: _hide_after(m, "other_contact", found), s)  # QQ 12345678, 微信号 abc_123
 
     return Masked(_mask_names(s, found), found)
+
+
+_PLATE_CONTEXT_RE = re.compile(r"(车牌号码|车牌号|车牌|牌照|号牌|牌号)([:：\s是为“\"]{0,3})([A-Za-z0-9]{5,7})(?![A-Za-z0-9])")
+_CONTACT_RE = re.compile(r"(QQ号?|qq号?|Qq|微信号?)([:：\s是为]{0,3})([0-9]{5,12}|[A-Za-z][A-Za-z0-9_\-]{5,19})(?![A-Za-z0-9_])")
+
+
+def _hide_after(m: re.Match[str], kind: str, found: list[tuple[str, str]]) -> str:
+    """What follows a context word (牌照, QQ, 微信号): the value is the kind the word says."""
+    if not any(c.isdigit() for c in m.group(3)):
+        return m.group(0)   # 微信公众号, 车牌号码查询: words, not values
+    found.append((kind, m.group(3)))
+    return m.group(1) + m.group(2) + PLACEHOLDERS[kind]
+
+
+_GLUED_STAND_IN_RE = re.compile(r"0{4}[\-—–]?0{7,8}$")
+
+
+def _placeholder(digits: str) -> bool:
+    """The organisers' (or a form's) stand-in: all zeros, or eight zeros in front (0000-00000000 glued
+    to a year). Nothing to hide, and masking it only blurs the text."""
+    return bool(digits) and (set(digits) == {"0"} or digits.startswith("00000000"))
 
 
 _ID_CONTEXT_RE = re.compile(r"((?:公民)?身份(?:证|号)(?:号码|号|码)?|证件号(?:码)?)([:：\s是为]{0,3})([0-9][0-9Xx \-]{12,22}[0-9Xx])(?![0-9A-Za-z])")
@@ -271,10 +297,11 @@ def _hide_id(m: re.Match[str], found: list[tuple[str, str]]) -> str:
     return m.group(1) + m.group(2) + PLACEHOLDERS["id_number"]
 
 
-_CARD_CONTEXT_RE = re.compile(r"((?:银行)?卡号|银行卡|账号|帐号|账户|帐户)((?:号码|号)?[:：\s是为]{0,3})([0-9][0-9 \-]{10,26}[0-9])(?!\d)")
+_CARD_CONTEXT_RE = re.compile(r"((?:银行)?卡号|银行卡|账号|帐号|账户|帐户)((?:号码|号)?[:：\s是为]{0,3})([0-9][0-9 \-]{3,26}[0-9])(?!\d)")
 _CARD_ANY_RE = re.compile(f"{_CARD_CONTEXT_RE.pattern}|(?P<bare>{_CARD_RE.pattern})")
 _PHONE_CONTEXT_RE = re.compile(
-    r"(电话|手机|联系方式|联系号码|手机号)((?:号码|号)?[:：\s是为]{0,3})(\+?[0-9]{2,4}(?:[ \-]?[0-9]{3,8}){0,3})(?![0-9])")
+    r"(电话|手机|联系方式|联系号码|手机号|拨打|致电|热线)((?:号码|号)?[:：\s是为]{0,3})"
+    r"(\+?[0-9]{2,4}(?:[ \-—–]?[0-9]{3,8}){0,3}(?:[、,，/或和][0-9]{7,8}(?![0-9]))*)(?![0-9*])")
 # a mobile with its middle digits starred (139-****-0929) still names a line: seven digits are left
 _STARRED_MOBILE = r"(?<!\d)1[3-9]\d[ -]?\*{4}[ -]?\d{4}(?!\d)"
 _PHONE_ANY_RE = re.compile(f"{_PHONE_CONTEXT_RE.pattern}|(?P<mobile>{_MOBILE_RE.pattern}|{_STARRED_MOBILE})"
@@ -286,10 +313,12 @@ def _hide_card(m: re.Match[str], found: list[tuple[str, str]]) -> str:
     when it passes Luhn and is no mobile (an order number is not a card)."""
     if m.group("bare") is not None:
         value = m.group("bare")
-        if not luhn_ok(value) or _MOBILE_RE.fullmatch(value):
+        if not luhn_ok(value) or _MOBILE_RE.fullmatch(value) or _placeholder(re.sub(r"\D", "", value)):
             return value
         found.append(("bank_card", value))
         return PLACEHOLDERS["bank_card"]
+    if _placeholder(re.sub(r"\D", "", m.group(3))):
+        return m.group(0)
     found.append(("bank_card", m.group(3)))
     return m.group(1) + m.group(2) + PLACEHOLDERS["bank_card"]
 
@@ -299,15 +328,26 @@ def _hide_phone(m: re.Match[str], found: list[tuple[str, str]]) -> str:
     number is a phone even when mistyped: a mobile if it starts with 1 and is about mobile length."""
     for kind in ("mobile", "landline"):
         if m.group(kind) is not None:
+            if _placeholder(re.sub(r"\D", "", m.group(kind))):
+                return m.group(kind)
             found.append((kind, m.group(kind)))
             return PLACEHOLDERS[kind]
-    value = m.group(3)
-    digits = re.sub(r"\D", "", value)
-    if not 6 <= len(digits) <= 15:   # 电话2023-10-15: a date, not a number
-        return m.group(0)
-    kind = "mobile" if digits.startswith(("1", "861", "+861")) and 10 <= len(digits) <= 13 else "landline"
-    found.append((kind, value))
-    return m.group(1) + m.group(2) + PLACEHOLDERS[kind]
+    out, hid = [], False
+    for part in re.split(r"([、,，/或和])", m.group(3)):   # 电话：8353066、8367386: each number of a list
+        stand_in = _GLUED_STAND_IN_RE.search(part)   # 68469280000-00000000: a number, then 0000-00000000
+        if stand_in and stand_in.start() >= 6:
+            tail, part = part[stand_in.start():], part[:stand_in.start()]
+        else:
+            tail = ""
+        digits = re.sub(r"\D", "", part)
+        if not digits or _placeholder(digits) or not 6 <= len(digits) <= 15:
+            out.append(part)   # 电话2023-10-15: a date, not a number; 0000-00000000: a stand-in
+            continue
+        kind = "mobile" if digits.startswith(("1", "861", "+861")) and 10 <= len(digits) <= 13 else "landline"
+        found.append((kind, part))
+        out.append(PLACEHOLDERS[kind] + tail)
+        hid = True
+    return m.group(1) + m.group(2) + "".join(out) if hid else m.group(0)
 
 
 #: triggers after which a name is all but certain (the writer names themself or a contact)

@@ -363,9 +363,7 @@ def _word_freq(span: str) -> int:
 def _common_word(span: str) -> bool:
     """Whether ``span`` is a common word in jieba's dictionary (付出 1,517, 明确 5,812), not a name
     (王芳 0, 王小明 3): the other triggers are followed by ordinary words as often as by names."""
-    tok = _tokenizer()
-    tok.check_initialized()
-    return (tok.FREQ.get(span) or 0) >= 100
+    return _word_freq(span) >= 100
 
 
 #: surnames that are also prepositions or conjunctions before a title (向县长反映, 和书记, 于主任处)

@@ -49,11 +49,10 @@ NUMBER_KINDS = ("mobile", "landline", "id_number", "bank_card", "email", "plate"
 log = logging.getLogger("bench.real_pii")
 
 
-def load_labels() -> pd.DataFrame:
-    parts = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(LABELS.glob("pii_p*.csv"))]
-    if not parts:
-        raise SystemExit(f"no labels in {LABELS} (pii_p*.csv)")
-    return pd.concat(parts, ignore_index=True)
+def load_labels(prefix: str = "p") -> pd.DataFrame | None:
+    """Every-kind labels: ``pii_p*.csv`` (the development sample) or ``pii_q*.csv`` (held out)."""
+    parts = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(LABELS.glob(f"pii_{prefix}[0-9]*.csv"))]
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def load_docs(ids: set[str]) -> dict[str, str]:
@@ -78,9 +77,10 @@ def replaced_spans(doc: str, masked: str) -> list[tuple[int, int]]:
 NUMBER_PLACEHOLDER_RE = re.compile("〔(?!姓名〕)[^〔〕]{1,6}〕")
 
 
-def number_sample() -> pd.DataFrame | None:
-    """The number-only labels (``pii_n*.csv``, 150 messages drawn among those holding a digit run)."""
-    parts = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(LABELS.glob("pii_n[0-9]*.csv"))]
+def number_sample(prefix: str = "n") -> pd.DataFrame | None:
+    """The number-only labels: ``pii_n*.csv`` (150 messages drawn among those holding a digit run, the
+    rules were fixed from their misses) or ``pii_h*.csv`` (100 more drawn afterwards: held out)."""
+    parts = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(LABELS.glob(f"pii_{prefix}[0-9]*.csv"))]
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
@@ -183,17 +183,13 @@ def misses(masked: dict[str, str], docs: dict[str, str], gold: pd.DataFrame) -> 
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--against", default=None, help="also mask with this git commit's code, same messages")
-    ap.add_argument("--speed", type=int, default=2000, help="time masking on this many dev messages (0: skip)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not REAL.is_dir():
-        print(f"skipped: {REAL} is absent (the real messages live beside the project, never in it)")
-        return 0
-    gold = load_labels()
-    sample = pd.read_csv(LABELS / "pii_sample.csv", dtype=str)
+def every_kind_table(prefix: str, sample_csv: str, what: str, args: argparse.Namespace) -> None:
+    """Recall per kind and precision on one every-kind sample, beside the rules alone and the baseline."""
+    gold = load_labels(prefix)
+    if gold is None:
+        print(f"\n{what}: no labels yet (pii_{prefix}*.csv)")
+        return
+    sample = pd.read_csv(LABELS / sample_csv, dtype=str)
     strata = dict(zip(sample["id"], sample["stratum"]))
     docs = load_docs(set(gold["id"]))
     bad = [r.id for r in gold[gold["kind"] != "none"].itertuples()
@@ -203,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d messages labelled, %d spans (%s)", len(docs), int((gold["kind"] != "none").sum()),
              ", ".join(f"{k} {v}" for k, v in gold[gold["kind"] != "none"]["kind"].value_counts().items()))
 
+    print(f"\n{what}")
     results = []
     t0 = time.perf_counter()
     today = mask_with(ROOT, docs)
@@ -238,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in frame.itertuples(index=False):
         print("| " + " | ".join(str(v) for v in row) + " |")
     print("\nmissed names today (shape only):", json.dumps(misses(today, docs, gold), ensure_ascii=False))
-    ngold = number_sample()
-    if ngold is not None:   # the second sample: 150 messages holding a digit run, numbers labelled only
+
+
+def number_table(prefix: str, what: str, args: argparse.Namespace) -> None:
+    """Print the number table for one number sample, beside the plain baseline (and --against)."""
+    ngold = number_sample(prefix)
+    if ngold is not None:
         ndocs = load_docs(set(ngold["id"]))
         nbad = [r.id for r in ngold[ngold["kind"] != "none"].itertuples()
                 if hashlib.sha1(ndocs[r.id][int(r.start):int(r.end)].encode("utf-8")).hexdigest()[:8] != r.check]
@@ -247,16 +248,36 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{len(nbad)} number spans no longer match their text: {nbad[:5]}")
         nrows = [score_numbers("triage (today)", mask_with(ROOT, ndocs), ndocs, ngold)]
         if args.against:
+            from real_topics import checkout
+
             with tempfile.TemporaryDirectory(prefix="real_pii_") as tmp, checkout(args.against, Path(tmp)) as wt:
                 nrows.append(score_numbers(f"triage at {args.against[:10]}", mask_with(wt, ndocs), ndocs, ngold))
         nrows.append(score_numbers("plain regex + 6 triggers", {i: plain_mask(d) for i, d in ndocs.items()},
                                    ndocs, ngold))
         nf = pd.DataFrame(nrows).fillna("")
         print(f"\nnumbers: {len(ndocs)} messages drawn among those holding a digit run "
-              f"(pii_numbers_sample.csv), numbers labelled only; precision over regions masked as a number")
+              f"({what}), numbers labelled only; precision over regions masked as a number")
         print("| " + " | ".join(nf.columns) + " |\n|" + "---|" * len(nf.columns))
         for row in nf.itertuples(index=False):
             print("| " + " | ".join(str(v) for v in row) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--against", default=None, help="also mask with this git commit's code, same messages")
+    ap.add_argument("--speed", type=int, default=2000, help="time masking on this many dev messages (0: skip)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not REAL.is_dir():
+        print(f"skipped: {REAL} is absent (the real messages live beside the project, never in it)")
+        return 0
+    for prefix, sample_csv, what in (
+            ("p", "pii_sample.csv", "development sample (pii_sample.csv): the name rules were written from its misses"),
+            ("q", "pii_heldout.csv", "held-out sample (pii_heldout.csv): drawn after those rules, read by no rule")):
+        every_kind_table(prefix, sample_csv, what, args)
+    for prefix, what in (("n", "pii_numbers_sample.csv: the number rules were fixed from its misses"),
+                         ("h", "pii_numbers_heldout.csv: drawn after those fixes, held out")):
+        number_table(prefix, what, args)
     if args.speed:
         print(f"\nmasking speed on the first {args.speed} messages of the dev file (one process, rows/s):")
         from triage.text import clean

@@ -255,3 +255,89 @@ def test_a_long_number_without_context_that_fails_its_checksum_stays(text="订�
 def test_a_mobile_with_its_middle_digits_starred_is_still_masked():
     m = clean("承包人(139-****-0929)签订合同")
     assert "0929" not in m.text and m.kinds == ["mobile"] and unmask(m) == "承包人(139-****-0929)签订合同"
+
+
+@pytest.mark.parametrize("text, hidden, kept", [
+    ("县人民医院院长赵明华态度恶劣", "赵明华", "院长"),          # a role, then the name running on into a word
+    ("副镇长孙立先来处理此事", "孙立先", "副镇长"),
+    ("店主韩小莉之子在门口", "韩小莉", "店主"),
+    ("尊敬的冯奇厅长：您好", "冯奇", "厅长"),                   # a full name before a title
+    ("社区钱坚书记、物业经理都来了", "钱坚", "书记"),
+    ("原县水务局邓在要副局长回复", "邓在要", "副局长"),
+])
+def test_full_names_beside_a_role_or_a_title_are_masked(text, hidden, kept):
+    m = clean(text)
+    assert ("name", hidden) in m.found and hidden not in m.text and kept in m.text
+    assert unmask(m) == normalize(text)
+
+
+def test_a_name_found_once_is_masked_wherever_it_stands_again():
+    # the NER sees the first 柴文博; the second, after a full stop, stands in no context a rule knows
+    text = "居民柴文博多次殴打邻居。柴文博前几年就因此被拘留过。"
+    m = clean(text)
+    assert "柴文博" not in m.text and m.text.count("〔姓名〕") == 2 and unmask(m) == text
+
+
+@pytest.mark.parametrize("text", [
+    "医生和医院都有责任",               # 和 after a role: a conjunction
+    "要将惩罚落到业主和孩子头上",
+    "此事可找物业负责人查证",            # 查证 is a word
+    "任命为村党总支副书记",              # a body before a title, not a name
+    "彭公庙村高塘组组长私自决定",         # a village group before its head
+    "希望书记明察此事",
+])
+def test_words_and_bodies_beside_roles_and_titles_are_not_names(text):
+    assert clean(text).text == normalize(text)
+
+
+@pytest.mark.parametrize("text, values", [
+    ("煤气没了，打6727517叫人送气", ["6727517"]),                       # dialled a few words after 打
+    ("先打了一个5324999，接了说你打5325888", ["5324999", "5325888"]),
+    ("医保中心(0746-8353099、8367300)", ["0746-8353099", "8367300"]),   # a list after a landline
+    ("线路车辆楚ED8300,8301,8302非法运营", ["楚ED8300", "8301", "8302"]),  # a fleet after one full plate
+])
+def test_numbers_dialled_or_listed_are_masked_each(text, values):
+    m = clean(text)
+    assert all(v not in m.text for v in values) and [v for _k, v in m.found] == values
+    assert unmask(m) == normalize(text)
+
+
+@pytest.mark.parametrize("text", ["工资打了5000000元到账", "公司车辆楚BY1700,2014年被改装", "打造3000000平方米园区"])
+def test_amounts_and_years_near_a_number_context_stay(text):
+    m = clean(text)
+    assert "5000000" in m.text or "2014" in m.text or "3000000" in m.text
+
+
+@pytest.mark.parametrize("text", ["投诉电话0731-12345等待", "后来拨打0731-12333咨询", "QQ邮箱:0000-@qq.com"])
+def test_service_codes_and_stand_in_e_mails_stay(text):
+    assert clean(text).text == normalize(text)
+
+
+def test_a_mobile_with_its_middle_dashed_out_is_masked():
+    m = clean("办理了一个189---6777的手机号")
+    assert "6777" not in m.text and m.kinds == ["mobile"]
+
+
+@pytest.mark.parametrize("text, hidden", [
+    ("那个李姓导游一路上说要加价", ["李"]),                  # surname + 姓 + who
+    ("\n向书记：您好，我们是", ["向"]),                     # a letter's salutation: 向 is the reader's surname
+    ("尊敬的润华书记：我们是本村村民", ["润华"]),            # a given name + title heading a letter
+    ("请求帮助我孙子黄*明入学", ["黄*明"]),                 # a partly starred given name
+    ("代表电话:宋13812345678,曹0000-00000000", ["宋", "曹"]),  # surnames heading a list of numbers
+    ("由段如海、段红日、周云清等人牵头", ["段如海", "段红日", "周云清"]),
+])
+def test_names_in_salutations_lists_and_starred_forms_are_masked(text, hidden):
+    m = clean(text)
+    names = [v for k, v in m.found if k == "name"]
+    assert len(names) == len(hidden) and all(h in v for h, v in zip(hidden, names))
+    assert not any(h in m.text for h in hidden) and unmask(m) == normalize(text)
+
+
+@pytest.mark.parametrize("text", ["我们向书记反映了情况", "尊敬的市委书记：", "原任乡长程**送情", "老百姓都说好"])
+def test_prepositions_offices_and_anonymised_names_stay(text):
+    assert not [v for k, v in clean(text).found if k == "name"]
+
+
+def test_a_number_in_brackets_after_its_phone_word_is_masked():
+    m = clean("给了管理股的电话(4219399)，工作时间")
+    assert "4219399" not in m.text and m.kinds == ["landline"]

@@ -122,6 +122,17 @@ def _places():
     return PlaceExtractor()
 
 
+def place_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) in ``text`` of every place name found in it. A name found after its county is
+    reported with the county in front (K5县中医医院) but starts where its own characters do, so the
+    end is where those characters end, not ``start + len(name)``."""
+    out = []
+    for p in _places().extract(text):
+        k = next((k for k in range(len(p.name)) if text.startswith(p.name[k:], p.start)), len(p.name))
+        out.append((p.start, p.start + len(p.name) - k))
+    return out
+
+
 def person_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of the person names LAC finds in ``text``'s name-like clauses, in text order."""
     spans: list[tuple[int, int]] = []
@@ -158,6 +169,6 @@ def person_spans(text: str) -> list[tuple[int, int]]:
                 e += 1
             spans.append((start + s, start + e))
     if spans:   # a place is never a person: over-masking a place would break its topic
-        places = [(p.start, p.start + len(p.name)) for p in _places().extract(text)]
+        places = place_spans(text)
         spans = [(s, e) for s, e in spans if not any(a < e and s < b for a, b in places)]
     return spans

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: so masking is idempotent and later patterns never match inside them.
 #: Changes whenever what masking hides changes (rules, the NER, its gates). A store records the version
 #: its masked texts were made with; ``triage remask`` brings older rows up to this one.
-MASKER_VERSION = "2026-12-06.4"
+MASKER_VERSION = "2026-12-06.5"
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",
@@ -161,7 +161,7 @@ _HONORIFICS = ("女士", "先生", "老师", "师傅", "阿姨", "大爷", "大�
 # Words before a name: the writer's own, a contact, and the people a message is about (居民赵小红,
 # 请联系李先生). Real messages name neighbours, officials and the accused far more often than after
 # 我叫; each of these is a context in which a following surname + given name is a person.
-_NAME_TRIGGER_RE = re.compile(r"(我叫|我名叫|本人叫|本人|联系人|姓名|我是|署名|请联系|联系|居民|村民|业主|户主|举报人|投诉人|"
+_NAME_TRIGGER_RE = re.compile(r"(我叫|我名叫|本人叫|我名|名叫|起名|取名|本人|联系人|姓名|我是|署名|请联系|联系|居民|村民|业主|户主|举报人|投诉人|"
                               r"申请人|当事人|负责人|家属|患者|老人|员工|职工|工人)[:：\s]*")
 # A surname followed by a title or an honorific is a person too (胡书记, 张主任, 王大爷, 李先生), wherever it
 # stands; the title stays (the role matters to the complaint), the surname is masked.
@@ -175,6 +175,13 @@ _TITLED_NAME_RE = re.compile(
 _TITLES_LONGEST_FIRST = sorted(_TITLES, key=len, reverse=True)
 #: 姓 + a surname standing for a person (姓李的, 姓谢的庭长, 一位姓王的师傅); not 姓名, 百姓, 同姓
 _SURNAME_ONLY_RE = re.compile("(?<![百老同贵])姓([" + "".join(sorted(_SURNAMES)) + "])(?=的|同志|先生|女士|师傅)")
+#: a surname + 姓 + who (那个王姓导游, 一名李姓男子): the surname is who
+_SURNAME_THEN_XING_RE = re.compile("([" + "".join(sorted(_SURNAMES)) + "])姓(?=[\u4e00-\u9fff])(?!名|氏|人|的|者)")
+#: a surname with the given name partly starred (汤*程): still a name; a surname + stars alone (程**) is
+#: as anonymous as 王某
+_STARRED_NAME_RE = re.compile("[" + "".join(sorted(_SURNAMES)) + "][*＊][\u4e00-\u9fff]")
+#: a lone surname heading a contact in a list of numbers (代表电话:宋0000-…,曹〔手机号〕): who the line is
+_SURNAME_BEFORE_NUMBER_RE = re.compile(r"(?<=[:：,，、;；\s])([" + "".join(sorted(_SURNAMES)) + r"])(?=\d{5,}|\d{3,4}-\d|〔手机号〕|〔固话〕)")
 # what may stand right before a titled surname: not another Han character that would make the surname
 # part of a word (公安局局长, 学校校长, 各位老师, 这位大爷)
 _TITLED_BEFORE_OK = set("，,。.:：;；!！?？、 \n（(“\"《对向找给被让跟和与请问告诉说是的了有个位")
@@ -242,7 +249,7 @@ def mask_pii(text: str) -> Masked:
     other long digit run is left alone (order numbers, amounts).
     """
     found: list[tuple[str, str]] = []
-    s = _sub(_EMAIL_RE, "email", text, found)
+    s = _sub(_EMAIL_RE, "email", text, found, keep=lambda v: not _stand_in_email(v))
     # after 身份证号 (or 证件号码) a number is an ID number whatever its check digit or length: citizens
     # mistype, and a wrong digit must not put the rest of the number in clear (fail closed)
     s = _ID_ANY_RE.sub(lambda m: _hide_id(m, found), s)   # one pass: ``found`` keeps text order
@@ -250,11 +257,28 @@ def mask_pii(text: str) -> Masked:
     # number is a phone one digit short or long: the context wins over the checksum (fail closed)
     s = _CARD_ANY_RE.sub(lambda m: _hide_card(m, found), s)
     s = _PHONE_ANY_RE.sub(lambda m: _hide_phone(m, found), s)
-    s = _sub(_PLATE_RE, "plate", s, found)
+    s = _PLATE_LIST_RE.sub(lambda m: _hide_plates(m, found), s)
     s = _PLATE_CONTEXT_RE.sub(lambda m: _hide_after(m, "plate", found), s)   # 牌照为LWS577
     s = _CONTACT_RE.sub(lambda m: _hide_after(m, "other_contact", found), s)  # QQ 12345678, 微信号 abc_123
 
     return Masked(_mask_names(s, found), found)
+
+
+# a fleet listed after one full plate gives the others by their tails (楚ED8378,8387,8333): each is a plate
+# (a year after a plate is not one: 楚BY1798,2014被公司…)
+_PLATE_LIST_RE = re.compile(f"(?:{_PLATE_RE.pattern})"
+                            f"(?:[,，、/] ?(?!(?:19|20)[0-9]{{2}}(?![A-Za-z0-9]))[A-Za-z0-9]{{4,5}}(?![A-Za-z0-9年月日号元万个次辆人%]))*")
+
+
+def _hide_plates(m: re.Match[str], found: list[tuple[str, str]]) -> str:
+    out = []
+    for part in re.split(r"([,，、/] ?)", m.group(0)):
+        if not part or re.fullmatch(r"[,，、/] ?", part):
+            out.append(part)
+            continue
+        found.append(("plate", part))
+        out.append(PLACEHOLDERS["plate"])
+    return "".join(out)
 
 
 _PLATE_CONTEXT_RE = re.compile(r"(车牌号码|车牌号|车牌|牌照|号牌|牌号)([:：\s是为“\"]{0,3})([A-Za-z0-9]{5,7})(?![A-Za-z0-9])")
@@ -270,6 +294,15 @@ def _hide_after(m: re.Match[str], kind: str, found: list[tuple[str, str]]) -> st
 
 
 _GLUED_STAND_IN_RE = re.compile(r"0{4}[\-—–]?0{7,8}$")
+
+
+#: a national service code behind an area code (0731-12345, 0731-12333): a public line, not a person's
+_SERVICE_CODE_RE = re.compile(r"(?:0\d{2,3}[ \-—–]?)?1\d{4}")
+
+
+def _stand_in_email(value: str) -> bool:
+    """An e-mail whose local part is the organisers' zeros (0000-@qq.com): nothing left to hide."""
+    return _placeholder(re.sub(r"\D", "", value.split("@", 1)[0])) and not re.search(r"[A-Za-z1-9]", value.split("@", 1)[0])
 
 
 def _placeholder(digits: str) -> bool:
@@ -300,12 +333,18 @@ def _hide_id(m: re.Match[str], found: list[tuple[str, str]]) -> str:
 _CARD_CONTEXT_RE = re.compile(r"((?:银行)?卡号|银行卡|账号|帐号|账户|帐户)((?:号码|号)?[:：\s是为]{0,3})([0-9][0-9 \-]{3,26}[0-9])(?!\d)")
 _CARD_ANY_RE = re.compile(f"{_CARD_CONTEXT_RE.pattern}|(?P<bare>{_CARD_RE.pattern})")
 _PHONE_CONTEXT_RE = re.compile(
-    r"(电话|手机|联系方式|联系号码|手机号|拨打|致电|热线)((?:号码|号)?[:：\s是为]{0,3})"
+    r"(电话|手机|联系方式|联系号码|手机号|拨打|致电|热线)((?:号码|号)?[:：\s是为(（]{0,3})"
     r"(\+?[0-9]{2,4}(?:[ \-—–]?[0-9]{3,8}){0,3}(?:[、,，/或和][0-9]{7,8}(?![0-9]))*)(?![0-9*])")
 # a mobile with its middle digits starred (139-****-0929) still names a line: seven digits are left
-_STARRED_MOBILE = r"(?<!\d)1[3-9]\d[ -]?\*{4}[ -]?\d{4}(?!\d)"
+# (or dashed out: 189---6777)
+_STARRED_MOBILE = r"(?<!\d)1[3-9]\d[ -]?(?:\*{4}|-{3,4})[ -]?\d{4}(?!\d)"
+# a local number dialled a few words after 打 (打电话去问4310205, 先打了一个5324333, 你打5325191): seven or
+# eight digits starting 2-8, not an amount or a count (打了5000000元, 打造3000000平方米)
+_DIALLED = r"(?P<dial>打[^\d。！？!?\n，,；;]{0,8}?)(?P<dialed>(?<!\d)[2-8]\d{6,7})(?![\d元万块千百次人年号米个平%．.])"
+# further local numbers listed after a landline: (0746-8353066、8367386)
+_LANDLINE_LIST = r"(?:[、,，/或和][2-8]\d{6,7}(?!\d))*"
 _PHONE_ANY_RE = re.compile(f"{_PHONE_CONTEXT_RE.pattern}|(?P<mobile>{_MOBILE_RE.pattern}|{_STARRED_MOBILE})"
-                           f"|(?P<landline>{_LANDLINE_RE.pattern})")
+                           f"|(?P<landline>(?:{_LANDLINE_RE.pattern}){_LANDLINE_LIST})|{_DIALLED}")
 
 
 def _hide_card(m: re.Match[str], found: list[tuple[str, str]]) -> str:
@@ -326,12 +365,23 @@ def _hide_card(m: re.Match[str], found: list[tuple[str, str]]) -> str:
 def _hide_phone(m: re.Match[str], found: list[tuple[str, str]]) -> str:
     """Mobiles and landlines in one pass (``found`` keeps text order); after 电话/手机 a 6-15 digit
     number is a phone even when mistyped: a mobile if it starts with 1 and is about mobile length."""
-    for kind in ("mobile", "landline"):
-        if m.group(kind) is not None:
-            if _placeholder(re.sub(r"\D", "", m.group(kind))):
-                return m.group(kind)
-            found.append((kind, m.group(kind)))
-            return PLACEHOLDERS[kind]
+    if m.group("dialed") is not None:
+        found.append(("landline", m.group("dialed")))
+        return m.group("dial") + PLACEHOLDERS["landline"]
+    if m.group("mobile") is not None:
+        if _placeholder(re.sub(r"\D", "", m.group("mobile"))):
+            return m.group("mobile")
+        found.append(("mobile", m.group("mobile")))
+        return PLACEHOLDERS["mobile"]
+    if m.group("landline") is not None:
+        out = []
+        for part in re.split(r"([、,，/或和])", m.group("landline")):
+            if not re.search(r"\d", part) or _placeholder(re.sub(r"\D", "", part)):
+                out.append(part)
+                continue
+            found.append(("landline", part))
+            out.append(PLACEHOLDERS["landline"])
+        return "".join(out)
     out, hid = [], False
     for part in re.split(r"([、,，/或和])", m.group(3)):   # 电话：8353066、8367386: each number of a list
         stand_in = _GLUED_STAND_IN_RE.search(part)   # 68469280000-00000000: a number, then 0000-00000000
@@ -340,7 +390,7 @@ def _hide_phone(m: re.Match[str], found: list[tuple[str, str]]) -> str:
         else:
             tail = ""
         digits = re.sub(r"\D", "", part)
-        if not digits or _placeholder(digits) or not 6 <= len(digits) <= 15:
+        if not digits or _placeholder(digits) or not 6 <= len(digits) <= 15 or _SERVICE_CODE_RE.fullmatch(part.strip()):
             out.append(part)   # 电话2023-10-15: a date, not a number; 0000-00000000: a stand-in
             continue
         kind = "mobile" if digits.startswith(("1", "861", "+861")) and 10 <= len(digits) <= 13 else "landline"
@@ -351,7 +401,7 @@ def _hide_phone(m: re.Match[str], found: list[tuple[str, str]]) -> str:
 
 
 #: triggers after which a name is all but certain (the writer names themself or a contact)
-_SELF_NAMING = {"我叫", "我名叫", "本人叫", "本人", "我是", "姓名", "联系人", "署名"}   # fail closed: 本人李娜
+_SELF_NAMING = {"我叫", "我名叫", "我名", "本人叫", "本人", "我是", "姓名", "联系人", "署名"}   # fail closed: 本人李娜
 
 
 def _word_freq(span: str) -> int:
@@ -369,7 +419,7 @@ def _common_word(span: str) -> bool:
 #: surnames that are also prepositions or conjunctions before a title (向县长反映, 和书记, 于主任处)
 _SURNAME_ALSO_WORD = set("向和于从及与")
 #: 任 after these is the verb "serve as" (电力局任局长, 曾任书记, 现任主任), not the surname 任
-_REN_AS_VERB_AFTER = set("局委部院所厅处办镇乡县市区村司曾现兼出升调继担就")
+_REN_AS_VERB_AFTER = set("局委部院所厅处办镇乡县市区村司曾现兼出升调继担就原新")
 
 
 def _name_spans(s: str) -> list[tuple[int, int]]:
@@ -378,8 +428,13 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
     overlapping finds merged."""
     spans = []
     for m in _NAME_TRIGGER_RE.finditer(s):
-        length = _name_at(s, m.end())
-        if length and m.group(1) not in _SELF_NAMING and _common_word(s[m.end():m.end() + length]):
+        # a name that runs on into the next word (村民张国庆身上) when the plain rule finds none
+        length = _name_at(s, m.end()) or (_name_length(s, m.end()) if s[m.end():m.end() + 1] in _SURNAMES
+                                          and m.group(1) not in _SELF_NAMING and not _not_places_at(s, m.end())
+                                          else 0)
+        if length and m.group(1) not in _SELF_NAMING and (_common_word(s[m.end():m.end() + length])
+                                                           or s[m.end()] in _SURNAME_ALSO_WORD
+                                                           or _surname_starts_word(s[m.end():m.end() + 2])):
             length = 0   # 员工付出, 居民安宁, 本人车辆: a word that starts with a surname character
         if length == 3 and _common_word(s[m.end():m.end() + 2]) and _common_word(s[m.end() + 2:m.end() + 4]):
             length = 0   # 业主严重受到: two words (严重 受到) across the span, not a three-character name
@@ -394,8 +449,8 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
             continue   # inside a word: 公安局局长, 城区区长, 南郭先生 (but 希望易书记, 建议曾书记 are names)
         if s.startswith("事务所", m.end() + len(title)):   # 楚梅律师事务所: a firm
             continue
-        if m.group(1) in _SURNAME_ALSO_WORD:   # 向县长反映, 和书记谈
-            continue
+        if m.group(1) in _SURNAME_ALSO_WORD and not _salutation(s, i, m.end() + len(title)):
+            continue   # 向县长反映, 和书记谈 (but a letter's "向书记:" names its reader)
         if m.group(1) == "任" and i > 0 and s[i - 1] in _REN_AS_VERB_AFTER:
             continue
         if s.startswith("书记录", m.end()):      # 文书记录
@@ -403,9 +458,71 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
         spans.append((i, m.end()))
     for m in _SURNAME_ONLY_RE.finditer(s):   # 一户姓李的, 法院姓谢的庭长: the surname is who
         spans.append((m.start(1), m.end(1)))
+    for m in _SURNAME_THEN_XING_RE.finditer(s):
+        if not (m.start() and _word_freq(s[m.start() - 1:m.end()]) >= 5):   # 百家姓, 老百姓
+            spans.append((m.start(1), m.end(1)))
+    spans += [(m.start(), m.end()) for m in _STARRED_NAME_RE.finditer(s)]
+    spans += [(m.start(1), m.end(1)) for m in _SURNAME_BEFORE_NUMBER_RE.finditer(s)]
+    spans += _role_then_name(s)
+    spans += _name_then_title(s)
     from triage.names import person_spans   # the NER, where a cheap test says a name may be
 
     spans += person_spans(s)
+    spans = _merge(spans + _repeats(s, _merge(spans)))
+    return _merge(spans + _listed_with(s, spans))
+
+
+_LIST_SEP = "、,，"
+
+
+def _listed_with(s: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Names listed beside a name already found (金娥雪、金娇丽、王权思等人; 肖和均,肖利红): an item of
+    two or three Han characters between list separators (or before 等), starting with a surname, is a
+    name when a neighbouring item is one. Walks outwards from every name found, both ways."""
+    found = set(spans)
+    out: list[tuple[int, int]] = []
+    todo = list(spans)
+    while todo:
+        a, b = todo.pop()
+        for start, end in (_next_item(s, b), _previous_item(s, a)):
+            if start is None or (start, end) in found:
+                continue
+            item = s[start:end]
+            # the list is the context: 王权思 is listed as a person even though 王权 is a word
+            if item[0] in _SURNAMES and item[0] not in _SURNAME_ALSO_WORD and not _common_word(item) \
+                    and not _org_or_place(item) and all(_han(c) for c in item):
+                found.add((start, end))
+                out.append((start, end))
+                todo.append((start, end))
+    return _not_places(s, out)
+
+
+def _next_item(s: str, b: int) -> tuple[int | None, int]:
+    if b >= len(s) or s[b] not in _LIST_SEP:
+        return None, 0
+    k = b + 1
+    e = k
+    while e < len(s) and e - k < 3 and _han(s[e]) and s[e] not in "等":
+        e += 1
+    if 2 <= e - k <= 3 and (e >= len(s) or s[e] in _LIST_SEP or s[e] in "等。.;；)）\n"):
+        return k, e
+    return None, 0
+
+
+def _previous_item(s: str, a: int) -> tuple[int | None, int]:
+    if a == 0 or s[a - 1] not in _LIST_SEP:
+        return None, 0
+    e = a - 1
+    k = e
+    while k > 0 and e - k < 3 and _han(s[k - 1]):
+        k -= 1
+    if 2 <= e - k <= 3 and (k == 0 or s[k - 1] in _LIST_SEP or not _han(s[k - 1]) or s[k - 1] in "如有和与及由"
+                            or s[k - 1] in _TITLED_BEFORE_OK):
+        return k, e
+    return None, 0
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if out and start < out[-1][1]:   # found two ways: one name, as wide as both say
@@ -413,6 +530,140 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
             continue
         out.append((start, end))
     return out
+
+
+def _repeats(s: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every other place in ``s`` where a full name found once stands again: a message names the
+    accused or a neighbour several times, and a rule or the NER often sees only one of them (the
+    second 邹民爱 after a full stop, 罗威 in a bracket). Two characters at least, and not a common word."""
+    names = {s[a:b] for a, b in spans if b - a >= 2 and all(_han(c) for c in s[a:b]) and _word_freq(s[a:b]) < 5
+             and s[a] not in _SURNAME_ALSO_WORD and not _org_or_place(s[a:b])}
+    out = []
+    for name in names:
+        k = s.find(name)
+        while k >= 0:
+            if s[k + len(name):k + len(name) + 1] not in _NOT_IN_GIVEN:   # 成安组 is a place
+                out.append((k, k + len(name)))
+            k = s.find(name, k + len(name))
+    return out
+
+
+#: roles that stand right before the name of the person holding them (院长张丽华, 副镇长邓科先,
+#: 店主李丽小, 控告人李生正, 总经理欧阳荣救): the role is kept, the name after it masked
+_ROLES_BEFORE = tuple(sorted(set(_TITLES) - {"女士", "先生", "阿姨", "大爷", "大妈", "同志", "大哥", "大姐", "奶奶",
+                                               "爷爷", "婆婆", "老板", "老总", "会计"} | {
+    "总指挥", "指挥长", "店主", "老板娘", "控告人", "被告人", "原告", "被告", "求助人", "收费员", "工作人员", "干部",
+    "主席", "委员", "支书", "会长", "社长", "秘书", "司机", "护士", "教师", "班主任", "同学", "同事", "丈夫", "妻子",
+    "老婆", "老公", "儿子", "女儿", "母亲", "父亲", "哥哥", "姐姐", "弟弟", "妹妹", "主人", "领导", "姑父", "姑妈",
+    "舅舅", "叔叔", "伯伯", "岳父", "岳母", "女婿", "媳妇", "侄子", "外甥"}, key=len, reverse=True))
+_ROLE_BEFORE_RE = re.compile("(?:" + "|".join(_ROLES_BEFORE) + r")[:：\s]?(?=[" + "".join(sorted(_SURNAMES)) + "])")
+
+
+#: surname characters that far more often start an ordinary word (查证, 严查, 明察, 管理, 成安组)
+_WEAK_SURNAMES = set("查严明管和于向从及与成任方安文时费付金田高白石常关全应边师商车连宁尚包单司易能解万马")
+
+
+def _surname_starts_word(pair: str) -> bool:
+    """Whether a surname character and the next make a word rather than the start of a name: any
+    dictionary word for the weak surnames, a frequent one for the rest (李强 159 and 李宁 60 are
+    names in jieba's dictionary, 张口 361 and 周末 654 are not)."""
+    return _word_freq(pair) >= (5 if pair[0] in _WEAK_SURNAMES else 200)
+
+
+#: characters a given name is not made of: those of bodies and places (党总支, 高塘组, 金侨城, 温氏)
+_NOT_IN_GIVEN = set("总支部委办会组村镇乡县市区局厅处室队站所司城氏湖塘垅冲")
+
+
+def _org_or_place(name: str) -> bool:
+    return any(c in _NOT_IN_GIVEN for c in name[1:])
+
+
+def _name_length(s: str, i: int) -> int:
+    """Length of a full name (surname + one or two given characters) at ``s[i]`` where the name runs on
+    into the next word (院长张丽华态度恶劣, 村民张国庆身上): the given name ends where a common word or a
+    particle begins. 0 when the characters read as a word (张口, 周末) or as nothing name-like."""
+    j = i + 2 if s[i:i + 2] in _COMPOUND_SURNAMES else i + 1
+    if s[i] in _SURNAME_ALSO_WORD or (j == i + 1 and _surname_starts_word(s[i:i + 2])):
+        return 0   # 和孩子, 严查, 查证, 管理: a word, not a surname and a given name
+    for given in (2, 1):
+        e = j + given
+        if e > len(s) or not all(_han(c) and c not in _NAME_STOP for c in s[j:e]) or _common_word(s[i:e]) \
+                or _org_or_place(s[i:e + 1]):
+            continue
+        if _word_freq(s[j:e + 1]) >= 100 or (given == 2 and _word_freq(s[j + 1:e + 1]) >= 100 and e < len(s)
+                                              and _han(s[e])):
+            continue   # a given character that makes a word with the next: not where the name ends
+        nxt = s[e:e + 2]
+        if e >= len(s) or not _han(s[e]) or s[e] in _NAME_STOP or s[e] in "之同副" or _word_freq(nxt) >= 100 \
+                or any(s.startswith(t, e) for t in _TITLES):
+            return e - i
+    return 0
+
+
+def _role_then_name(s: str) -> list[tuple[int, int]]:
+    """A name right after the role its holder plays (see :data:`_ROLES_BEFORE`)."""
+    out = []
+    for m in _ROLE_BEFORE_RE.finditer(s):
+        length = _name_length(s, m.end())
+        if length:
+            out.append((m.end(), m.end() + length))
+    return _not_places(s, out)
+
+
+_TITLE_AFTER_RE = re.compile("副?(?:" + "|".join(t for t in _TITLES_LONGEST_FIRST if t not in _HONORIFICS) + ")")
+
+
+def _salutation(s: str, i: int, end: int) -> bool:
+    """Whether the name + title at ``s[i:end]`` opens a letter or a paragraph (向书记: …, 尊敬的衡华书记!):
+    it stands at the start of a line or after 尊敬的/敬爱的, and a colon or an exclamation follows."""
+    opens = i == 0 or s[i - 1] in "\n \t" or s[:i].endswith(("尊敬的", "敬爱的", "亲爱的"))
+    return opens and s[end:end + 1] in (":", "：", "!", "！", ";", "；", ",", "，")
+
+
+def _name_then_title(s: str) -> list[tuple[int, int]]:
+    """A full name before a title (尊敬的胡奇厅长, 社区周坚书记, 张在要副局长): the title's surname rule
+    masks only one character before it; here two or three are, when they start with a surname, make no
+    common word and stand after a boundary or a role."""
+    out = []
+    for m in _TITLE_AFTER_RE.finditer(s):
+        t = m.start()
+        for length in (3, 2):
+            i = t - length
+            if i < 0 or not all(_han(c) for c in s[i:t]):
+                continue
+            if s[i] not in _SURNAMES:
+                # a given name + title heading a letter (尊敬的衡华书记:): the given name (not 尊敬的市委书记)
+                if length == 2 and _salutation(s, i, m.end()) and _word_freq(s[i:t]) < 5 and not _org_or_place(" " + s[i:t]):
+                    out.append((i, t))
+                    break
+                continue
+            if _common_word(s[i:t]) or (length == 3 and _word_freq(s[i + 1:t]) >= 100) or _surname_starts_word(s[i:i + 2]) \
+                    or s[i] in _SURNAME_ALSO_WORD or _org_or_place(s[i:t]):
+                continue
+            before = s[i - 1] if i else ""
+            if before and _han(before) and before not in _TITLED_BEFORE_OK and not s[:i].endswith(_ROLES_BEFORE) \
+                    and not s[:i].endswith(("社区", "村", "镇", "局", "县", "市", "区", "敬的")):
+                continue
+            out.append((i, t))
+            break
+    return _not_places(s, out)
+
+
+def _not_places_at(s: str, i: int) -> bool:
+    """Whether a place name covers ``s[i]``."""
+    from triage.names import place_spans
+
+    return any(a <= i < b for a, b in place_spans(s))
+
+
+def _not_places(s: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` less those that overlap a place name (张家湾村 is where, not who)."""
+    if not spans:
+        return spans
+    from triage.names import place_spans
+
+    places = place_spans(s)
+    return [(a, b) for a, b in spans if not any(x < b and a < y for x, y in places)]
 
 
 def _mask_names(s: str, found: list[tuple[str, str]]) -> str:

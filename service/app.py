@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.routes import admin, intake, ops, public, review, topics
+from service.routes import admin, alerts, intake, ops, public, review, topics
 from service.routes.open311 import Open311Error, open311_error_response
 from service.routes.open311 import router as open311_router
 from service.runtime import Runtime, Settings
@@ -266,7 +266,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return _error(request, 500, "服务内部错误，已记录 / internal error (logged)")
 
     app.include_router(ops.router)
-    for r in (intake.router, topics.router, public.router, admin.router):
+    for r in (intake.router, topics.router, public.router, admin.router, alerts.router):
         app.include_router(r, prefix="/api/v1", responses=ERROR_RESPONSES)
     app.include_router(open311_router, responses=OPEN311_ERROR_RESPONSES)
     app.include_router(review.router)

@@ -43,6 +43,7 @@ class Settings:
     recluster_quiet_s: float = 120.0             # re-cluster once intake has been quiet this long (0: never)
     role_rate: dict[str, int] = field(default_factory=lambda: dict(ROLE_RATE))
     model_check_seconds: float = 10.0
+    alerts_interval_s: float = 60.0              # evaluate and deliver alerts this often (0: only `triage alerts run`)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -50,7 +51,8 @@ class Settings:
                    fast_model_dir=os.environ.get("TRIAGE_FAST_MODEL"), home=os.environ.get("TRIAGE_HOME"),
                    max_body_bytes=_env_int("TRIAGE_MAX_BODY_BYTES", 256 * 1024),
                    recluster_every=_env_int("TRIAGE_RECLUSTER_EVERY", 200),
-                   recluster_quiet_s=float(_env_int("TRIAGE_RECLUSTER_QUIET_S", 120)))
+                   recluster_quiet_s=float(_env_int("TRIAGE_RECLUSTER_QUIET_S", 120)),
+                   alerts_interval_s=float(_env_int("TRIAGE_ALERTS_INTERVAL_S", 60)))
 
 
 class RateLimiter:
@@ -162,9 +164,31 @@ class Runtime:
 
         data = os.environ.get("TRIAGE_RETRAIN_DATA")
         self.retrain_config = RetrainConfig(data=Path(data) if data else None)
+        from triage.alerts import AlertEngine, AlertsConfig
+
+        self.alerts_config = AlertsConfig.from_env()
+        self.alerts = AlertEngine(self.store, self.alerts_config)
+        self._alerts_stop = threading.Event()
+        self._alerts_thread: threading.Thread | None = None
+        if self.settings.alerts_interval_s > 0:
+            self._alerts_thread = threading.Thread(target=self._alert_loop, name="triage-alerts", daemon=True)
+            self._alerts_thread.start()
+
+    def _alert_loop(self) -> None:
+        """Every worker runs the same loop: the outbox decides each alert once and a claim sends it once."""
+        while not self._alerts_stop.wait(self.settings.alerts_interval_s):
+            try:
+                done = self.alerts.run_once()
+                if any(done.values()):
+                    log.info("alerts: %s", done)
+            except Exception:  # noqa: BLE001 - a mail server or database hiccup must not end the loop
+                log.exception("alert round failed; retried at the next interval")
 
     def close(self) -> None:
-        """Stop the batcher threads and the office's settle timer, and close the database pool."""
+        """Stop the batcher threads, the alert loop and the office's settle timer, and close the database pool."""
+        self._alerts_stop.set()
+        if self._alerts_thread is not None:
+            self._alerts_thread.join(30)
         self.office.close()
         for b in (self.classify_fast, self.classify_full, self.analyse):
             b.close()

@@ -272,3 +272,71 @@ ERROR_RESPONSES: dict[int | str, dict] = {code: {"model": ErrorOut, "description
 #: the same for the GeoReport v2 paths, in their spec's shape
 OPEN311_ERROR_RESPONSES: dict[int | str, dict] = {code: {"model": list[Open311ErrorItem], "description": d}
                                                   for code, d in _ERROR_WHEN.items()}
+
+
+class SubscriptionFilters(Strict):
+    committee: StrictStr | None = Field(None, max_length=120, description="专委会 id 或名称")
+    domain: StrictStr | None = Field(None, max_length=64)
+    place: StrictStr | None = Field(None, max_length=120, description="地名（议题地点包含它即可）")
+    keyword: StrictStr | None = Field(None, max_length=60, description="议题标签包含的词")
+    verdict: StrictStr | None = Field(None, max_length=32, description="五大原则结论")
+
+
+class DaysSpec(Strict):
+    days: JsonInt = Field(..., ge=1, le=365)
+    factor: float = Field(2.0, gt=1, le=100, description="growth: 近 N 天留言数 ≥ 之前 N 天的倍数")
+
+
+class SubscriptionTriggers(Strict):
+    new_topic: StrictBool = Field(False, description="出现符合条件的新候选议题（至少两位群众）")
+    heat_above: float | None = Field(None, gt=0, le=1, description="热度超过此值")
+    growth: DaysSpec | None = Field(None, description="近 N 天增长到之前 N 天的 factor 倍")
+    campaign: StrictBool = Field(False, description="疑似集中刷帖")
+    backlog: DaysSpec | None = Field(None, description="个人诉求超过 N 天未处理（按部门）")
+    digest: StrictBool = Field(False, description="每周（或每日）专委会摘要")
+
+
+class SubscriptionIn(Strict):
+    name: StrictStr = Field(..., min_length=1, max_length=200)
+    channel: Literal["email", "webhook", "atom"]
+    target: StrictStr = Field("", max_length=500, description="email: 收件地址；webhook: http(s) 地址；atom: 留空")
+    schedule: Literal["now", "daily", "weekly"] = "now"
+    filters: SubscriptionFilters = Field(default_factory=SubscriptionFilters)
+    triggers: SubscriptionTriggers
+
+
+class SubscriptionOut(BaseModel):
+    id: int
+    name: str
+    owner: str
+    channel: str
+    target: str
+    schedule: str
+    filters: dict[str, Any]
+    triggers: dict[str, Any]
+    active: bool
+    created_at: UtcDateTime
+    last_digest_at: UtcDateTime | None = None
+    feed_url: str
+    secret: str | None = Field(None, description="webhook 签名密钥：只在创建时显示一次")
+
+
+class DeliveryOut(BaseModel):
+    at: UtcDateTime
+    attempt: int
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+class AlertOut(BaseModel):
+    id: int
+    trigger: str
+    title: str
+    topic_id: str | None = None
+    status: str
+    attempts: int
+    created_at: UtcDateTime
+    sent_at: UtcDateTime | None = None
+    last_error: str | None = None
+    deliveries: list[DeliveryOut]

@@ -886,7 +886,7 @@ def test_on_postgresql_the_text_search_can_use_its_gin_index(api) -> None:
         pytest.skip("the GIN index is PostgreSQL's; SQLite's FTS5 table is queried directly")
     from sqlalchemy import text as sql
 
-    cond = api.rt.office._text_matches("路灯不亮")
+    cond = api.rt.office.store.text_matches("路灯不亮")
     stmt = select(Suggestion.id).where(cond)
     with api.rt.store.session() as s:
         s.execute(sql("SET LOCAL enable_seqscan = off"))   # a tiny table: make the planner show its choice

@@ -164,3 +164,20 @@ def test_evaluate_scores_the_department_it_is_given_and_refuses_options_it_would
     assert rc == 0 and json.loads(stdout)["department"]["accuracy"] > 0.5
     rc, _, err = _run(capsys, *base, "--cv", "--encoder", "hashing")
     assert rc == 2 and "--topics" in err
+
+
+def test_alerts_run_decides_and_delivers_once_per_call(tmp_path, capsys) -> None:
+    from triage.alerts import create_subscription
+    from triage.store import Alert, Store, Topic
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    store = Store(url)
+    with store.session() as s:
+        s.add(Topic(id="T000001", label="北辰社区 · 楼道灯坏了", status="candidate", heat=0.5, size=3, submitters=3))
+    create_subscription(store, "clerk", None, "staff", "读者", "atom", "", "now", {}, {"heat_above": 0.4})
+    assert main(["alerts", "run", "--database", url]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"created": 1, "sent": 1, "retry": 0, "failed": 0}
+    assert main(["alerts", "run", "--database", url]) == 0   # a second run (cron again) finds it decided and sent
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"created": 0, "sent": 0, "retry": 0, "failed": 0}
+    with store.session() as s:
+        assert s.query(Alert).count() == 1

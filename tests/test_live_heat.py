@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
+from triage.office import Intake
 from triage.rank import reage
 from triage.store import Suggestion, Topic
 
@@ -145,3 +146,23 @@ def test_when_the_store_grows_past_the_trigger_a_reclustering_runs_and_decided_t
     with office.store.session() as s:
         members = set(s.execute(select(Suggestion.id).where(Suggestion.topic_id == tid)).scalars())
     assert {r.id for r in rows} <= members
+
+
+def test_a_message_right_after_a_reclustering_joins_where_the_members_went_not_a_dropped_topic(office) -> None:
+    """Before the index's background rebuild lands, the old index still holds the topics a re-clustering
+    dropped; a message assigned to one of them brought it back beside the topic its members joined."""
+    texts = ["锦绣家园小区的路灯坏了一个多月，晚上出门很不安全，请尽快修复。联系电话1",
+             "锦绣家园小区路灯坏了很久了，老人晚上摔倒过，希望尽快维修路灯", "反映锦绣家园小区路灯不亮的问题，晚上一片漆黑，身份证号2",
+             "锦绣家园小区路灯一直不亮，物业不管，请有关部门督促修复路灯"]
+    for k, t in enumerate(texts):   # an hour ago: each opens a topic of its own (the store had no index)
+        office.submit(Intake(text=t, submitter=f"c{k}", submitted_at=dt.datetime.utcnow() - dt.timedelta(minutes=60 - k)),
+                      auto_recluster=False)
+    office.recluster()
+    with office.store.session() as s:
+        kept = set(s.execute(select(Suggestion.topic_id)).scalars())
+    assert len(kept) == 1
+    for k, t in enumerate(["锦绣家园小区的路灯坏了，晚上回家看不见路，请求修复", "锦绣家园小区里的路灯全坏了，希望相关部门尽快维修"]):
+        row, _a, _r = office.submit(Intake(text=t, submitter=f"d{k}"), auto_recluster=False)
+        assert row.topic_id in kept
+    with office.store.session() as s:
+        assert set(s.execute(select(Topic.id)).scalars()) == kept

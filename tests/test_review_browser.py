@@ -349,3 +349,58 @@ def test_chinese_text_is_drawn_with_real_glyphs_not_boxes(page) -> None:
         return draw('政') === draw('协');
     }""")
     assert not same, "Chinese characters render as boxes: no CJK font is installed"
+
+
+def test_subscriptions_are_created_listed_with_their_alerts_and_deleted(page, site) -> None:
+    from triage.alerts import AlertEngine, AlertsConfig
+
+    page.goto(f"{site.base}/subscriptions")
+    page.fill("#new-subscription input[name=name]", "楼道灯提醒")
+    page.select_option("#new-subscription select[name=channel]", "atom")
+    page.fill("#new-subscription input[name=keyword]", "楼道灯")
+    page.fill("#new-subscription input[name=heat_above]", "0.01")
+    page.click("#new-subscription button[type=submit]")
+    page.wait_for_url("**/subscriptions?ok=*")
+    row = page.locator("#subscriptions tr[data-sub]", has_text="楼道灯提醒")
+    assert row.count() == 1 and "还没有提醒" in row.inner_text() and "关键词：楼道灯" in row.inner_text()
+    # the service's alert round (run here at once instead of waiting for its interval)
+    AlertEngine(site.rt.store, AlertsConfig(public_url=site.base.rsplit("/review", 1)[0])).run_once()
+    page.reload()
+    alerts = page.locator("#subscriptions tr[data-sub]", has_text="楼道灯提醒").locator(".alert")
+    assert alerts.count() >= 1 and "楼道灯" in alerts.first.inner_text() and "已发送" in alerts.first.inner_text()
+    feed = page.locator("#subscriptions tr[data-sub]", has_text="楼道灯提醒").locator("a", has_text="订阅源").get_attribute("href")
+    assert page.request.get(site.base.rsplit("/review", 1)[0] + feed).status == 200
+    page.screenshot(path=str(ARTIFACTS / "review_subscriptions.png"), full_page=True)
+    page.locator("#subscriptions tr[data-sub]", has_text="楼道灯提醒").locator("button", has_text="删除").click()
+    page.wait_for_url("**/subscriptions?ok=*")
+    assert page.locator("#subscriptions tr[data-sub]", has_text="楼道灯提醒").count() == 0
+    bad = page.goto(f"{site.base}/subscriptions")
+    page.fill("#new-subscription input[name=name]", "没有收件地址")
+    page.click("#new-subscription button[type=submit]")
+    page.wait_for_url("**/subscriptions?err=*")
+    assert "收件地址" in page.inner_text("body") and bad.status == 200   # e-mail is the default channel
+
+
+def test_a_digest_e_mail_renders_in_chinese_in_the_browser(site) -> None:
+    """The HTML part of a weekly digest e-mail as a mail client shows it (tests/artifacts/digest_email.png)."""
+    from triage.alerts import AlertsConfig, committee_digest, render
+    from triage.store import Alert, Subscription, utcnow
+
+    now = utcnow()
+    with site.rt.store.session() as s:
+        d = committee_digest(s, None, now - __import__("datetime").timedelta(days=7), now, "http://triage.test")
+    sub = Subscription(id=1, name="主席会议周报", channel="email", schedule="weekly")
+    subject, text, html_page = render(sub, [Alert(id=1, trigger="digest", title="[每周摘要] 全部专委会", payload=d,
+                                                 created_at=now)])
+    assert "每周摘要" in subject or "主席会议周报" in html_page
+    ctx = site.browser.new_context(viewport={"width": 800, "height": 900}, locale="zh-CN")
+    p = ctx.new_page()
+    p.set_content(html_page)
+    assert p.locator("table tr").count() == len(d["topics"]) + 1 and "位群众" in p.inner_text("body")
+    p.screenshot(path=str(ARTIFACTS / "digest_email.png"), full_page=True)
+    # the CJK font draws the text: glyphs of different widths, not tofu boxes of one (measured after the
+    # screenshot: the probes are added to the page)
+    widths = p.evaluate("""() => ['主', '1', 'i'].map(c => { const s = document.createElement('span');
+        s.textContent = c; document.body.appendChild(s); return s.getBoundingClientRect().width; })""")
+    assert widths[0] > widths[1] > widths[2] > 0
+    ctx.close()

@@ -347,6 +347,16 @@ def cmd_remask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Evaluate every subscription and deliver what is due, once (for cron; the service also does this
+    on its own schedule). Several runs at once, or beside the service, never send an alert twice."""
+    from triage.alerts import AlertEngine
+    from triage.store import Store
+
+    print(json.dumps(AlertEngine(Store(args.database)).run_once(), ensure_ascii=False))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Load past suggestions into the store (and cluster them once)."""
     from triage.office import Office
@@ -513,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--database", default=None)
     rm.add_argument("--model", default=None)
     rm.set_defaults(func=cmd_remask)
+
+    al = sub.add_parser("alerts", help="alerts and digests: `triage alerts run` evaluates and delivers once")
+    al.add_argument("action", choices=["run"])
+    al.add_argument("--database", default=None, help="SQLAlchemy URL (default: TRIAGE_DATABASE_URL or var/triage.db)")
+    al.set_defaults(func=cmd_alerts)
 
     im = sub.add_parser("import", help="load past suggestions into the store and cluster them")
     im.add_argument("file")

@@ -27,15 +27,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Boolean, Integer, and_, bindparam, delete, func, literal_column, select, update
-from sqlalchemy import text as sa_text
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from triage.errors import TriageError
 from triage.pipeline import Triage, validate_text
 from triage.places import PlaceExtractor
-from triage import search
 from triage.route import route_topic
 from triage.store import (LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, ApiKey, Assessment, AuditEvent,
                           Correction, Store, Suggestion, Topic, utcnow)
@@ -289,6 +287,15 @@ class Office:
             if index is not None:
                 lex = an.lex if an.index is index and place == an.place else None
                 tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places, lex=lex)
+                if not is_new and not self._topic_exists(tid):
+                    # the index predates a re-clustering that dropped this topic (its background rebuild
+                    # has not landed yet): joining it would bring the dropped topic back as a new one
+                    # beside the topic its members went to. Rebuild now and assign again.
+                    gen = self.store.get_setting("topics_generation")
+                    rebuilt, _upto = self._build_index()
+                    if rebuilt is not None:
+                        self._index, self._index_gen, index = rebuilt, gen, rebuilt
+                        tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places)
             try:
                 with self.store.session() as s:
                     if is_new:
@@ -332,6 +339,10 @@ class Office:
         if auto_recluster:   # even then: a run already going may not hold this message
             self._settle_later()
         return row, arow, False
+
+    def _topic_exists(self, tid: str) -> bool:
+        with self.store.session() as s:
+            return s.execute(select(Topic.id).where(Topic.id == tid)).first() is not None
 
     def _reage_quietly(self) -> None:
         """Every topic's recency at the store's clock, once the clock has moved a tenth of a half-life.
@@ -460,7 +471,9 @@ class Office:
         data.place = prim.most_common(1)[0][0] if prim else None
         data.campaign = data.size >= 3 and data.duplicates >= max(2, data.size // 2) and data.submitters <= max(2, data.size // 3)
         place_words = set(data.places)
-        words = Counter(w for r in rows for w in set((r.tokens or "").split())
+        # dict.fromkeys, not set: ties among keywords keep the text order, whatever the hash seed (the
+        # label is picked by its keywords: a set made it differ from one run to the next)
+        words = Counter(w for r in rows for w in dict.fromkeys((r.tokens or "").split())
                         if len(w) > 1 and not w.startswith("〔") and not any(w in p for p in place_words))
         data.keywords = [w for w, _ in words.most_common(6)]
         times = [self._sane_time(r.submitted_at) for r in rows if r.submitted_at is not None]
@@ -601,7 +614,7 @@ class Office:
             # the label or any member's (masked) text, which holds the keywords: staff search for 路灯 and expect
             # the topic whose messages say 路灯不亮 whatever its label says. Masked text only, so a
             # search never finds a topic by a citizen's phone number or name.
-            members = select(Suggestion.topic_id).where(self._text_matches(q), Suggestion.topic_id.is_not(None))
+            members = select(Suggestion.topic_id).where(self.store.text_matches(q), Suggestion.topic_id.is_not(None))
             stmt = stmt.where(Topic.label.contains(q, autoescape=True) | Topic.id.in_(members))
         order = {"heat": (Topic.heat.desc(), Topic.size.desc()), "size": (Topic.size.desc(), Topic.heat.desc()),
                  "recent": (Topic.last_seen.desc(),)}[sort]
@@ -615,28 +628,6 @@ class Office:
         if ts is None:
             return None
         return min(max(ts, self.config.earliest), utcnow() + dt.timedelta(seconds=self.config.clock_skew_s))
-
-    def _text_matches(self, q: str):
-        """A condition on :class:`Suggestion`: its masked text holds the words of ``q``.
-
-        The database's full-text index narrows (FTS5 on SQLite, a GIN-indexed tsvector on PostgreSQL,
-        over character bigrams: see triage.search) and every run of the query must then appear as
-        written; a run of one Han character has no bigram and is only scanned for.
-        """
-        q = normalize(q)   # the stored text is normalised: 路燈 finds 路灯
-        runs = search.query_runs(q)
-        exact = and_(*(Suggestion.text.contains(r, autoescape=True) for r in runs)) if runs else \
-            Suggestion.text.contains(q, autoescape=True)
-        phrases = search.query_phrases(q)
-        if phrases is None or self.store.full_text is None:
-            return exact
-        if self.store.full_text == "fts5":
-            hits = sa_text("SELECT rowid FROM suggestion_fts WHERE suggestion_fts MATCH :m").bindparams(
-                m=search.fts5_query(phrases)).columns(rowid=Integer)
-            return Suggestion.id.in_(select(hits.subquery().c.rowid)) & exact
-        vec = func.to_tsvector(literal_column("'simple'"), Suggestion.search_doc)   # the GIN index's expression
-        return and_(*(vec.op("@@", return_type=Boolean)(
-            func.phraseto_tsquery(literal_column("'simple'"), search.tsquery_text(p))) for p in phrases), exact)
 
     def topic(self, tid: str, actor: Actor, unmask: bool = False, reason: str = "") -> dict[str, Any]:
         if unmask:

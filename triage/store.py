@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine,
-                        delete, event, func, select, text, update)
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, and_,
+                        create_engine, delete, event, func, literal_column, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker, validates
@@ -261,6 +261,69 @@ class Lease(Base):
     mark: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class Subscription(Base):
+    """Who wants to hear about which topics, how and when (see triage.alerts).
+
+    ``filters``: committee, domain, place, keyword, verdict (all optional, all must match);
+    ``triggers``: new_topic, heat_above, growth {days, factor}, campaign, backlog {days};
+    ``channel``: email (``target`` an address), webhook (``target`` a URL, ``secret`` signs the body)
+    or atom (read at ``/api/v1/feeds/{feed_token}.atom``); ``schedule``: now, daily or weekly.
+    """
+
+    __tablename__ = "subscriptions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True, index=True)
+    owner: Mapped[str] = mapped_column(String(120), default="")
+    name: Mapped[str] = mapped_column(String(200), default="")
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+    triggers: Mapped[dict] = mapped_column(JSON, default=dict)
+    channel: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(500), default="")
+    secret: Mapped[str] = mapped_column(String(128), default="")
+    feed_token: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    schedule: Mapped[str] = mapped_column(String(16), default="now")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_digest_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Alert(Base):
+    """The outbox: one row per alert that is due, decided once (``dedup_key`` is unique, so two
+    workers or a restart cannot decide it twice) and delivered until it succeeds or gives up."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True)
+    dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    trigger: Mapped[str] = mapped_column(String(32))
+    topic_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)     # masked content only, see triage.alerts
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)   # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Delivery(Base):
+    """Every attempt to deliver an alert (or a digest of several): when, how it went, the answer's code."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    channel: Mapped[str] = mapped_column(String(16))
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str] = mapped_column(String(64), default="")
+
+
 def hash_key(key: str) -> str:
     # Keys are 256-bit random tokens, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -313,6 +376,30 @@ class Store:
             else:
                 self._full_text = None
         return self._full_text
+
+    def text_matches(self, q: str):
+        """A condition on :class:`Suggestion`: its masked text holds the words of ``q``.
+
+        The database's full-text index narrows (FTS5 on SQLite, a GIN-indexed tsvector on PostgreSQL,
+        over character bigrams: see triage.search) and every run of the query must then appear as
+        written; a run of one Han character has no bigram and is only scanned for.
+        """
+        from triage.text import normalize
+
+        q = normalize(q)   # the stored text is normalised: 路燈 finds 路灯
+        runs = search.query_runs(q)
+        exact = and_(*(Suggestion.text.contains(r, autoescape=True) for r in runs)) if runs else \
+            Suggestion.text.contains(q, autoescape=True)
+        phrases = search.query_phrases(q)
+        if phrases is None or self.full_text is None:
+            return exact
+        if self.full_text == "fts5":
+            hits = text("SELECT rowid FROM suggestion_fts WHERE suggestion_fts MATCH :m").bindparams(
+                m=search.fts5_query(phrases)).columns(rowid=Integer)
+            return Suggestion.id.in_(select(hits.subquery().c.rowid)) & exact
+        vec = func.to_tsvector(literal_column("'simple'"), Suggestion.search_doc)   # the GIN index's expression
+        return and_(*(vec.op("@@", return_type=Boolean)(
+            func.phraseto_tsquery(literal_column("'simple'"), search.tsquery_text(p))) for p in phrases), exact)
 
     def upgrade(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""

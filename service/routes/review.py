@@ -221,3 +221,93 @@ def export(request: Request, key: ApiKey = Depends(staff), ids: list[str] = Quer
     return templates.TemplateResponse(request, "export.html", {
         "base": BASE, "topics": topics, "reps": reps, "generated": dt.date.today().isoformat(),
         "csv_url": f"{BASE}/export?{q}&format=csv", "xlsx_url": f"{BASE}/export?{q}&format=xlsx"})
+
+
+# ------------------------------------------------------------------ subscriptions (triage.alerts)
+_CHANNELS = {"email": "电子邮件", "webhook": "Webhook", "atom": "Atom 订阅源"}
+_SCHEDULES = {"now": "即时", "daily": "每日摘要", "weekly": "每周摘要"}
+_FILTER_LABELS = {"committee": "专委会", "domain": "领域", "place": "地点", "keyword": "关键词", "verdict": "五大原则"}
+_STATUSES = {"pending": "待发送", "sent": "已发送", "failed": "发送失败"}
+
+
+@router.get("/subscriptions", response_class=HTMLResponse)
+def subscriptions_page(request: Request, key: ApiKey = Depends(staff)) -> HTMLResponse:
+    from service.routes.alerts import alerts_of
+    from triage.alerts import TRIGGER_LABELS
+    from triage.store import Subscription
+
+    rt = _rt(request)
+    with rt.store.session() as s:
+        q = select(Subscription).where(Subscription.active.is_(True)).order_by(Subscription.id)
+        if key.role != "admin":
+            q = q.where(Subscription.owner_key_id == key.id)
+        subs = s.execute(q).scalars().all()
+        for x in subs:
+            s.expunge(x)
+    alerts = {x.id: alerts_of(rt, x.id, limit=10) for x in subs}
+    return page(request, "subscriptions.html", key, nav="subscriptions", subs=subs, alerts=alerts, channels=_CHANNELS,
+                schedules=_SCHEDULES, filter_labels=_FILTER_LABELS, trigger_labels=TRIGGER_LABELS, statuses=_STATUSES,
+                **_lists(rt))
+
+
+@router.post("/subscriptions")
+def subscriptions_create(request: Request, key: ApiKey = Depends(staff), name: str = Form(..., max_length=200),
+                         channel: str = Form(...), target: str = Form("", max_length=500), schedule: str = Form("now"),
+                         committee: str = Form("", max_length=120), domain: str = Form("", max_length=64),
+                         place: str = Form("", max_length=120), keyword: str = Form("", max_length=60),
+                         new_topic: str = Form(""), heat_above: str = Form("", max_length=10),
+                         growth_days: str = Form("", max_length=4), campaign: str = Form(""),
+                         backlog_days: str = Form("", max_length=4), digest: str = Form("")) -> Response:
+    from triage.alerts import SubscriptionError, create_subscription
+
+    filters = {k: v.strip() for k, v in (("committee", committee), ("domain", domain), ("place", place),
+                                         ("keyword", keyword)) if v.strip()}
+    try:
+        triggers: dict = {}
+        if new_topic:
+            triggers["new_topic"] = True
+        if heat_above.strip():
+            triggers["heat_above"] = float(heat_above)
+        if growth_days.strip():
+            triggers["growth"] = {"days": int(growth_days), "factor": 2.0}
+        if campaign:
+            triggers["campaign"] = True
+        if backlog_days.strip():
+            triggers["backlog"] = {"days": int(backlog_days)}
+        if digest:
+            triggers["digest"] = True
+        x = create_subscription(_rt(request).store, actor_of(key).name, key.id, key.role, name.strip(), channel,
+                                target, schedule, filters, triggers)
+    except ValueError:
+        return _back(f"{BASE}/subscriptions", err="热度与天数需要填写数字 / numbers expected")
+    except SubscriptionError as exc:
+        return _back(f"{BASE}/subscriptions", err=str(exc))
+    msg = f"已创建订阅“{x.name}”"
+    if x.secret:
+        msg += f"；Webhook 签名密钥（只显示这一次）：{x.secret}"
+    return _back(f"{BASE}/subscriptions", ok=msg)
+
+
+@router.post("/subscriptions/{sub_id}/delete")
+def subscriptions_delete(request: Request, sub_id: int, key: ApiKey = Depends(staff)) -> Response:
+    from triage.alerts import end_subscription
+
+    x = end_subscription(_rt(request).store, sub_id, actor_of(key).name, key.role, key.id)
+    if x is None:
+        return _back(f"{BASE}/subscriptions", err="没有这个订阅")
+    return _back(f"{BASE}/subscriptions", ok=f"已删除订阅“{x.name}”")
+
+
+@router.get("/digest", response_class=HTMLResponse)
+def digest_page(request: Request, key: ApiKey = Depends(staff), committee: str = Query("", max_length=120),
+                days: int = Query(7, ge=1, le=365)) -> HTMLResponse:
+    from triage.alerts import committee_digest
+
+    rt = _rt(request)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with rt.store.session() as s:
+        d = committee_digest(s, committee or None, now - dt.timedelta(days=days), now, rt.alerts_config.public_url,
+                             limit=30)
+    names = {c.id: c.name for c in rt.office.triage.taxonomy.committees}
+    d["committee_name"] = names.get(committee, committee)
+    return page(request, "digest.html", key, nav="subscriptions", d=d, days=days, **_lists(rt))

@@ -92,3 +92,10 @@ def test_personal_data_scores_count_a_span_only_when_every_character_is_masked()
     row = bench.score("t", masked, docs, gold, {"m1": "cued", "m2": "random"}, 0.0)[0]
     assert row["name_recall"].startswith("1/2") and row["mobile_recall"].startswith("1/1")
     assert row["masked_regions"] == 4 and row["precision"] == 0.75
+
+
+def test_encoder_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
+    bench = _load("real_encoders")
+    monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
+    assert bench.main([]) == 0
+    assert "skipped" in capsys.readouterr().out

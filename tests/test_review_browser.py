@@ -359,6 +359,7 @@ def test_subscriptions_are_created_listed_with_their_alerts_and_deleted(page, si
     page.select_option("#new-subscription select[name=channel]", "atom")
     page.fill("#new-subscription input[name=keyword]", "楼道灯")
     page.fill("#new-subscription input[name=heat_above]", "0.01")
+    assert page.locator("#new-subscription select[name=verdict] option").count() == 5   # 不限 + the four verdicts
     page.click("#new-subscription button[type=submit]")
     page.wait_for_url("**/subscriptions?ok=*")
     row = page.locator("#subscriptions tr[data-sub]", has_text="楼道灯提醒")

@@ -245,9 +245,11 @@ def subscriptions_page(request: Request, key: ApiKey = Depends(staff)) -> HTMLRe
         for x in subs:
             s.expunge(x)
     alerts = {x.id: alerts_of(rt, x.id, limit=10) for x in subs}
+    from triage.principles import FORWARD, PROPOSE, RESEARCH, UNSUITABLE
+
     return page(request, "subscriptions.html", key, nav="subscriptions", subs=subs, alerts=alerts, channels=_CHANNELS,
                 schedules=_SCHEDULES, filter_labels=_FILTER_LABELS, trigger_labels=TRIGGER_LABELS, statuses=_STATUSES,
-                **_lists(rt))
+                verdicts=[PROPOSE, RESEARCH, FORWARD, UNSUITABLE], **_lists(rt))
 
 
 @router.post("/subscriptions")
@@ -255,13 +257,14 @@ def subscriptions_create(request: Request, key: ApiKey = Depends(staff), name: s
                          channel: str = Form(...), target: str = Form("", max_length=500), schedule: str = Form("now"),
                          committee: str = Form("", max_length=120), domain: str = Form("", max_length=64),
                          place: str = Form("", max_length=120), keyword: str = Form("", max_length=60),
+                         verdict: str = Form("", max_length=32),
                          new_topic: str = Form(""), heat_above: str = Form("", max_length=10),
                          growth_days: str = Form("", max_length=4), campaign: str = Form(""),
                          backlog_days: str = Form("", max_length=4), digest: str = Form("")) -> Response:
     from triage.alerts import SubscriptionError, create_subscription
 
     filters = {k: v.strip() for k, v in (("committee", committee), ("domain", domain), ("place", place),
-                                         ("keyword", keyword)) if v.strip()}
+                                         ("keyword", keyword), ("verdict", verdict)) if v.strip()}
     try:
         triggers: dict = {}
         if new_topic:

@@ -65,6 +65,11 @@ def _net_support(frame: pd.DataFrame) -> pd.Series | int:
     return (likes.clip(lower=0) - against.clip(lower=0)).clip(lower=0).astype(int)
 
 
+#: how each stage of :func:`build_candidates` is named in its progress lines
+STAGE_LABELS = {"prepare": "规范化与脱敏", "classify": "分类", "places_embed": "地点与句向量", "cluster_describe": "聚类与描述",
+                "judge_rank": "五大原则与排序", "themes": "主题归并"}
+
+
 def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
                      now: pd.Timestamp | None = None, previous: Mapping[str, Iterable[str]] | None = None,
                      config: TopicConfig | None = None, memory: RoutingMemory | None = None,
@@ -79,7 +84,11 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     clock = {"start": time.perf_counter()}
 
     def lap(stage: str) -> None:
+        """Record a stage's end and say so: on a long run (a province's backlog, an import) each stage
+        is a line of progress, with its time, instead of one line at the very end."""
         clock[stage] = time.perf_counter()
+        log.info("候选议题：%s完成（%d 条，%.1f 秒） / %s done", STAGE_LABELS.get(stage, stage), len(frame),
+                 clock[stage] - clock["start"], stage)
 
     frame = frame.reset_index(drop=True)
     if stored is None:

@@ -381,6 +381,16 @@ class AlertEngine:
             members = select(Suggestion.topic_id).where(self.store.text_matches(f["keyword"]),
                                                         Suggestion.topic_id.is_not(None))
             q = q.where(or_(Topic.label.contains(f["keyword"], autoescape=True), Topic.id.in_(members)))
+        trig = sub.triggers or {}
+        if not (trig.get("growth") or trig.get("campaign")):
+            # only topics that can fire are read: every worker runs this each minute, and at a large
+            # store reading every candidate topic for every subscription was most of the round
+            could = []
+            if trig.get("heat_above") is not None:
+                could.append(Topic.heat >= float(trig["heat_above"]))
+            if trig.get("new_topic"):
+                could.append((Topic.created_at >= sub.created_at) & (Topic.submitters >= self.config.min_submitters))
+            q = q.where(or_(*could)) if could else q
         topics = s.execute(q).scalars().all()
         if f.get("place"):
             topics = [t for t in topics if f["place"] == t.place or any(f["place"] in p for p in (t.places or []))

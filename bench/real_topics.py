@@ -23,7 +23,10 @@ Figures, against the gold groups on the annotated messages only (a topic's messa
 annotated files don't count against it): size-weighted **member F1** (per group, the topic holding
 it best), **ARI** over gold members, wrong merges (a topic holding two gold groups) and splits; the
 rank of the ten groups raised by the most distinct citizens, and how many of them are in the top
-20; topics count; what the top 20 are made of (single messages, one person's repeated posts).
+20; topics count; what the top 20 are made of (single messages, one person's repeated posts). And,
+against the 420 labelled pairs around the merge threshold (``topic_pairs.md``): how many of the same-
+problem pairs end in one topic, and how many different-problem pairs do (wrong joins the gold groups
+cannot see, since they involve messages outside every group).
 """
 
 from __future__ import annotations
@@ -60,6 +63,22 @@ def load_gold() -> pd.DataFrame:
     if len(dup):
         raise SystemExit(f"gold ids in two groups: {', '.join(dup)}")
     return gold
+
+
+def load_pairs() -> pd.DataFrame:
+    """The labelled pairs around the merge threshold (``topic_pairs.md``): a, b, same."""
+    p = LABELS / "topic_pairs.csv"
+    return pd.read_csv(p, dtype={"a": str, "b": str}) if p.exists() else pd.DataFrame(columns=["a", "b", "same"])
+
+
+def pair_outcome(topic_of: dict, pairs: pd.DataFrame) -> dict:
+    """How many labelled same-problem pairs end in one topic, and how many different-problem pairs do:
+    the gold groups cannot see a topic that joins two messages outside every group."""
+    together = np.array([topic_of.get(a) is not None and topic_of.get(a) == topic_of.get(b)
+                         for a, b in zip(pairs["a"], pairs["b"])], dtype=bool)
+    same = pairs["same"].to_numpy(dtype=int) == 1
+    return {"same_kept": int(together[same].sum()), "same": int(same.sum()),
+            "different_merged": int(together[~same].sum()), "different": int((~same).sum())}
 
 
 def load_board(files: list[str]) -> pd.DataFrame:
@@ -179,7 +198,8 @@ def score(run: dict, board: pd.DataFrame, gold: pd.DataFrame, universe: set[str]
            "clear_groups": len(clear),
            "clear_in_top20": sum(1 for g in clear if ranks[g] is not None and ranks[g] <= 20)}
     t = run["topics"].sort_values("rank").head(20)
-    return {"member_f1": mf["weighted_f1"], "ari": round(float(ari), 4), "wrong_merges": merged, "split_groups": split,
+    po = pair_outcome(run["topic_of"], load_pairs())
+    return {"pairs": po, "member_f1": mf["weighted_f1"], "ari": round(float(ari), 4), "wrong_merges": merged, "split_groups": split,
             "groups": len(mf["groups"]), "top10_groups_in_top20": top20, "top10_ranks": ranks, "top10_tie": tie,
             "ranks_by_submitters": every,
             "topics": int(len(run["topics"])), "seconds": run["seconds"], "peak_mib": run["peak_mib"],
@@ -229,16 +249,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         print(f"\n{len(board)} messages ({', '.join(files)}); gold {gold['group'].nunique()} groups / {len(gold)} "
               f"messages on {', '.join(sorted(annotated))}\n")
-        print("| run | member F1 | ARI (gold members) | wrong merges | split groups | top-10 groups in top 20 "
+        print("| run | member F1 | ARI (gold members) | wrong merges | split groups | labelled pairs: same kept "
+              "| labelled pairs: different merged | top-10 groups in top 20 "
               "| topics | top 20: single msgs / one person | seconds | peak MiB |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in runs:
             if r.get("failed"):
-                print(f"| {r['name']} | failed | | | | | | | | |")
+                print(f"| {r['name']} | failed | | | | | | | | | | |")
                 continue
             s = score(r, board, gold, universe)
             results[r["name"]] = s
+            po = s["pairs"]
             print(f"| {r['name']} | {s['member_f1']:.3f} | {s['ari']:.3f} | {s['wrong_merges']} | {s['split_groups']} "
+                  f"| {po['same_kept']}/{po['same']} | {po['different_merged']}/{po['different']} "
                   f"| {s['top10_groups_in_top20']}/10 | {s['topics']} | {s['top20_single_message']} / "
                   f"{s['top20_one_person']} | {s['seconds']} | {s['peak_mib'] or ''} |")
         tri = next((r for r in runs if r["name"] == "triage" and not r.get("failed")), None)

@@ -575,7 +575,11 @@ def test_a_retraining_job_whose_worker_died_is_failed_with_the_reason_and_no_lon
 @pytest.mark.slow
 def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activated(api, small_corpus, tmp_path) -> None:
     """The gate's default (tolerance 0: not worse than the baseline) against a candidate that is really
-    worse: forty corrections that call traffic, housing, health … messages 教育."""
+    worse: forty corrections that call traffic, housing, health … messages 教育.
+
+    The gate reads two scores; which of them the damage shows in depends on the split (168 corpus rows
+    in 14 domains: a held-out domain F1 of about 0.3 moves as much with the topics that group the rows).
+    So the test asks what the gate promises: worse on at least one of them, and not activated."""
     from triage.retrain import RetrainConfig, Retrainer
     from triage.store import Correction
 
@@ -593,7 +597,7 @@ def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activat
         with api.rt.store.session() as s:
             s.execute(delete(Correction).where(Correction.actor == "test", Correction.reason == "故意标错"))
     sc = result["scores"]
-    assert sc["candidate"]["domain_macro_f1"] < sc["baseline"]["domain_macro_f1"]
+    assert any(sc["candidate"][k] < sc["baseline"][k] for k in ("domain_macro_f1", "scope_macro_f1")), sc
     assert result["activated"] is False and "未启用" in result["reason"]
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class TopicConfig:
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     duplicate_threshold: float = 0.88     # char 2-3-gram cosine: same text sent twice / copy-paste
-    theme_threshold: float = 0.40         # looser, and place-blind: the same problem elsewhere
+    theme_threshold: float = 0.35         # looser than topics (0.30), and place-blind: the same problem elsewhere
     keywords: int = 6
     lexical: str = "chars"                # "words" (jieba tokens) or "chars" (character 2-3-grams)
     id_match_min_jaccard: float = 0.3

@@ -18,8 +18,9 @@ For each backend (``triage.embed.get_encoder``):
   is printed: none is picked on the test folds);
 * **topics** — ``build_candidates`` on the 5,227-message board of ``bench/real_topics.py`` with that
   encoder (masking and segmenting done once and shared, as re-clustering does), scored against the
-  gold as that bench does: size-weighted member F1, ARI on gold members, how many of the ten groups
-  raised by the most citizens are in the top 20. **lexical only** is the same run with the semantic
+  gold as that bench does: size-weighted member F1, ARI on gold members, the labelled pairs (same
+  problem kept in one topic, different problems joined), how many of the ten groups raised by the
+  most citizens are in the top 20. **lexical only** is the same run with the semantic
   weight at 0 and the lexical weight at 1 (the hashing encoder stands in where the 五大原则 judge and
   routing need vectors).
 """
@@ -165,6 +166,8 @@ def topic_rows(specs: list[str], work: Path) -> list[dict]:
         s = rt.score(run, board, gold, universe)
         rows.append({"backend": name, "topic_member_f1": s["member_f1"], "topic_ari": s["ari"],
                      "top10_in_top20": s["top10_groups_in_top20"], "topics": s["topics"],
+                     "pairs_same_kept": f"{s['pairs']['same_kept']}/{s['pairs']['same']}",
+                     "pairs_different_merged": f"{s['pairs']['different_merged']}/{s['pairs']['different']}",
                      "topics_seconds": round(secs, 1), "topics_timings": res.seconds})
         log.info("topics: %s done in %.0f s", name, secs)
     return rows
@@ -201,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 table[r["backend"]].update(r)
     frame = pd.DataFrame(list(table.values()))
     cols = [c for c in ("backend", "openings_per_s", "peak_mib", "domain_macro_f1", "topic_member_f1", "topic_ari",
-                        "top10_in_top20", "topics", "topics_seconds") if c in frame.columns]
+                        "pairs_same_kept", "pairs_different_merged", "top10_in_top20", "topics", "topics_seconds")
+            if c in frame.columns]
     print("\ndomain: plain TF-IDF + LinearSVC alone (lexical only) or fused with the embedding at weights 0.5 / 1 / 2")
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for row in frame[cols].fillna("").itertuples(index=False):

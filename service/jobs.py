@@ -31,7 +31,12 @@ def holder() -> str:
 
 def job_out(j: Job) -> dict:
     return {"id": j.id, "kind": j.kind, "status": j.status, "result": j.result or {}, "error": j.error,
-            "created_at": j.created_at, "finished_at": j.finished_at}
+            "progress": j.progress, "created_at": j.created_at, "finished_at": j.finished_at}
+
+
+def reporter(rt: Runtime, job_id: int) -> Callable[[dict], None]:
+    """What a job's work calls as each stage ends: the stage goes to the job's row (and beats)."""
+    return lambda progress: rt.store.job_progress(job_id, progress)
 
 
 def start(rt: Runtime, kind: str, actor: str, work: Callable[[int], dict[str, Any]], busy: str) -> dict:

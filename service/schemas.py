@@ -243,6 +243,8 @@ class JobOut(BaseModel):
     status: str
     result: dict[str, Any]
     error: str | None
+    progress: dict[str, Any] | None = Field(
+        default=None, description="长任务所处阶段：stage（阶段名）、step / steps（已完成阶段数 / 阶段总数）、messages、seconds")
     created_at: UtcDateTime
     finished_at: UtcDateTime | None
 

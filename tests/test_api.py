@@ -540,7 +540,7 @@ def test_a_retraining_job_whose_worker_died_is_failed_with_the_reason_and_no_lon
 
     ran: list[str] = []
 
-    def fake_retrain(rt, actor):   # the job itself is not what is tested here
+    def fake_retrain(rt, actor, progress=None):   # the job itself is not what is tested here
         ran.append(actor)
         return {"fake": True}
 
@@ -573,31 +573,39 @@ def test_a_retraining_job_whose_worker_died_is_failed_with_the_reason_and_no_lon
 
 
 @pytest.mark.slow
-def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activated(api, small_corpus, tmp_path) -> None:
+def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activated(api, corpus, small_corpus,
+                                                                                     tmp_path) -> None:
     """The gate's default (tolerance 0: not worse than the baseline) against a candidate that is really
-    worse: forty corrections that call traffic, housing, health … messages 教育.
+    worse: 112 messages of the corpus (none of the training rows), each corrected to the next domain in
+    the taxonomy's order, so the candidate learns a shifted map of words to domains.
 
-    The gate reads two scores; which of them the damage shows in depends on the split (168 corpus rows
-    in 14 domains: a held-out domain F1 of about 0.3 moves as much with the topics that group the rows).
-    So the test asks what the gate promises: worse on at least one of them, and not activated."""
+    It used to correct forty messages of the shared store to 教育. Whether those were enough to show on
+    a held-out split of 14 domains depended on which messages earlier tests had stored and how topics
+    grouped them (a held-out domain F1 of about 0.35 moves by as much with the split); this damage does
+    not. Its messages go to a store of its own, so later tests never meet them."""
+    from triage.office import Intake, Office
     from triage.retrain import RetrainConfig, Retrainer
-    from triage.store import Correction
+    from triage.store import Correction, Store
 
     data = tmp_path / "small.csv"
     small_corpus.to_csv(data, index=False)
-    with api.rt.store.session() as s:
-        rows = s.execute(select(Suggestion.id, Suggestion.domain).where(Suggestion.domain != "教育")
-                         .order_by(Suggestion.id).limit(40)).all()
-        assert len(rows) >= 20
-        s.add_all([Correction(suggestion_id=i, field="domain", old_value=d, value="教育", actor="test",
-                              reason="故意标错") for i, d in rows])
+    domains = sorted(corpus["domain"].unique())
+    wrong = {d: domains[(k + 1) % len(domains)] for k, d in enumerate(domains)}
+    taught = (corpus[~corpus["text"].isin(set(small_corpus["text"]))]
+              .groupby("domain").sample(8, random_state=1).reset_index(drop=True))
+    store = Store(f"sqlite:///{tmp_path / 'gate.db'}")
+    office = Office(store, api.rt.office.triage)
     try:
-        result = Retrainer(api.rt.store, api.rt.office.triage.bundle, tmp_path / "m", RetrainConfig(data=data)).run()
-    finally:   # later tests retrain on this store: they must not learn these
-        with api.rt.store.session() as s:
-            s.execute(delete(Correction).where(Correction.actor == "test", Correction.reason == "故意标错"))
+        ids = [office.submit(Intake(text=r.text, title=r.title), auto_recluster=False)[0].id
+               for r in taught.itertuples()]
+        with store.session() as s:
+            s.add_all([Correction(suggestion_id=i, field="domain", old_value=d, value=wrong[d], actor="test",
+                                  reason="故意标错") for i, d in zip(ids, taught["domain"])])
+        result = Retrainer(store, office.triage.bundle, tmp_path / "m", RetrainConfig(data=data)).run()
+    finally:
+        office.close()
     sc = result["scores"]
-    assert any(sc["candidate"][k] < sc["baseline"][k] for k in ("domain_macro_f1", "scope_macro_f1")), sc
+    assert sc["candidate"]["domain_macro_f1"] < sc["baseline"]["domain_macro_f1"] - 0.05, sc
     assert result["activated"] is False and "未启用" in result["reason"]
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 
@@ -630,6 +638,7 @@ def test_retraining_is_an_admin_job_gated_on_a_held_out_split_and_switches_the_m
         time.sleep(0.5)
     assert st["status"] == "done", st
     assert st["result"]["activated"] is True and st["result"]["new_corrections"] >= 1
+    assert st["progress"]["stage"] == "训练并保存新模型" and st["progress"]["step"] == st["progress"]["steps"] == 6
     api.rt._checked = 0.0
     r = submit(api, "村里到镇上的公交太少", who="staff")
     assert r.json()["assessment"]["model_version"] == st["result"]["version"] != old
@@ -687,6 +696,49 @@ def test_a_running_reclustering_elsewhere_is_a_409_not_a_second_run(api) -> None
     finally:
         api.rt.store.release("recluster", "elsewhere:1:x")
     recluster(api)
+
+
+def test_a_reclustering_job_says_which_stage_it_is_in_while_it_runs(api, monkeypatch) -> None:
+    """Minutes at 100k stored messages: GET /jobs/{id} shows the stage, not just "running"."""
+    import threading
+    import time
+
+    import triage.candidates as candidates
+
+    seen: list[dict] = []
+    res = api.rt.office.recluster(progress=seen.append)
+    assert [p["step"] for p in seen] == list(range(1, 9)) and {p["steps"] for p in seen} == {8}
+    assert seen[0]["stage"] == "读取留言" and seen[-1]["stage"] == "写入议题" and seen[4]["stage"] == "聚类与描述"
+    assert {p["messages"] for p in seen} == {res["messages"]} and res["messages"] > 0
+    assert [p["seconds"] for p in seen] == sorted(p["seconds"] for p in seen)
+
+    # held inside the run, right after 五大原则与排序: the job's row says so
+    release, reached = threading.Event(), threading.Event()
+    themes = candidates.rank_themes
+
+    def held(*a, **kw):
+        reached.set()
+        assert release.wait(60)
+        return themes(*a, **kw)
+
+    monkeypatch.setattr(candidates, "rank_themes", held)
+    r = api.client.post("/api/v1/topics/recluster", headers=api.h("staff"))
+    assert r.status_code == 202, r.text
+    job = r.json()["id"]
+    try:
+        assert reached.wait(60)
+        st = api.client.get(f"/api/v1/jobs/{job}", headers=api.h("staff")).json()
+        assert st["status"] == "running"
+        assert st["progress"]["stage"] == "五大原则与排序" and (st["progress"]["step"], st["progress"]["steps"]) == (6, 8)
+    finally:
+        release.set()
+    for _ in range(600):
+        st = api.client.get(f"/api/v1/jobs/{job}", headers=api.h("staff")).json()
+        if st["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert st["status"] == "done" and st["progress"]["stage"] == "写入议题" and st["progress"]["step"] == 8
+    assert st["progress"]["messages"] == st["result"]["messages"]
 
 
 def test_automatic_reclustering_waits_until_the_store_has_grown(api) -> None:

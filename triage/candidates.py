@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import time
 from dataclasses import dataclass, field
 
@@ -73,13 +73,17 @@ STAGE_LABELS = {"prepare": "规范化与脱敏", "classify": "分类", "places_e
 def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
                      now: pd.Timestamp | None = None, previous: Mapping[str, Iterable[str]] | None = None,
                      config: TopicConfig | None = None, memory: RoutingMemory | None = None,
-                     stored: pd.DataFrame | None = None) -> CandidateTopics:
+                     stored: pd.DataFrame | None = None,
+                     progress: Callable[[dict], None] | None = None) -> CandidateTopics:
     """Ranked candidate topics for the rows of ``frame``.
 
     ``stored`` (the service's re-clustering) gives, row for row, what intake already worked out and
     kept: the masked ``text``, jieba ``tokens`` and the ``domain``/``scope`` (corrected by staff where
     they corrected it); ``places``/``place`` too if given, else they are found in the text. Segmenting and classifying every stored message again at each re-clustering
     cost about as much as the clustering itself, and would undo corrections.
+
+    ``progress`` (a job's reporter) is called as each stage ends with ``{"stage": its Chinese name,
+    "step": stages done, "steps": len(STAGE_LABELS), "messages": n, "seconds": so far}``.
     """
     clock = {"start": time.perf_counter()}
 
@@ -89,6 +93,10 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         clock[stage] = time.perf_counter()
         log.info("候选议题：%s完成（%d 条，%.1f 秒） / %s done", STAGE_LABELS.get(stage, stage), len(frame),
                  clock[stage] - clock["start"], stage)
+        if progress is not None:
+            progress({"stage": STAGE_LABELS.get(stage, stage), "step": list(STAGE_LABELS).index(stage) + 1,
+                      "steps": len(STAGE_LABELS), "messages": len(frame),
+                      "seconds": round(clock[stage] - clock["start"], 1)})
 
     frame = frame.reset_index(drop=True)
     if stored is None:

@@ -52,7 +52,11 @@ def _frame_for_training(args: argparse.Namespace):
         from triage.embed import CachedEncoder, get_encoder
 
         encoder = CachedEncoder(get_encoder("use"))
-    prepared = prepare_texts(texts.tolist(), cues, encoder)
+    t0 = time.perf_counter()
+    # normalising, masking (the name NER) and segmenting is most of a training's time: on every core
+    prepared = prepare_texts(texts.tolist(), cues, encoder, workers=os.cpu_count() or 1)
+    log.info("训练：规范化、脱敏与分词完成（%d 条，%.1f 秒） / training: texts prepared", len(prepared),
+             time.perf_counter() - t0)
 
     def col(name: str | None):
         if not name:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -282,21 +283,31 @@ def train_bundle(frame: pd.DataFrame, spec: TrainSpec, cues: CueMatcher, *, eval
     fcfg = FeatureConfig(**{**asdict(spec.features),
                             "cue_columns": tuple(cues.columns) if spec.features.cue_features else (),
                             "embedding_columns": emb_cols if spec.features.embedding else ()})
+    t0 = time.perf_counter()
+
+    def done(stage: str) -> None:
+        """A line per stage: training on an office's history takes minutes, cross-validation most of it."""
+        log.info("训练：%s完成（%d 条，%.1f 秒） / training: %s done", stage, len(frame), time.perf_counter() - t0, stage)
+
     log.info("fitting features and the domain classifier on %d messages", len(frame))
     features = FeatureSpace.from_column_transformer(build_features(fcfg).fit(frame))
     X = features.transform(frame)
     domain = TextClassifier(spec.domain_config).fit(X, spec.domain, groups)
+    done("特征与领域分类器")
     words = None
     if evaluate:
         from triage.baseline import plain_words
 
         words = plain_words(frame["text"].tolist())
         metrics["domain"] = cross_validate(frame, spec.domain, groups, fcfg, spec.domain_config, baseline_words=words)
+        done("领域交叉验证（含朴素基线）")
     scope = None
     if spec.scope is not None:
         scope = TextClassifier(spec.scope_config).fit(X, spec.scope, groups)
+        done("范围分类器")
         if evaluate:
             metrics["scope"] = cross_validate(frame, spec.scope, groups, fcfg, spec.scope_config, baseline_words=words)
+            done("范围交叉验证")
     department = None
     if spec.department is not None:
         mask = np.asarray([bool(v) for v in spec.department])
@@ -307,6 +318,7 @@ def train_bundle(frame: pd.DataFrame, spec: TrainSpec, cues: CueMatcher, *, eval
             if evaluate:
                 metrics["department"] = cross_validate(frame[mask].reset_index(drop=True), labels, sub_groups,
                                                        fcfg, spec.department_config)
+            done("部门分类器")
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     dhash = data_hash(frame["text"].tolist(), spec.domain, spec.scope or [None] * len(frame),
                       spec.department or [None] * len(frame))

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -216,10 +216,11 @@ class Office:
         except Exception:  # noqa: BLE001 - the database may be down at start; the first submission retries
             log.warning("topic index not built at start (database unavailable?); it is built on first use")
 
-    def analyse(self, texts: list[str]) -> list["Analysed"]:
+    def analyse(self, texts: list[str], workers: int = 1) -> list["Analysed"]:
         """The model work of intake for valid texts, in one batch (the service batches concurrent
-        submissions: the sentence encoder is several times faster per text in a batch)."""
-        prepared = self.triage.prepare(texts, encoder=self._raw)
+        submissions: the sentence encoder is several times faster per text in a batch). ``workers``
+        processes segment and mask (a history import; the service's requests stay in one process)."""
+        prepared = self.triage.prepare(texts, encoder=self._raw, workers=workers)
         results = self.triage.assess_texts(texts, prepared=prepared)
         emb_cols = [c for c in prepared.columns if str(c).startswith("emb")]
         from triage.embed import GIST_CHARS, topic_embeddings
@@ -271,16 +272,8 @@ class Office:
         a, emb, tokens = an.assessment, an.emb, an.tokens
         if a.error:
             raise InvalidRequest(a.error)
-        given = normalize(data.place).strip() if data.place else None
-        place = an.place or (given or None)
-        places = list(an.places) or ([given] if given else [])
-        try:
-            submitted = _naive(data.submitted_at) or utcnow()
-        except (ValueError, OverflowError) as exc:   # 9999-12-31T23:00-05:00 is past year 9999 in UTC
-            raise InvalidRequest("提交时间超出可表示的范围 / submitted_at is out of range") from exc
-        if not self.config.earliest <= submitted <= utcnow() + dt.timedelta(seconds=self.config.clock_skew_s):
-            raise InvalidRequest(f"提交时间 {submitted:%Y-%m-%d %H:%M} 不在可接受范围内（{self.config.earliest:%Y-%m-%d} 至当前时间）"
-                                 " / submitted_at must lie between the office's earliest history and now")
+        place, places = self._places_of(data, an)
+        submitted = self._admissible_time(data.submitted_at)
         with self._lock:
             index = self._current_index()
             tid, is_new = None, True
@@ -303,15 +296,7 @@ class Office:
                         if index is not None and tid is not None:
                             index.ids[index.ids.index(tid)] = real
                         tid = real
-                    row = Suggestion(
-                        receipt=new_receipt(), submitted_at=submitted, channel=data.channel or "", title=data.title or "",
-                        raw_text=data.text, text=a.text, tokens=tokens, pii_kinds=a.pii_kinds, contact=data.contact,
-                        place_given=given, place=place, places=places, stated_domain=data.stated_domain,
-                        support=max(0, int(data.support or 0)), submitter=data.submitter or "",
-                        api_key_id=key.id if key else None, idempotency_key=idem, body_hash=bh,
-                        domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name,
-                        embedding=_blob(an.full), head_embedding=_blob(an.head),
-                        embedding_model=self.encoder.name if an.full is not None or an.head is not None else None)
+                    row = self._suggestion_row(data, an, submitted, key=key, idem=idem, bh=bh)
                     s.add(row)
                     s.flush()
                     arow = _assessment_row(row.id, a)
@@ -339,6 +324,38 @@ class Office:
         if auto_recluster:   # even then: a run already going may not hold this message
             self._settle_later()
         return row, arow, False
+
+    def _admissible_time(self, when: dt.datetime | None) -> dt.datetime:
+        """The submission time as stored (naive UTC; now when not given), or InvalidRequest with why."""
+        try:
+            submitted = _naive(when) or utcnow()
+        except (ValueError, OverflowError) as exc:   # 9999-12-31T23:00-05:00 is past year 9999 in UTC
+            raise InvalidRequest("提交时间超出可表示的范围 / submitted_at is out of range") from exc
+        if not self.config.earliest <= submitted <= utcnow() + dt.timedelta(seconds=self.config.clock_skew_s):
+            raise InvalidRequest(f"提交时间 {submitted:%Y-%m-%d %H:%M} 不在可接受范围内（{self.config.earliest:%Y-%m-%d} 至当前时间）"
+                                 " / submitted_at must lie between the office's earliest history and now")
+        return submitted
+
+    @staticmethod
+    def _places_of(data: Intake, an: "Analysed") -> tuple[str | None, list[str]]:
+        """The message's primary place and every place: found in the text, else the one the form gave."""
+        given = normalize(data.place).strip() if data.place else None
+        return an.place or (given or None), list(an.places) or ([given] if given else [])
+
+    def _suggestion_row(self, data: Intake, an: "Analysed", submitted: dt.datetime, *, key: ApiKey | None,
+                        idem: str | None, bh: str | None = None) -> Suggestion:
+        """The stored row of one analysed suggestion (no topic yet): intake and a history import alike."""
+        a = an.assessment
+        place, places = self._places_of(data, an)
+        return Suggestion(
+            receipt=new_receipt(), submitted_at=submitted, channel=data.channel or "", title=data.title or "",
+            raw_text=data.text, text=a.text, tokens=an.tokens, pii_kinds=a.pii_kinds, contact=data.contact,
+            place_given=normalize(data.place).strip() if data.place else None, place=place, places=places,
+            stated_domain=data.stated_domain, support=max(0, int(data.support or 0)), submitter=data.submitter or "",
+            api_key_id=key.id if key else None, idempotency_key=idem, body_hash=bh or body_hash(data),
+            domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name,
+            embedding=_blob(an.full), head_embedding=_blob(an.head),
+            embedding_model=self.encoder.name if an.full is not None or an.head is not None else None)
 
     def _topic_exists(self, tid: str) -> bool:
         with self.store.session() as s:
@@ -1004,7 +1021,8 @@ class Office:
             return False
         return False
 
-    def recluster(self, actor: Actor | None = None, only_if_due: bool = False, settle: bool = False) -> dict[str, Any]:
+    def recluster(self, actor: Actor | None = None, only_if_due: bool = False, settle: bool = False,
+                  progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
         """Re-cluster the messages of unpinned candidate topics; ids kept by membership overlap.
 
         One worker re-clusters for all (a lease in the store). Its cost grows with the store, so the
@@ -1012,6 +1030,7 @@ class Office:
         ``recluster_growth`` of the store, whichever is more: the cost per suggestion stays flat.
         A settle run (``settle``, after intake went quiet) is due once anything arrived since the
         last run, in any worker: its cost is one run per quiet spell, not per suggestion.
+        ``progress`` receives each stage as it ends (see :meth:`_recluster`).
         """
         holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         with self._recluster_lock:
@@ -1026,26 +1045,41 @@ class Office:
                 if only_if_due and not due:
                     self._since_recluster = 0
                     return {"messages": 0, "topics": 0, "skipped": "not due"}
-                result = self._recluster(actor)
+                result = self._recluster(actor, progress)
                 done = total
                 return result
             finally:
                 self.store.release("recluster", holder, mark=done)
 
-    def _recluster(self, actor: Actor | None) -> dict[str, Any]:
+    #: a re-clustering's stages as its job reports them: reading, the topic stages, writing
+    RECLUSTER_STEPS = 8
+
+    def _recluster(self, actor: Actor | None, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+        """``progress`` gets ``{"stage", "step", "steps", "messages", "seconds"}`` as each stage ends:
+        读取留言, the six stages of :func:`build_candidates`, 写入议题 (minutes at 100k stored messages,
+        and staff watching the job should see where it is)."""
         from triage.candidates import build_candidates
+
+        t0 = time.perf_counter()
+
+        def report(stage: str, step: int, messages: int) -> None:
+            if progress is not None:
+                progress({"stage": stage, "step": step, "steps": self.RECLUSTER_STEPS, "messages": messages,
+                          "seconds": round(time.perf_counter() - t0, 1)})
 
         self._since_recluster = 0
         with self.store.session() as s:
             free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
             msgs = self._messages(s, Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None))
+        report("读取留言", 1, len(msgs))
         if msgs.empty:
             return {"messages": 0, "topics": 0}
         previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
         frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
         enc = self._stored_encoder(msgs)
         res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=enc, previous=previous,
-                               stored=msgs[["text", "tokens", "domain", "scope"]])
+                               stored=msgs[["text", "tokens", "domain", "scope"]],
+                               progress=lambda p: report(p["stage"], p["step"] + 1, len(msgs)))
         from triage.embed import GIST_CHARS
 
         # a message's topic embedding is its opening: a short text's own embedding, a long text's head
@@ -1105,6 +1139,7 @@ class Office:
                                      "moved": len(moves), "arrived_meanwhile": sum(late_to.values()),
                                      "without_embeddings": missing, "texts_embedded": enc.misses}))
             self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
+        report("写入议题", self.RECLUSTER_STEPS, len(msgs))
         self._gen_checked = 0.0   # this worker's index follows the new generation (rebuilt in the background)
         return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds}
 
@@ -1180,30 +1215,77 @@ class Office:
                              detail={"messages": seen, "changed": changed, "topics": topics}))
         return {"messages": seen, "changed": changed, "topics": topics, "masker_version": MASKER_VERSION}
 
-    def import_frame(self, frame: pd.DataFrame, text_columns: list[str]) -> dict[str, int]:
-        """Load a table of past suggestions (the demo file on first start), then re-cluster once."""
+    #: rows analysed and written together by :meth:`import_frame`
+    IMPORT_BATCH = 512
+
+    def import_frame(self, frame: pd.DataFrame, text_columns: list[str],
+                     progress: Callable[[dict], None] | None = None) -> dict[str, int]:
+        """Load a table of past suggestions (a history, the demo file on first start), then re-cluster once.
+
+        History is not intake: no row waits for an answer and a re-clustering follows, so rows are
+        analysed in batches on every core (segmenting, masking, the sentence encoder per batch) and
+        written in bulk without a topic; the one re-clustering at the end builds every topic. Through
+        :meth:`submit` one row at a time, each row paid for its own model calls and a topic update
+        under the worker's lock. A row that cannot be stored is reported with its line (the header
+        is line 1) and the rest goes on. ``progress`` gets ``{"stage", "done", "total", "seconds"}``
+        after each batch, then the re-clustering's stages.
+        """
         from triage.candidates import _net_support, _pick
 
+        t0 = time.perf_counter()
         stored = failed = 0
         titles = frame[text_columns[0]] if len(text_columns) > 1 else None
         body = frame[text_columns[-1]]
         when, chan, who = _pick(frame, "submitted_at"), _pick(frame, "channel"), _pick(frame, "submitter")
         support = _net_support(frame)
-        for i in range(len(frame)):
-            data = Intake(text=str(body.iat[i]) if pd.notna(body.iat[i]) else "",
-                          title=str(titles.iat[i]) if titles is not None and pd.notna(titles.iat[i]) else "",
-                          channel=str(chan.iat[i]) if chan is not None else "历史导入",
-                          place=(str(frame["place"].iat[i]) or None) if "place" in frame else None,
-                          submitted_at=pd.to_datetime(when.iat[i], errors="coerce") if when is not None else None,
-                          submitter=str(who.iat[i]) if who is not None and pd.notna(who.iat[i]) else "",
-                          support=int(support.iat[i]) if isinstance(support, pd.Series) else 0)
-            try:
-                self.submit(data, auto_recluster=False)
-                stored += 1
-            except InvalidRequest as exc:
-                failed += 1
-                log.warning("第 %d 行未导入：%s", i + 2, exc)
-        self.recluster()
+        workers = os.cpu_count() or 1
+        total = len(frame)
+
+        def refuse(i: int, reason: str) -> None:
+            nonlocal failed
+            failed += 1
+            log.warning("第 %d 行未导入：%s", i + 2, reason)
+
+        for lo in range(0, total, self.IMPORT_BATCH):
+            batch: list[tuple[int, Intake, dt.datetime]] = []
+            for i in range(lo, min(lo + self.IMPORT_BATCH, total)):
+                data = Intake(text=str(body.iat[i]) if pd.notna(body.iat[i]) else "",
+                              title=str(titles.iat[i]) if titles is not None and pd.notna(titles.iat[i]) else "",
+                              channel=str(chan.iat[i]) if chan is not None else "历史导入",
+                              place=(str(frame["place"].iat[i]) or None) if "place" in frame else None,
+                              submitted_at=pd.to_datetime(when.iat[i], errors="coerce") if when is not None else None,
+                              submitter=str(who.iat[i]) if who is not None and pd.notna(who.iat[i]) else "",
+                              support=int(support.iat[i]) if isinstance(support, pd.Series) else 0)
+                reason = validate_text(data.text)
+                if reason is not None:
+                    refuse(i, reason)
+                    continue
+                try:
+                    submitted = self._admissible_time(data.submitted_at)
+                except InvalidRequest as exc:
+                    refuse(i, str(exc))
+                    continue
+                batch.append((i, data, submitted))
+            analysed = self.analyse([full_text(d) for _, d, _ in batch], workers=workers) if batch else []
+            with self.store.session() as s:
+                rows, results = [], []
+                for (i, data, submitted), an in zip(batch, analysed):
+                    if an.assessment.error:
+                        refuse(i, an.assessment.error)
+                        continue
+                    rows.append(self._suggestion_row(data, an, submitted, key=None, idem=None))
+                    results.append(an.assessment)
+                s.add_all(rows)
+                s.flush()
+                s.add_all([_assessment_row(r.id, a) for r, a in zip(rows, results)])
+            stored += len(rows)
+            done = min(lo + self.IMPORT_BATCH, total)
+            secs = time.perf_counter() - t0
+            log.info("导入：%d / %d 行（已存 %d，未导入 %d；%.0f 行/秒） / import: %d of %d rows", done, total, stored,
+                     failed, done / max(secs, 1e-9), done, total)
+            if progress is not None:
+                progress({"stage": "分析与写入", "done": done, "total": total, "seconds": round(secs, 1)})
+        self.recluster(progress=progress)
         return {"stored": stored, "failed": failed}
 
 

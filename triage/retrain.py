@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +132,23 @@ class Retrainer:
         with self.store.session() as s:
             return int(s.execute(select(func.count()).select_from(Correction).where(Correction.id > base_max)).scalar_one())
 
-    def run(self) -> dict[str, Any]:
+    #: the stages a retraining job reports (see :meth:`run`)
+    STAGES = ("读取语料与更正", "分词与脱敏", "训练基线", "训练候选模型", "留出集评估", "训练并保存新模型")
+
+    def run(self, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+        """Refit, judge and (if not worse) save a new model. ``progress`` gets ``{"stage", "step",
+        "steps", "messages", "seconds"}`` as each of :attr:`STAGES` ends: a retraining takes minutes."""
         cfg = self.config
+        t0 = time.perf_counter()
+        rows = 0
+
+        def report(step: int) -> None:
+            if progress is not None:
+                progress({"stage": self.STAGES[step - 1], "step": step, "steps": len(self.STAGES),
+                          "messages": rows, "seconds": round(time.perf_counter() - t0, 1)})
+            log.info("重新训练：%s完成（%.1f 秒） / retraining: step %d of %d done", self.STAGES[step - 1],
+                     time.perf_counter() - t0, step, len(self.STAGES))
+
         if not self.new_corrections():
             raise NothingToLearn("自现用模型训练以来没有新的人工更正，无需重新训练 / no staff corrections since the "
                                  "active model was trained: nothing new to learn")
@@ -146,15 +163,20 @@ class Retrainer:
         data = data[(data["domain"] != "") & (data["text"] != "")].reset_index(drop=True)
         if data["domain"].nunique() < 2:
             raise TrainingDataError("训练数据只有一个领域，无法重新训练 / need at least two domains")
+        rows = len(data)
+        report(1)
         groups = [g or f"_row{i}" for i, g in enumerate(data["topic"])]
         tr, te = next(GroupShuffleSplit(n_splits=1, test_size=cfg.holdout, random_state=cfg.seed)
                       .split(data, groups=groups))
         prepared = self._prepare(data)
+        report(2)
         train, test = data.iloc[tr].reset_index(drop=True), data.iloc[te].reset_index(drop=True)
         ptrain, ptest = prepared.iloc[tr].reset_index(drop=True), prepared.iloc[te].reset_index(drop=True)
         keep = ~train["_new"].to_numpy(dtype=bool)   # object dtype would make ~False == -1
         baseline = self._fit(train[keep].reset_index(drop=True), ptrain[keep].reset_index(drop=True))
+        report(3)
         candidate = self._fit(train, ptrain)
+        report(4)
         # The gate reads the held-out rows whose labels were already trusted (the corpus and earlier
         # corrections): the new corrections are what is being judged, so they cannot also be the
         # judge. Scored on them too, for staff to read ("new_corrections_heldout").
@@ -169,6 +191,7 @@ class Retrainer:
                 row["new_corrections_heldout"] = self._score(b, test[~ref].reset_index(drop=True),
                                                              ptest[~ref].reset_index(drop=True))
             scores[name] = row
+        report(5)
         ok = all(scores["candidate"].get(k, 0) >= scores["baseline"].get(k, 0) - cfg.tolerance
                  for k in ("domain_macro_f1", "scope_macro_f1"))
         result: dict[str, Any] = {"scores": scores, "activated": False, "corrections": int(len(corr_all)),
@@ -186,5 +209,6 @@ class Retrainer:
         final.manifest["max_correction_id"] = int(newest)
         final.manifest["gate"] = scores
         out = final.save(self.out_root / version)
+        report(6)
         result.update(activated=True, version=version, model_dir=str(out))
         return result

@@ -224,6 +224,8 @@ class Job(Base):
     # JOB_STALE_S is dead (its worker was killed), see Store.reap_stale_jobs
     holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # where a long job is: {"stage", "step", "steps", "messages", "seconds"} (see Store.job_progress)
+    progress: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Setting(Base):
@@ -471,6 +473,16 @@ class Store:
         with self.session() as s:
             s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
                       .values(heartbeat_at=utcnow(), holder=holder))
+
+    def job_progress(self, job_id: int, progress: dict[str, Any]) -> None:
+        """A running job's stage (what staff read at ``GET /api/v1/jobs/{id}``); a report is also a
+        heartbeat. A report that fails is logged and dropped: progress never stops the work."""
+        try:
+            with self.session() as s:
+                s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                          .values(progress=progress, heartbeat_at=utcnow()))
+        except Exception:  # noqa: BLE001 - a lost progress line must not fail a re-clustering
+            log.warning("job %s: progress not recorded", job_id, exc_info=True)
 
     def reap_stale_jobs(self, kind: str, stale_s: float | None = None) -> list[int]:
         """Mark failed the queued or running jobs of ``kind`` whose worker stopped beating: a killed

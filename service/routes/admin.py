@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path
@@ -49,9 +50,9 @@ def revoke_key(key_id: DbId, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime
     return {"revoked": key_id}
 
 
-def _retrain(rt: Runtime, actor: str) -> dict:
+def _retrain(rt: Runtime, actor: str, progress: Callable[[dict], None] | None = None) -> dict:
     """The retraining job's work: gate, activate if not worse, audit (see triage.retrain)."""
-    result = Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).run()
+    result = Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).run(progress)
     with rt.store.session() as s:
         if result.get("activated"):
             rt.store.set_setting(s, "active_model", {"dir": result["model_dir"], "version": result["version"]})
@@ -68,7 +69,7 @@ def retrain(key: ApiKey = Depends(require(*ADMIN)), rt: Runtime = Depends(runtim
         raise HTTPException(409, "自现用模型训练以来没有新的人工更正，无需重新训练 / no staff corrections since "
                                  "the active model was trained: nothing new to learn")
     name = actor_of(key).name
-    return jobs.start(rt, "retrain", name, lambda _job: _retrain(rt, name),
+    return jobs.start(rt, "retrain", name, lambda job: _retrain(rt, name, jobs.reporter(rt, job)),
                       "已有重新训练任务在运行 / a retraining job is running")
 
 

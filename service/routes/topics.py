@@ -68,4 +68,5 @@ def recluster(key: ApiKey = Depends(require(*STAFF)), off: Office = Depends(offi
     if off.recluster_running_elsewhere():   # the service's own automatic run, or another worker's job
         raise HTTPException(409, busy)
     actor = actor_of(key)
-    return jobs.start(rt, "recluster", actor.name, lambda _job: off.recluster(actor), busy)
+    return jobs.start(rt, "recluster", actor.name,
+                      lambda job: off.recluster(actor, progress=jobs.reporter(rt, job)), busy)

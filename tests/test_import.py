@@ -1,0 +1,70 @@
+"""A history import: batches analysed on every core, rows written in bulk, one re-clustering at the end.
+
+The import must store exactly what intake would have stored for the same rows (masked text, tokens,
+domain, scope, places), report each row it cannot store with its line, and leave every stored row in
+a topic once it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from triage.office import Intake, Office
+from triage.pipeline import Triage
+from triage.store import Assessment, Store, Suggestion, Topic
+
+
+@pytest.fixture(scope="module")
+def history(corpus: pd.DataFrame) -> pd.DataFrame:
+    """40 corpus messages with a title, a time and a submitter, and two rows that cannot be stored."""
+    rows = corpus.groupby("domain").head(3).head(40).reset_index(drop=True)
+    frame = pd.DataFrame({"标题": rows["title"], "内容": rows["text"],
+                          "留言时间": pd.date_range("2026-03-01", periods=len(rows), freq="D").astype(str),
+                          "留言用户": [f"u{k % 25}" for k in range(len(rows))]})
+    bad = pd.DataFrame({"标题": ["空", "太早"], "内容": ["", "村里的路灯坏了半年没人修，晚上出行很不方便"],
+                        "留言时间": ["2026-03-05", "1890-01-01"], "留言用户": ["x", "y"]})
+    # the bad rows in the middle: lines 12 and 13 of the file (the header is line 1)
+    return pd.concat([frame.iloc[:10], bad, frame.iloc[10:]], ignore_index=True)
+
+
+def test_an_import_stores_what_intake_would_and_leaves_every_row_in_a_topic(db_url, small_model_dir, history,
+                                                                            caplog, tmp_path) -> None:
+    tri = Triage.load(small_model_dir)
+    office = Office(Store(db_url), tri)
+    seen: list[dict] = []
+    office.IMPORT_BATCH = 16   # several batches on a small file
+    try:
+        with caplog.at_level(logging.WARNING, logger="triage.office"):
+            res = office.import_frame(history, ["标题", "内容"], progress=seen.append)
+        assert res == {"stored": 40, "failed": 2}
+        refused = [r.getMessage() for r in caplog.records if "未导入" in r.getMessage()]
+        assert len(refused) == 2 and refused[0].startswith("第 12 行") and refused[1].startswith("第 13 行")
+        batches = [p for p in seen if p["stage"] == "分析与写入"]
+        assert [p["done"] for p in batches] == [16, 32, 42] and {p["total"] for p in batches} == {42}
+        assert seen[-1]["stage"] == "写入议题" and seen[-1]["step"] == seen[-1]["steps"]
+        with office.store.session() as s:
+            rows = s.execute(select(Suggestion).order_by(Suggestion.id)).scalars().all()
+            assert len(rows) == 40 and all(r.topic_id for r in rows)
+            assert len({r.receipt for r in rows}) == 40
+            assert s.execute(select(func.count()).select_from(Assessment)).scalar_one() == 40
+            assert {r.topic_id for r in rows} <= set(s.execute(select(Topic.id)).scalars())
+            imported = {r.raw_text: (r.text, r.tokens, r.domain, r.scope, r.place, r.submitter, r.title)
+                        for r in rows}
+    finally:
+        office.close()
+
+    # the same rows through intake, one at a time, into another store: the same analysis
+    other = Office(Store(f"sqlite:///{tmp_path / 'intake.db'}"), tri)
+    try:
+        for r in history.drop(index=[10, 11]).itertuples():
+            row, _, _ = other.submit(Intake(text=r.内容, title=r.标题, submitter=r.留言用户,
+                                            submitted_at=pd.Timestamp(r.留言时间).to_pydatetime()),
+                                     auto_recluster=False)
+            assert imported[r.内容] == (row.text, row.tokens, row.domain, row.scope, row.place, row.submitter,
+                                       row.title)
+    finally:
+        other.close()

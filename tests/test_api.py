@@ -1083,3 +1083,13 @@ def test_what_the_schema_forbids_is_refused_not_coerced(api, method: str, path: 
 def test_a_405_names_every_method_the_path_serves(api) -> None:
     r = api.client.put("/api/v1/keys", headers=api.h("admin"))
     assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+
+
+def test_a_title_and_body_over_the_limit_together_is_refused_with_the_reason_not_a_500(api) -> None:
+    """Each within its own limit, together longer than a message may be: the model reads both."""
+    from triage.pipeline import MAX_CHARS
+
+    body = ("村里的路灯坏了半年没人修，晚上出行很不方便。" * 2000)[:MAX_CHARS - 5]
+    r = submit(api, body, title="关于村里路灯长期损坏无人维修的问题反映")
+    assert 400 <= r.status_code < 500 and "过长" in r.json()["error"]["message"], r.text
+    assert submit(api, body[:MAX_CHARS - 100], title="路灯").status_code == 201

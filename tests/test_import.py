@@ -68,3 +68,42 @@ def test_an_import_stores_what_intake_would_and_leaves_every_row_in_a_topic(db_u
                                        row.title)
     finally:
         other.close()
+
+
+def test_a_row_too_long_with_its_title_is_refused_with_its_line_and_the_rest_is_stored(small_model_dir, tmp_path,
+                                                                                    caplog) -> None:
+    from triage.pipeline import MAX_CHARS
+
+    body = "村里的路灯坏了半年没人修，晚上出行很不方便。" * (MAX_CHARS // 22)
+    body = body[:MAX_CHARS - 10]
+    frame = pd.DataFrame({"标题": ["路灯", "很长的标题" * 10, "垃圾"],
+                          "内容": ["村里的路灯坏了半年没人修", body, "小区门口的垃圾三天没人清运"]})
+    office = Office(Store(f"sqlite:///{tmp_path / 'long.db'}"), Triage.load(small_model_dir))
+    try:
+        with caplog.at_level(logging.WARNING, logger="triage.office"):
+            res = office.import_frame(frame, ["标题", "内容"], lines=[2, 5, 9])
+    finally:
+        office.close()
+    assert res == {"stored": 2, "failed": 1}
+    refused = [r.getMessage() for r in caplog.records if "未导入" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].startswith("第 5 行") and "过长" in refused[0]
+
+
+def test_a_history_row_about_an_accepted_topic_joins_it(small_model_dir, history, tmp_path) -> None:
+    """A re-clustering leaves decided topics alone: with one in the store, rows are placed as intake
+    places them, so the accepted topic gets its history instead of a candidate beside it."""
+    office = Office(Store(f"sqlite:///{tmp_path / 'decided.db'}"), Triage.load(small_model_dir))
+    try:
+        office.import_frame(history.iloc[:10], ["标题", "内容"])
+        with office.store.session() as s:
+            first = s.execute(select(Suggestion).order_by(Suggestion.id)).scalars().first()
+            tid, text, title = first.topic_id, first.raw_text, first.title
+            s.get(Topic, tid).status = "accepted"
+        again = pd.DataFrame({"标题": [title], "内容": [text + "，盼回复"], "留言时间": ["2026-03-02"],
+                              "留言用户": ["someone-else"]})
+        assert office.import_frame(again, ["标题", "内容"]) == {"stored": 1, "failed": 0}
+        with office.store.session() as s:
+            last = s.execute(select(Suggestion).order_by(Suggestion.id.desc())).scalars().first()
+            assert last.raw_text == text + "，盼回复" and last.topic_id == tid
+    finally:
+        office.close()

@@ -53,6 +53,23 @@ def test_same_problem_at_another_place_is_another_topic():
     assert b.topic_of_["m0"] != b.topic_of_["m3"]
 
 
+def test_identical_texts_at_two_places_that_cannot_be_one_fall_below_the_threshold_even_the_same_day():
+    """The place penalty's promise, on the similarity itself: the same vectors (lexical and semantic
+    1.0) plus the same-day time bonus, at two villages, score under the merge threshold."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from triage.cluster import Points, Similarity, SimilarityConfig
+    from triage.places import PlaceExtractor
+
+    cfg = SimilarityConfig()
+    e = np.ones((2, 4), dtype=np.float32) / 2.0
+    lex = sp.csr_matrix(np.ones((2, 3)) / np.sqrt(3))
+    p = Points(e, lex, ["上庄村", "龙潭村"], np.zeros(2), mentions=[frozenset({"上庄村"}), frozenset({"龙潭村"})])
+    s = Similarity(cfg, PlaceExtractor()).pairs(p, np.array([0]), np.array([1]))[0]
+    assert s < cfg.threshold, s
+
+
 def test_same_problem_months_apart_is_another_topic():
     rows = [{"text": t, "at": "2025-03-01"} for t in LAMPS] + [{"text": t, "at": "2025-12-01"} for t in LAMPS]
     b = build(rows)

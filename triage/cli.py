@@ -381,7 +381,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     for e in table.errors:
         log.warning("第 %d 行无法读取，已跳过：%s", e.line, e.reason)
     office = Office(store, Triage.load(args.model))
-    res = office.import_frame(_people_columns(table.frame, args), resolve_text_columns(table.frame, args.text_col))
+    res = office.import_frame(_people_columns(table.frame, args), resolve_text_columns(table.frame, args.text_col),
+                              lines=table.lines)
     print(json.dumps(res, ensure_ascii=False))
     return 0
 

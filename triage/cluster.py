@@ -39,7 +39,9 @@ class SimilarityConfig:
     w_semantic: float = 0.3
     w_lexical: float = 0.7
     place_bonus: float = 0.08        # both name the same (or nested) place
-    place_penalty: float = 0.75      # both name places that cannot be the same: identical texts fall below the threshold
+    # both name places that cannot be the same: identical texts sent the same day (1.0 + the time
+    # bonus 0.10) fall below the threshold
+    place_penalty: float = 0.85
     place_unrelated: float = 0.30    # both name places, of different kinds, and no name in common
     # Citizens raise an unresolved problem again months later ("第二次投诉", "再次反映"): on a city's
     # real board most same-problem pairs that a 60-day window split were 2-6 months apart, and of the

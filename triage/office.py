@@ -265,7 +265,7 @@ class Office:
             replay = self._replay(idem, bh)
             if replay is not None:
                 return (*replay, True)
-        reason = validate_text(data.text)
+        reason = validate_text(data.text) or validate_text(full_text(data))
         if reason is not None:
             raise InvalidRequest(reason)
         an = analysed or self.analyse([full_text(data)])[0]
@@ -1219,16 +1219,22 @@ class Office:
     IMPORT_BATCH = 512
 
     def import_frame(self, frame: pd.DataFrame, text_columns: list[str],
-                     progress: Callable[[dict], None] | None = None) -> dict[str, int]:
+                     progress: Callable[[dict], None] | None = None,
+                     lines: Sequence[int] | None = None) -> dict[str, int]:
         """Load a table of past suggestions (a history, the demo file on first start), then re-cluster once.
 
         History is not intake: no row waits for an answer and a re-clustering follows, so rows are
         analysed in batches on every core (segmenting, masking, the sentence encoder per batch) and
         written in bulk without a topic; the one re-clustering at the end builds every topic. Through
         :meth:`submit` one row at a time, each row paid for its own model calls and a topic update
-        under the worker's lock. A row that cannot be stored is reported with its line (the header
-        is line 1) and the rest goes on. ``progress`` gets ``{"stage", "done", "total", "seconds"}``
+        under the worker's lock. A row that cannot be stored is reported with its line in the file
+        (``lines``, as :func:`triage.tableio.read_table` counts them; else the header is line 1 and each
+        row one line) and the rest goes on. ``progress`` gets ``{"stage", "done", "total", "seconds"}``
         after each batch, then the re-clustering's stages.
+
+        Where staff have already decided topics (accepted, pinned), a re-clustering leaves those alone,
+        so rows are then placed one at a time as intake places them (the model work still batched):
+        a history message about an accepted topic joins it instead of opening a candidate beside it.
         """
         from triage.candidates import _net_support, _pick
 
@@ -1244,7 +1250,11 @@ class Office:
         def refuse(i: int, reason: str) -> None:
             nonlocal failed
             failed += 1
-            log.warning("第 %d 行未导入：%s", i + 2, reason)
+            log.warning("第 %d 行未导入：%s", lines[i] if lines is not None else i + 2, reason)
+
+        with self.store.session() as s:
+            decided = s.execute(select(func.count()).select_from(Topic).where(
+                Topic.pinned.is_(True) | (Topic.status != "candidate"))).scalar_one()
 
         for lo in range(0, total, self.IMPORT_BATCH):
             batch: list[tuple[int, Intake, dt.datetime]] = []
@@ -1256,7 +1266,7 @@ class Office:
                               submitted_at=pd.to_datetime(when.iat[i], errors="coerce") if when is not None else None,
                               submitter=str(who.iat[i]) if who is not None and pd.notna(who.iat[i]) else "",
                               support=int(support.iat[i]) if isinstance(support, pd.Series) else 0)
-                reason = validate_text(data.text)
+                reason = validate_text(data.text) or validate_text(full_text(data))
                 if reason is not None:
                     refuse(i, reason)
                     continue
@@ -1267,25 +1277,44 @@ class Office:
                     continue
                 batch.append((i, data, submitted))
             analysed = self.analyse([full_text(d) for _, d, _ in batch], workers=workers) if batch else []
-            with self.store.session() as s:
-                rows, results = [], []
-                for (i, data, submitted), an in zip(batch, analysed):
-                    if an.assessment.error:
-                        refuse(i, an.assessment.error)
-                        continue
-                    rows.append(self._suggestion_row(data, an, submitted, key=None, idem=None))
-                    results.append(an.assessment)
-                s.add_all(rows)
-                s.flush()
-                s.add_all([_assessment_row(r.id, a) for r, a in zip(rows, results)])
-            stored += len(rows)
+            if decided:
+                for (i, data, _), an in zip(batch, analysed):
+                    try:
+                        self.submit(data, auto_recluster=False, analysed=an)
+                        stored += 1
+                    except InvalidRequest as exc:
+                        refuse(i, str(exc))
+            else:
+                with self.store.session() as s:
+                    rows, results = [], []
+                    for (i, data, submitted), an in zip(batch, analysed):
+                        if an.assessment.error:
+                            refuse(i, an.assessment.error)
+                            continue
+                        rows.append(self._suggestion_row(data, an, submitted, key=None, idem=None))
+                        results.append(an.assessment)
+                    s.add_all(rows)
+                    s.flush()
+                    s.add_all([_assessment_row(r.id, a) for r, a in zip(rows, results)])
+                stored += len(rows)
             done = min(lo + self.IMPORT_BATCH, total)
             secs = time.perf_counter() - t0
             log.info("导入：%d / %d 行（已存 %d，未导入 %d；%.0f 行/秒） / import: %d of %d rows", done, total, stored,
                      failed, done / max(secs, 1e-9), done, total)
             if progress is not None:
                 progress({"stage": "分析与写入", "done": done, "total": total, "seconds": round(secs, 1)})
-        self.recluster(progress=progress)
+        # the rows written without a topic get theirs now: wait out another worker's run (the lease)
+        # and run again if staff decided one of its topics meanwhile (it then writes nothing)
+        for _attempt in range(120):
+            try:
+                if self.recluster(progress=progress).get("skipped") != "decided meanwhile":
+                    break
+            except Conflict:
+                log.info("导入：另一进程正在重新聚类，稍候重试 / import: a re-clustering is running elsewhere; waiting")
+                time.sleep(5)
+        else:
+            log.warning("导入完成，但重新聚类未能完成：这些留言将在下次重新聚类时归入议题 / imported, but the "
+                        "re-clustering did not finish: the next one gives these messages their topics")
         return {"stored": stored, "failed": failed}
 
 

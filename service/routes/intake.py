@@ -43,7 +43,8 @@ async def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(r
     data = Intake(**body.model_dump())
     replay = await run_in_threadpool(off.replay, data, key, idempotency_key)
     if replay is None:
-        reason = validate_text(data.text)
+        # the body, and the title and body together (the model reads both: within the length limit too)
+        reason = validate_text(data.text) or validate_text(full_text(data))
         if reason is not None:
             raise InvalidRequest(reason)
         # concurrent submissions share one model call (the sentence encoder batches well)

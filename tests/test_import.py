@@ -107,3 +107,20 @@ def test_a_history_row_about_an_accepted_topic_joins_it(small_model_dir, history
             assert last.raw_text == text + "，盼回复" and last.topic_id == tid
     finally:
         office.close()
+
+
+def test_an_unreadable_time_is_refused_and_an_empty_channel_is_the_import_channel(small_model_dir, tmp_path,
+                                                                                 caplog) -> None:
+    frame = pd.DataFrame({"内容": ["村里的路灯坏了半年没人修", "小区门口的垃圾三天没人清运"],
+                          "留言时间": ["上个月", "2026-03-02"], "渠道": [None, None]})
+    office = Office(Store(f"sqlite:///{tmp_path / 'cells.db'}"), Triage.load(small_model_dir))
+    try:
+        with caplog.at_level(logging.WARNING, logger="triage.office"):
+            assert office.import_frame(frame, ["内容"]) == {"stored": 1, "failed": 1}
+        with office.store.session() as s:
+            row = s.execute(select(Suggestion)).scalars().one()
+            assert row.channel == "历史导入" and row.submitted_at.date().isoformat() == "2026-03-02"
+    finally:
+        office.close()
+    refused = [r.getMessage() for r in caplog.records if "未导入" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].startswith("第 2 行") and "无法识别" in refused[0]

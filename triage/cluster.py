@@ -157,7 +157,7 @@ class Similarity:
         gap = np.abs(gap_days)
         over = np.clip(gap - self.cfg.time_window_days, 0, None)
         near = self.cfg.time_bonus * np.clip(1.0 - gap / self.cfg.time_bonus_days, 0, None)
-        return near - self.cfg.time_penalty * np.minimum(1.0, over / self.cfg.time_ramp_days)
+        return near - self.cfg.time_penalty * np.minimum(1.0, over / max(self.cfg.time_ramp_days, 1e-9))
 
     def pairs(self, p: Points, i: np.ndarray, j: np.ndarray, sem: np.ndarray | None = None,
               lex: np.ndarray | None = None) -> np.ndarray:

@@ -1046,6 +1046,10 @@ class Office:
                     self._since_recluster = 0
                     return {"messages": 0, "topics": 0, "skipped": "not due"}
                 result = self._recluster(actor, progress)
+                if progress is not None and result.get("skipped") == "decided meanwhile":
+                    # said after the write lock is released (the job's row is written in its own session)
+                    progress({"stage": "未写入（其间有议题被决定，稍后重跑）", "step": self.RECLUSTER_STEPS,
+                              "steps": self.RECLUSTER_STEPS, "messages": result["messages"], "seconds": None})
                 done = total
                 return result
             finally:
@@ -1073,6 +1077,7 @@ class Office:
             msgs = self._messages(s, Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None))
         report("读取留言", 1, len(msgs))
         if msgs.empty:
+            report("无需写入（没有未决定的留言）", self.RECLUSTER_STEPS, 0)
             return {"messages": 0, "topics": 0}
         previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
         frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
@@ -1259,13 +1264,16 @@ class Office:
         for lo in range(0, total, self.IMPORT_BATCH):
             batch: list[tuple[int, Intake, dt.datetime]] = []
             for i in range(lo, min(lo + self.IMPORT_BATCH, total)):
-                data = Intake(text=str(body.iat[i]) if pd.notna(body.iat[i]) else "",
-                              title=str(titles.iat[i]) if titles is not None and pd.notna(titles.iat[i]) else "",
-                              channel=str(chan.iat[i]) if chan is not None else "历史导入",
-                              place=(str(frame["place"].iat[i]) or None) if "place" in frame else None,
-                              submitted_at=pd.to_datetime(when.iat[i], errors="coerce") if when is not None else None,
-                              submitter=str(who.iat[i]) if who is not None and pd.notna(who.iat[i]) else "",
+                stamp = _cell(when.iat[i]) if when is not None else ""
+                data = Intake(text=_cell(body.iat[i]), title=_cell(titles.iat[i]) if titles is not None else "",
+                              channel=(_cell(chan.iat[i]) if chan is not None else "") or "历史导入",
+                              place=(_cell(frame["place"].iat[i]) or None) if "place" in frame else None,
+                              submitted_at=pd.to_datetime(stamp, errors="coerce") if stamp else None,
+                              submitter=_cell(who.iat[i]) if who is not None else "",
                               support=int(support.iat[i]) if isinstance(support, pd.Series) else 0)
+                if stamp and pd.isna(data.submitted_at):   # a history row's time is not "now" by accident
+                    refuse(i, f"提交时间“{stamp[:40]}”无法识别 / submitted_at is not a date")
+                    continue
                 reason = validate_text(data.text) or validate_text(full_text(data))
                 if reason is not None:
                     refuse(i, reason)
@@ -1285,18 +1293,26 @@ class Office:
                     except InvalidRequest as exc:
                         refuse(i, str(exc))
             else:
-                with self.store.session() as s:
-                    rows, results = [], []
-                    for (i, data, submitted), an in zip(batch, analysed):
-                        if an.assessment.error:
-                            refuse(i, an.assessment.error)
-                            continue
-                        rows.append(self._suggestion_row(data, an, submitted, key=None, idem=None))
-                        results.append(an.assessment)
-                    s.add_all(rows)
-                    s.flush()
-                    s.add_all([_assessment_row(r.id, a) for r, a in zip(rows, results)])
-                stored += len(rows)
+                keep = []
+                for (i, data, submitted), an in zip(batch, analysed):
+                    if an.assessment.error:
+                        refuse(i, an.assessment.error)
+                    else:
+                        keep.append((data, an, submitted))
+                for attempt in range(3):
+                    try:
+                        with self.store.session() as s:
+                            rows = [self._suggestion_row(d, an, t, key=None, idem=None) for d, an, t in keep]
+                            s.add_all(rows)
+                            s.flush()
+                            s.add_all([_assessment_row(r.id, an.assessment) for r, (_d, an, _t) in zip(rows, keep)])
+                        break
+                    except IntegrityError:
+                        # two random receipts alike (about one batch in 200 at 100k rows): new ones, again
+                        if attempt == 2:
+                            raise
+                        log.info("导入：回执编号重复，本批重新编号 / import: a receipt collided; renumbering the batch")
+                stored += len(keep)
             done = min(lo + self.IMPORT_BATCH, total)
             secs = time.perf_counter() - t0
             log.info("导入：%d / %d 行（已存 %d，未导入 %d；%.0f 行/秒） / import: %d of %d rows", done, total, stored,
@@ -1316,6 +1332,11 @@ class Office:
             log.warning("导入完成，但重新聚类未能完成：这些留言将在下次重新聚类时归入议题 / imported, but the "
                         "re-clustering did not finish: the next one gives these messages their topics")
         return {"stored": stored, "failed": failed}
+
+
+def _cell(v: object) -> str:
+    """A table cell as text: "" for an empty one (None, NaN, NaT), never the string "None" or "nan"."""
+    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
 
 
 def _blob(v: np.ndarray | None) -> bytes | None:

@@ -272,7 +272,7 @@ class Office:
         a, emb, tokens = an.assessment, an.emb, an.tokens
         if a.error:
             raise InvalidRequest(a.error)
-        place, places = self._places_of(data, an)
+        _given, place, places = self._places_of(data, an)
         submitted = self._admissible_time(data.submitted_at)
         with self._lock:
             index = self._current_index()
@@ -337,20 +337,21 @@ class Office:
         return submitted
 
     @staticmethod
-    def _places_of(data: Intake, an: "Analysed") -> tuple[str | None, list[str]]:
-        """The message's primary place and every place: found in the text, else the one the form gave."""
+    def _places_of(data: Intake, an: "Analysed") -> tuple[str | None, str | None, list[str]]:
+        """The place the form gave, the message's primary place and every place: found in the text,
+        else the one the form gave."""
         given = normalize(data.place).strip() if data.place else None
-        return an.place or (given or None), list(an.places) or ([given] if given else [])
+        return given, an.place or (given or None), list(an.places) or ([given] if given else [])
 
     def _suggestion_row(self, data: Intake, an: "Analysed", submitted: dt.datetime, *, key: ApiKey | None,
                         idem: str | None, bh: str | None = None) -> Suggestion:
         """The stored row of one analysed suggestion (no topic yet): intake and a history import alike."""
         a = an.assessment
-        place, places = self._places_of(data, an)
+        given, place, places = self._places_of(data, an)
         return Suggestion(
             receipt=new_receipt(), submitted_at=submitted, channel=data.channel or "", title=data.title or "",
             raw_text=data.text, text=a.text, tokens=an.tokens, pii_kinds=a.pii_kinds, contact=data.contact,
-            place_given=normalize(data.place).strip() if data.place else None, place=place, places=places,
+            place_given=given, place=place, places=places,
             stated_domain=data.stated_domain, support=max(0, int(data.support or 0)), submitter=data.submitter or "",
             api_key_id=key.id if key else None, idempotency_key=idem, body_hash=bh or body_hash(data),
             domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name,

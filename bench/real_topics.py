@@ -196,7 +196,13 @@ def score(run: dict, board: pd.DataFrame, gold: pd.DataFrame, universe: set[str]
     tie = {"citizens": cut, "groups_sharing": int((people["submitters"] == cut).sum()),
            "of_them_in_the_ten": len(ranks) - len(clear),
            "clear_groups": len(clear),
-           "clear_in_top20": sum(1 for g in clear if ranks[g] is not None and ranks[g] <= 20)}
+           "clear_in_top20": sum(1 for g in clear if ranks[g] is not None and ranks[g] <= 20),
+           # the ten's tied places filled at random instead of by label order: how many of the ten
+           # one would expect in the top 20 (the share of all tied groups that are there)
+           "tied_in_top20": sum(1 for g in people.index[people["submitters"] == cut]
+                                if every.get(g) is not None and every[g] <= 20)}
+    tie["expected_in_top20"] = round(tie["clear_in_top20"] + tie["of_them_in_the_ten"] * tie["tied_in_top20"]
+                                     / max(tie["groups_sharing"], 1), 1)
     t = run["topics"].sort_values("rank").head(20)
     po = pair_outcome(run["topic_of"], load_pairs())
     return {"pairs": po, "member_f1": mf["weighted_f1"], "ari": round(float(ari), 4), "wrong_merges": merged, "split_groups": split,
@@ -212,7 +218,9 @@ def tie_note(s: dict) -> str:
     t = s["top10_tie"]
     return (f"the 10th group has {t['citizens']} citizens, as do {t['groups_sharing']} gold groups in all "
             f"({t['of_them_in_the_ten']} of them in the ten, by label order); the {t['clear_groups']} groups "
-            f"with more citizens: {t['clear_in_top20']}/{t['clear_groups']} in the top 20")
+            f"with more citizens: {t['clear_in_top20']}/{t['clear_groups']} in the top 20; of the "
+            f"{t['groups_sharing']} tied groups {t.get('tied_in_top20', '?')} are in the top 20, so with the tie "
+            f"broken at random {t.get('expected_in_top20', '?')} of the ten would be")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,3 +139,21 @@ def test_a_name_with_two_characters_swapped_is_not_another_place():
 def test_a_number_before_a_name_is_not_part_of_it_and_neither_is_a_verb():
     assert names("A1区020万客莱餐饮公司卖的餐车无法使用") == ["A1区", "万客莱餐饮公司"]
     assert names("噪声很大，严重影响渌水大桥附近居民休息") == ["渌水大桥"]
+
+
+def test_words_of_the_sentence_before_a_suffix_are_not_part_of_the_name():
+    # a verb, adverb, conjunction or particle in front is the sentence's (real-board extractions)
+    assert names("承载着山水湾小区业主的希望") == ["山水湾小区"]
+    assert names("老板认识涌泉派出所的人") == ["涌泉派出所"]
+    assert names("连接江南大道的那段") == ["江南大道"]
+    # a stem made only of such words names no place: no false compound shared by two messages
+    assert names("车辆随意进入小区") == []
+    assert names("我已经走投无路了") == []
+    assert names("然后村里不管") == []
+
+
+def test_a_name_that_holds_a_verb_or_a_rare_verb_like_word_stays_whole():
+    assert names("泉塘安置小区停水") == ["泉塘安置小区"]
+    assert names("解放西路修路") == ["解放西路"]
+    assert names("育才小学门口拥堵") == ["育才小学"]
+    assert names("实验小学门口拥堵") == ["实验小学"]

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from triage.errors import TriageError
+from triage.features import PREPARE_PARALLEL_MIN
 from triage.pipeline import Triage, validate_text
 from triage.places import PlaceExtractor
 from triage.route import route_topic
@@ -1221,8 +1222,9 @@ class Office:
                              detail={"messages": seen, "changed": changed, "topics": topics}))
         return {"messages": seen, "changed": changed, "topics": topics, "masker_version": MASKER_VERSION}
 
-    #: rows analysed and written together by :meth:`import_frame`
-    IMPORT_BATCH = 512
+    #: rows analysed and written together by :meth:`import_frame`: twice the size at which preparing
+    #: texts spreads over processes, so a batch with a few refused rows still runs on every core
+    IMPORT_BATCH = 2 * PREPARE_PARALLEL_MIN
 
     def import_frame(self, frame: pd.DataFrame, text_columns: list[str],
                      progress: Callable[[dict], None] | None = None,

@@ -217,19 +217,32 @@ _CLAUSE_FREQ_CUT = 200
 _FUNCTION_CHARS = frozenset("沿由因且但而自距及并朝")
 
 
-@dataclass(frozen=True)
-class _Word:
-    word: str
-    flag: str
+@functools.lru_cache(maxsize=1)
+def _clause_tags() -> dict[str, str]:
+    """jieba's dictionary tag of every word that could be the sentence's (the tags of
+    :data:`_CLAUSE_POS`), the rest left out: one regular-expression pass over the dictionary file,
+    a fraction of the time jieba.posseg takes to load every word's tag."""
+    import jieba
+
+    pattern = re.compile(r"^(\S+) \d+ (%s)$" % "|".join(sorted(_CLAUSE_POS, key=len, reverse=True)), re.M)
+    with jieba.get_dict_file() as f:
+        text = f.read().decode("utf-8")
+    tags = dict(pattern.findall(text))
+    tags.update((c, "c") for c in _FUNCTION_CHARS)
+    return tags
 
 
 @functools.lru_cache(maxsize=1)
-def _pos_tokenizer():
-    import jieba.posseg
-
+def _clause_vocabulary() -> frozenset[str]:
+    """Every word :func:`_clause_words` could read as the sentence's: a quick test before segmenting."""
     from triage.text import _tokenizer
 
-    return jieba.posseg.POSTokenizer(_tokenizer())
+    tok = _tokenizer()
+    tok.check_initialized()
+    freq = tok.FREQ
+    return frozenset(w for w, f in _clause_tags().items()
+                     if (len(w) == 1 and f in _CLAUSE_POS_ONE) or f == "i"
+                     or (len(w) >= 2 and (freq.get(w) or 0) >= _CLAUSE_FREQ_CUT))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -247,34 +260,42 @@ def _clause_words(stem: str, suffix: str) -> int | None:
     characters or more; a stem whose every word is the sentence's is no place at all, unless a name
     word precedes a verb that is part of it (泉塘安置小区, 解放西路 stay whole).
 
-    Words and tags come from jieba's dictionary (no HMM): tagging in context with jieba.posseg cost
-    four times as much (half a millisecond a message, and places are found twice: for topics and to
-    keep place names from being masked as person names) for a few single prepositions that
-    :data:`_FUNCTION_CHARS` covers. On the real board this changed the places of about 840 of 5,227
-    messages; read through, the names it removed were sentence words (进入小区, 然后村).
+    Words and tags come from jieba's dictionary (no HMM), and only names holding such a word are
+    segmented at all: tagging in context with jieba.posseg cost four times as much (half a
+    millisecond a message, and places are found twice: for topics and to keep place names from being
+    masked as person names) for a few single prepositions that :data:`_FUNCTION_CHARS` covers. On
+    the real board this changed the places of about 840 of 5,227 messages; read through, the names it
+    removed were sentence words (进入小区, 然后村).
     """
-    tok = _pos_tokenizer()
-    freq = tok.tokenizer.FREQ
+    text = stem + suffix
+    vocab = _clause_vocabulary()
+    if not any(text[a:a + n] in vocab for a in range(len(text)) for n in (1, 2, 3, 4)):
+        return 0   # most names hold no word that could be the sentence's: no segmenting needed
+    from triage.text import _tokenizer
+
+    tok, tags = _tokenizer(), _clause_tags()
+    tok.check_initialized()
+    freq = tok.FREQ
     if len(stem) == 2:
         # one word or two characters: nothing can be cut (a name keeps two characters), only a stem
         # that is one sentence word is dropped, and its dictionary tag says so (jieba.posseg's tagging
         # in context costs a millisecond a name, most of them this short)
-        flag = tok.word_tag_tab.get(stem, "x")
+        flag = tags.get(stem, "x")
         n = freq.get(stem) or 0
         return None if flag in _CLAUSE_POS and n >= _CLAUSE_FREQ else 0
     cut, pos = 0, 0
     junk_only = True
-    for word in tok.tokenizer.lcut(stem + suffix, HMM=False):
-        w = _Word(word, "c" if word in _FUNCTION_CHARS else tok.word_tag_tab.get(word, "x"))
-        end = pos + len(w.word)
+    for word in tok.lcut(text, HMM=False):
+        flag = tags.get(word, "x")
+        end = pos + len(word)
         if end > len(stem):
             # a word across the stem's end: an idiom swallowing the suffix (走投无路) is no name
-            if w.flag == "i" and pos == 0:
+            if flag == "i" and pos == 0:
                 return None
             break
-        n = freq.get(w.word) or 0
-        one = w.flag in _CLAUSE_POS_ONE and len(w.word) == 1
-        many = w.flag in _CLAUSE_POS and len(w.word) >= 2
+        n = freq.get(word) or 0
+        one = flag in _CLAUSE_POS_ONE and len(word) == 1
+        many = flag in _CLAUSE_POS and len(word) >= 2
         clause = one or (many and n >= _CLAUSE_FREQ)
         if (one or (many and n >= _CLAUSE_FREQ_CUT)) and len(stem) - end >= 2:
             cut, junk_only = end, True   # what follows the cut is judged on its own

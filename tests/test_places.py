@@ -157,3 +157,8 @@ def test_a_name_that_holds_a_verb_or_a_rare_verb_like_word_stays_whole():
     assert names("解放西路修路") == ["解放西路"]
     assert names("育才小学门口拥堵") == ["育才小学"]
     assert names("实验小学门口拥堵") == ["实验小学"]
+
+
+def test_a_student_is_not_a_school():
+    assert names("咨询B市政府大学生人才政策问题") == ["B市"]
+    assert names("明德中学门口拥堵") == ["明德中学"]

@@ -390,6 +390,8 @@ class PlaceExtractor:
             if suffix in ("路", "街", "巷") and (stem[-1] in _NOT_ROAD_END or stem[-1].isdigit()
                                                 or (suffix == "路" and text[end:end + 1] in _NOT_AFTER_ROAD)):
                 continue  # 线路, 公里路, 28路 (a bus line), 加装路灯
+            if suffix in ("大学", "中学", "小学") and text[end:end + 1] == "生":
+                continue  # 大学生, 小学生: who, not where (B市政府大学生人才政策 named "政府大学")
             if suffix in ("村", "乡", "镇") and stem[-1] in _NOT_BEFORE_ADMIN:
                 continue
             if suffix == "乡" and text[end:end + 1] in _NOT_AFTER_TOWNSHIP:

@@ -107,7 +107,7 @@ async def drive(base: str, key: str, path: str, bodies: list[dict], concurrency:
     return {"path": path, "concurrency": concurrency, "requests": len(bodies), "seconds": round(wall, 2),
             "rps": round(len(bodies) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p95_ms": round(float(np.percentile(ms, 95)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "codes": codes, "receipts": receipts}
+            "codes": codes, "receipts": receipts, "latencies_ms": ms.round(1).tolist()}
 
 
 def main() -> int:
@@ -145,6 +145,7 @@ def main() -> int:
                           else [{"text": t, "channel": "网上征题", "submitter": f"u{i}"} for i, t in enumerate(sample)])
                 res = asyncio.run(drive(base, key, path, bodies, c))
                 stored_ok += res.pop("receipts")
+                res.pop("latencies_ms")
                 rows.append(res)
                 print(json.dumps(res, ensure_ascii=False), flush=True)
         from sqlalchemy import func, select

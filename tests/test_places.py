@@ -162,3 +162,45 @@ def test_a_name_that_holds_a_verb_or_a_rare_verb_like_word_stays_whole():
 def test_a_student_is_not_a_school():
     assert names("咨询B市政府大学生人才政策问题") == ["B市"]
     assert names("明德中学门口拥堵") == ["明德中学"]
+
+
+def test_cutting_sentence_words_keeps_the_offset_and_the_county():
+    px = PlaceExtractor()
+    found = px.extract("车辆承载着山水湾小区")
+    assert [(p.name, p.start) for p in found] == [("山水湾小区", 5)]
+    # the county before the sentence words still names the compound: two counties' schools stay two
+    a = [p.name for p in px.extract("K9县随意进入星城小区")]
+    assert "K9县星城小区" in a
+
+
+def test_names_jieba_mistags_and_brand_names_stay_whole():
+    assert names("前进路和联合村") == ["前进路", "联合村"]
+    assert names("南方医院门诊") == ["南方医院"]
+    assert names("金地格林公馆物业") == ["金地格林公馆"]
+    assert names("顺丰速运公司送货慢") == ["顺丰速运公司"]
+    assert names("之字港村修路") == ["之字港村"]
+
+
+def test_a_school_followed_by_another_word_in_sheng_is_still_a_school():
+    assert names("长郡中学生物老师") == ["长郡中学"]
+    assert names("湘潭大学生活区停水") == ["湘潭大学"]
+
+
+def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch, caplog):
+    from triage import places, text
+
+    def forget() -> None:
+        for cached in (places._clause_tags, places._clause_vocabulary, places._clause_words):
+            cached.cache_clear()
+
+    def broken():
+        raise OSError("no dictionary")
+
+    forget()
+    monkeypatch.setattr(text._tokenizer(), "get_dict_file", broken)
+    try:
+        assert names("阳光花园小区停水") == ["阳光花园小区"]
+    finally:
+        monkeypatch.undo()
+        forget()
+    assert names("车辆随意进入小区") == []

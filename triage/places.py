@@ -9,6 +9,7 @@ place-compatible when their most specific places are equal or one contains the o
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import yaml
 
 from triage.config import corpora_dir
 from triage.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 LEVELS = ("province", "city", "county", "town", "village", "estate", "site", "road")
 #: how specific a level is (bigger = more specific); roads and sites are point-like
@@ -203,8 +206,10 @@ def transposed(a: str, b: str) -> bool:
 #: parts of speech (jieba's tags) of words that belong to the sentence around a name, not to it: verbs,
 #: adverbs, conjunctions, prepositions, pronouns, time and direction words, particles, idioms
 _CLAUSE_POS = frozenset("v vd ad d c p r t f u uj ul uz ug ud uv y e o i".split())
-#: ... of a single character that is never a name's first (而燃气公司, 且前公司, 着小区)
-_CLAUSE_POS_ONE = frozenset("c p u uj ul uz ug ud uv y e".split())
+#: ... of a single particle (承载着山水湾小区, 布着恒大翡翠华庭). Other single characters jieba tags as
+#: prepositions or particles (比, 之, 地, 顺) are as often part of a brand name it does not know
+#: (比华利山小区, 之字港村, 金地格林公馆), so only :data:`_FUNCTION_CHARS` join these
+_CLAUSE_POS_ONE = frozenset("uj ul uz ug ud".split())
 #: how common a word must be (jieba's dictionary count) to be read as the sentence's: rarer verbs are
 #: often names themselves (育才小学, 致远路), so a whole stem is dropped only for a very common word;
 #: cutting a word off the front keeps a name of two characters or more and may go further
@@ -213,8 +218,15 @@ _CLAUSE_FREQ_CUT = 200
 
 
 #: single characters that the dictionary tags otherwise (沿 as a direction, 且 as a morpheme) but that
-#: before a name are the sentence's prepositions and conjunctions (沿盼盼路, 且铭壕公司, 由丰恒公司)
-_FUNCTION_CHARS = frozenset("沿由因且但而自距及并朝")
+#: before a name are the sentence's prepositions and conjunctions (沿盼盼路, 且铭壕公司, 由丰恒公司, 跟黄星大道)
+_FUNCTION_CHARS = frozenset("沿由因且但而自距及并朝跟用按据除凭")
+#: words jieba tags as verbs, time or direction words that name roads, villages, schools and compounds
+#: all over the country (解放西路, 前进村, 创新大道, 南方医院, 未来漫城小区): never the sentence's
+_NAME_WORDS = frozenset("解放 前进 胜利 团结 和平 光明 红旗 建设 振兴 幸福 友谊 长征 东风 创新 联合 奋斗 起义 独立 实践 开放 "
+                        "沿海 飞行 警察 初中 当代 现代 未来 春秋 南方 北方 东方 西方 中央 大同 大连 西部 东部 南部 北部 "
+                        "中部 前锋 先锋 育才 求实 树人 振华 复兴 新华 人民 文化 科技".split())
+#: after 大学/中学/小学, 生 starts another word here (长郡中学生物老师, 湘潭大学生活区), not 学生
+_NOT_STUDENT = frozenset("物活态源命均产意日长成存病理育殖效前")
 
 
 @functools.lru_cache(maxsize=1)
@@ -222,12 +234,17 @@ def _clause_tags() -> dict[str, str]:
     """jieba's dictionary tag of every word that could be the sentence's (the tags of
     :data:`_CLAUSE_POS`), the rest left out: one regular-expression pass over the dictionary file,
     a fraction of the time jieba.posseg takes to load every word's tag."""
-    import jieba
+    from triage.text import _tokenizer
 
     pattern = re.compile(r"^(\S+) \d+ (%s)$" % "|".join(sorted(_CLAUSE_POS, key=len, reverse=True)), re.M)
-    with jieba.get_dict_file() as f:
-        text = f.read().decode("utf-8")
-    tags = dict(pattern.findall(text))
+    try:
+        with _tokenizer().get_dict_file() as f:
+            text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        # places are still found, only without trimming sentence words: better than no intake at all
+        log.warning("无法读取 jieba 词典（%s），地名不再剔除句中词 / jieba's dictionary unreadable", exc)
+        text = ""
+    tags = {w: t for w, t in pattern.findall(text) if w not in _NAME_WORDS}
     tags.update((c, "c") for c in _FUNCTION_CHARS)
     return tags
 
@@ -241,7 +258,7 @@ def _clause_vocabulary() -> frozenset[str]:
     tok.check_initialized()
     freq = tok.FREQ
     return frozenset(w for w, f in _clause_tags().items()
-                     if (len(w) == 1 and f in _CLAUSE_POS_ONE) or f == "i"
+                     if (len(w) == 1 and (f in _CLAUSE_POS_ONE or w in _FUNCTION_CHARS)) or f == "i"
                      or (len(w) >= 2 and (freq.get(w) or 0) >= _CLAUSE_FREQ_CUT))
 
 
@@ -294,7 +311,7 @@ def _clause_words(stem: str, suffix: str) -> int | None:
                 return None
             break
         n = freq.get(word) or 0
-        one = flag in _CLAUSE_POS_ONE and len(word) == 1
+        one = len(word) == 1 and (word in _FUNCTION_CHARS or flag in _CLAUSE_POS_ONE)
         many = flag in _CLAUSE_POS and len(word) >= 2
         clause = one or (many and n >= _CLAUSE_FREQ)
         if (one or (many and n >= _CLAUSE_FREQ_CUT)) and len(stem) - end >= 2:
@@ -380,6 +397,7 @@ class PlaceExtractor:
             ext = re.match(_SUFFIX_RE, text[end:])
             if ext and ext.group(0) != suffix and ext.group(0) in ("小区", "社区", "新村", "公寓", "宿舍", "大道", "公路", "街道"):
                 suffix, end = suffix + ext.group(0), end + len(ext.group(0))  # 阳光花园小区
+            s0 = m.start() + i   # where the name began before any sentence words were cut off
             cut = _clause_words(stem, suffix)
             if cut is None:
                 continue   # 准备小区, 然后村, 走投无路: words of the sentence, no name
@@ -390,7 +408,7 @@ class PlaceExtractor:
             if suffix in ("路", "街", "巷") and (stem[-1] in _NOT_ROAD_END or stem[-1].isdigit()
                                                 or (suffix == "路" and text[end:end + 1] in _NOT_AFTER_ROAD)):
                 continue  # 线路, 公里路, 28路 (a bus line), 加装路灯
-            if suffix in ("大学", "中学", "小学") and text[end:end + 1] == "生":
+            if suffix in ("大学", "中学", "小学") and text[end:end + 1] == "生" and text[end + 1:end + 2] not in _NOT_STUDENT:
                 continue  # 大学生, 小学生: who, not where (B市政府大学生人才政策 named "政府大学")
             if suffix in ("村", "乡", "镇") and stem[-1] in _NOT_BEFORE_ADMIN:
                 continue
@@ -403,7 +421,8 @@ class PlaceExtractor:
             if claim(s, end):
                 # a compound or school right after its county is named with it: K9县第一中学 and K3县第一中学
                 # are two schools, 中央华府小区 and A5区中央华府小区 one (see compatible)
-                unit = units.get(s) or (units.get(s - 1) if s and text[s - 1] in _ADMIN_LEVEL else None)
+                unit = (units.get(s) or units.get(s0)
+                        or (units.get(s0 - 1) if s0 and text[s0 - 1] in _ADMIN_LEVEL else None))
                 found.append(Place(unit + name if unit and level in ("site", "estate") else name, level, s, False))
         found.sort(key=lambda p: p.start)
         return found

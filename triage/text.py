@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: so masking is idempotent and later patterns never match inside them.
 #: Changes whenever what masking hides changes (rules, the NER, its gates). A store records the version
 #: its masked texts were made with; ``triage remask`` brings older rows up to this one.
-MASKER_VERSION = "2026-12-06.7"
+MASKER_VERSION = "2026-12-06.8"
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",

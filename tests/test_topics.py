@@ -298,3 +298,21 @@ def test_the_lexical_view_keeps_what_kind_of_site_a_place_is():
     assert _strip_places("长株潭 城铁 增开 车次", ["长株潭城铁"]) == "城铁 增开 车次"
     # a compound is where, not what: its name goes whole
     assert _strip_places("华邦 小区 电梯 坏 了", ["华邦小区"]) == "电梯 坏 了"
+
+
+def test_an_index_rebuilt_without_descriptions_is_the_same_index():
+    # the service rebuilds its index from the stored membership with describe=False (members and
+    # places only); it must assign exactly as an index from the fully described topics would
+    from triage.topics import TopicIndex
+
+    rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
+    f = frame(rows)
+    emb = get_encoder("use").encode(f["text"].tolist())
+    full = TopicBuilder().fit(f, emb)
+    labels = np.array([full.topics_.index(next(t for t in full.topics_ if m in t.members)) for m in f["id"]])
+    previous = {t.id: t.members for t in full.topics_}
+    light = TopicBuilder().fit(f, emb, previous, labels=labels, describe=False)
+    assert light.themes_ == [] and all(t.label == "" for t in light.topics_)
+    a, b = TopicIndex(full), TopicIndex(light)
+    assert a.ids == b.ids and a.count == b.count and a.place == b.place and a.mentions == b.mentions
+    assert np.allclose(a.E[:len(a.ids)], b.E[:len(b.ids)]) and (a.L != b.L).nnz == 0

@@ -957,7 +957,7 @@ class Office:
         codes, uniq = pd.factorize(msgs["topic_id"])
         previous = {tid: msgs["id"][codes == k].tolist() for k, tid in enumerate(uniq)}
         emb = self._topic_embeddings(msgs)
-        b = TopicBuilder(places=self.places).fit(msgs, emb, previous, labels=codes)
+        b = TopicBuilder(places=self.places).fit(msgs, emb, previous, labels=codes, describe=False)
         return TopicIndex(b), upto
 
     def _recluster_soon(self) -> None:

@@ -98,12 +98,15 @@ class TopicBuilder:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, msgs: pd.DataFrame, emb: np.ndarray, previous: Mapping[str, Iterable[str]] | None = None,
-            id_prefix: str = "T", labels: np.ndarray | None = None) -> "TopicBuilder":
+            id_prefix: str = "T", labels: np.ndarray | None = None, describe: bool = True) -> "TopicBuilder":
         """Cluster ``msgs`` (columns of :class:`Message`) with their embeddings.
 
         ``previous`` maps existing topic ids to their member ids; matched clusters keep those ids.
         ``labels`` skips clustering: the service rebuilds its incremental index from the stored
-        membership (staff decisions included) without re-clustering.
+        membership (staff decisions included) without re-clustering. ``describe=False`` gives each
+        topic only its members and places, which is all :class:`TopicIndex` reads: labels, keywords,
+        representatives, near-duplicates and themes were 13 of the 31 s an index rebuild took at 20k
+        stored messages, in a thread that shares the worker with intake (``bench/intake_during_recluster.py``).
         """
         cfg = self.config
         msgs = msgs.reset_index(drop=True)
@@ -129,9 +132,26 @@ class TopicBuilder:
         self.labels_ = labels
         ids = match_ids(labels, msgs["id"].tolist(), previous or {}, cfg.id_match_min_jaccard, id_prefix)
         self.topic_of_ = dict(zip(msgs["id"], (ids[lab] for lab in labels)))
+        if not describe:
+            self.topics_, self.themes_ = self._members_and_places(labels, ids), []
+            return self
         self.topics_ = self._describe(labels, ids)
         self._themes()
         return self
+
+    def _members_and_places(self, labels: np.ndarray, ids: dict[int, str]) -> list[Topic]:
+        """Each topic's members and places only (see ``describe`` in :meth:`fit`)."""
+        msgs = self.msgs_
+        mid = msgs["id"].astype(str).to_numpy(dtype=object)
+        plist = [ps if isinstance(ps, list) else [] for ps in msgs["places"]]
+        prim = [p if isinstance(p, str) and p else None for p in msgs["place"]]
+        order = np.argsort(labels, kind="stable")
+        out = []
+        for idx in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []:
+            t = Topic(id=ids[int(labels[idx[0]])], members=mid[idx].tolist(), size=len(idx))
+            t.places, t.place = _topic_places(idx, plist, prim)
+            out.append(t)
+        return out
 
     def _describe(self, labels: np.ndarray, ids: dict[int, str]) -> list[Topic]:
         # Per-message columns are turned into plain arrays once: at 100k messages there are tens of
@@ -183,10 +203,7 @@ class TopicBuilder:
             if doms:
                 t.domain, c = doms.most_common(1)[0]
                 t.domain_share = c / size
-            pc = Counter(p for k in idx for p in plist[k])
-            t.places = [p for p, _ in pc.most_common(5)]
-            specific = Counter(prim[k] for k in idx if prim[k])
-            t.place = specific.most_common(1)[0][0] if specific else None
+            t.places, t.place = _topic_places(idx, plist, prim)
             tsi = tsv[idx]
             tsi = tsi[~np.isnat(tsi)]  # an unparseable date is unknown, not the earliest
             t.first_seen, t.last_seen = (pd.Timestamp(tsi.min()), pd.Timestamp(tsi.max())) if len(tsi) else (pd.NaT, pd.NaT)
@@ -293,6 +310,13 @@ class TopicBuilder:
                          "theme": t.theme or "", "representative_id": t.representative,
                          "representative": t.representative_text})
         return pd.DataFrame(rows)
+
+
+def _topic_places(idx: np.ndarray, plist: Sequence[list[str]], prim: Sequence[str | None]) -> tuple[list[str], str | None]:
+    """A topic's places (the five its members name most) and its place (its members' commonest primary)."""
+    pc = Counter(p for k in idx for p in plist[k])
+    specific = Counter(prim[k] for k in idx if prim[k])
+    return [p for p, _ in pc.most_common(5)], (specific.most_common(1)[0][0] if specific else None)
 
 
 def _strip_places(tokens: str, places: Sequence[str]) -> str:

@@ -186,7 +186,7 @@ def test_a_school_followed_by_another_word_in_sheng_is_still_a_school():
     assert names("湘潭大学生活区停水") == ["湘潭大学"]
 
 
-def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch, caplog):
+def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch):
     from triage import places, text
 
     def forget() -> None:

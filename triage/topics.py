@@ -145,9 +145,8 @@ class TopicBuilder:
         mid = msgs["id"].astype(str).to_numpy(dtype=object)
         plist = [ps if isinstance(ps, list) else [] for ps in msgs["places"]]
         prim = [p if isinstance(p, str) and p else None for p in msgs["place"]]
-        order = np.argsort(labels, kind="stable")
         out = []
-        for idx in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []:
+        for idx in _label_groups(labels):
             t = Topic(id=ids[int(labels[idx[0]])], members=mid[idx].tolist(), size=len(idx))
             t.places, t.place = _topic_places(idx, plist, prim)
             out.append(t)
@@ -178,9 +177,7 @@ class TopicBuilder:
         dupvec = HashingVectorizer(analyzer="char", ngram_range=(2, 3), n_features=2 ** 18,
                                    alternate_sign=False, norm="l2")
         out: list[Topic] = []
-        order = np.argsort(labels, kind="stable")
-        bounds = np.flatnonzero(np.diff(labels[order])) + 1
-        groups = np.split(order, bounds)
+        groups = _label_groups(labels)
         # near-duplicates only matter inside a topic: singletons (most topics at scale) are not vectorised
         in_multi = np.concatenate([g for g in groups if len(g) > 1] or [np.zeros(0, int)])
         at = np.full(n, -1)
@@ -310,6 +307,12 @@ class TopicBuilder:
                          "theme": t.theme or "", "representative_id": t.representative,
                          "representative": t.representative_text})
         return pd.DataFrame(rows)
+
+
+def _label_groups(labels: np.ndarray) -> list[np.ndarray]:
+    """The message positions of each topic, topics in label order, members in message order."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
 
 
 def _topic_places(idx: np.ndarray, plist: Sequence[list[str]], prim: Sequence[str | None]) -> tuple[list[str], str | None]:

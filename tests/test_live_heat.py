@@ -166,3 +166,59 @@ def test_a_message_right_after_a_reclustering_joins_where_the_members_went_not_a
         assert row.topic_id in kept
     with office.store.session() as s:
         assert set(s.execute(select(Topic.id)).scalars()) == kept
+
+
+def test_a_message_that_would_join_a_dropped_topic_does_not_wait_for_the_index_rebuild(office, monkeypatch) -> None:
+    """The index rebuild after a re-clustering runs in the background (seconds at 20k stored messages).
+    A submission that would join a dropped topic used to rebuild it there and then, under the index
+    lock, and every submission of the worker waited; it now follows the dropped topic's members."""
+    import threading
+
+    texts = ["幸福里小区电梯经常困人，业主多次反映没人修，请督促物业维修电梯",
+             "幸福里小区的电梯又坏了，老人上下楼很困难，物业一直不修电梯", "反映幸福里小区电梯故障频繁困人的问题",
+             "幸福里小区电梯坏了半个月，请有关部门督促物业尽快修好电梯"]
+    first_topic = {}
+    for k, t in enumerate(texts):
+        row, _a, _r = office.submit(Intake(text=t, submitter=f"c{k}", submitted_at=dt.datetime.utcnow() - dt.timedelta(minutes=60 - k)),
+                                    auto_recluster=False)
+        first_topic[t] = row.topic_id
+    office._current_index()   # this worker's index holds the topics as they were before the re-clustering
+    office.recluster()
+    with office.store.session() as s:
+        kept = set(s.execute(select(Suggestion.topic_id)).scalars())
+        topics_before = set(s.execute(select(Topic.id)).scalars())
+    assert len(kept) == 1 and topics_before == kept
+    # a message worded as one whose topic went: the old index sends it to that dropped topic
+    gone = [t for t in texts if first_topic[t] not in kept]
+    assert gone, "the re-clustering dropped no topic; the test needs one"
+    release, builds = threading.Event(), []
+    real_build = office._build_index
+
+    def held_build():   # the background rebuild cannot finish until the submissions are in
+        builds.append(threading.current_thread().name)
+        assert release.wait(30)
+        return real_build()
+
+    monkeypatch.setattr(office, "_build_index", held_build)
+    try:
+        for k, t in enumerate(gone[:2]):
+            row, _a, _r = office.submit(Intake(text=t, submitter=f"d{k}"), auto_recluster=False)
+            assert row.topic_id in kept
+    finally:
+        release.set()
+    assert threading.current_thread().name not in builds   # no rebuild on the submitting thread
+    with office.store.session() as s:
+        assert set(s.execute(select(Topic.id)).scalars()) == kept
+
+
+def test_a_worker_two_re_clusterings_behind_still_finds_where_a_dropped_topic_went(office, monkeypatch) -> None:
+    with office.store.session() as s:
+        office._record_successors(s, {"T000001": "T000002", "T000003": None})
+    with office.store.session() as s:   # the next run drops T000002 into T000004
+        office._record_successors(s, {"T000002": "T000004"})
+    chain = office.store.get_setting("topics_redirect")
+    assert chain == {"T000001": "T000004", "T000003": None, "T000002": "T000004"}
+    monkeypatch.setattr(office, "REDIRECTS_KEPT", 2)
+    with office.store.session() as s:
+        office._record_successors(s, {"T000005": "T000004"})
+    assert list(office.store.get_setting("topics_redirect")) == ["T000002", "T000005"]   # the oldest go first

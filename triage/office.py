@@ -37,7 +37,7 @@ from triage.pipeline import Triage, validate_text
 from triage.places import PlaceExtractor
 from triage.route import route_topic
 from triage.store import (LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, ApiKey, Assessment, AuditEvent,
-                          Correction, Store, Suggestion, Topic, utcnow)
+                          Correction, Setting, Store, Suggestion, Topic, utcnow)
 from triage.text import normalize
 from triage.topics import TopicIndex, make_label
 
@@ -187,6 +187,8 @@ class Office:
         self._recluster_lock = threading.Lock()
         self._recluster_pending = threading.Lock()
         self._rebuilding = threading.Lock()
+        self._redirect: dict[str, str | None] = {}   # dropped topic -> where its members went (per generation)
+        self._redirect_gen: Any = object()
         self._index: TopicIndex | None = None
         self._index_gen: Any = None
         self._gen_checked = 0.0
@@ -283,13 +285,14 @@ class Office:
                 tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places, lex=lex)
                 if not is_new and not self._topic_exists(tid):
                     # the index predates a re-clustering that dropped this topic (its background rebuild
-                    # has not landed yet): joining it would bring the dropped topic back as a new one
-                    # beside the topic its members went to. Rebuild now and assign again.
-                    gen = self.store.get_setting("topics_generation")
-                    rebuilt, _upto = self._build_index()
-                    if rebuilt is not None:
-                        self._index, self._index_gen, index = rebuilt, gen, rebuilt
-                        tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places)
+                    # has not landed yet): joining it would bring the dropped topic back beside the
+                    # topic its members went to. Follow them there; rebuilding the index here, under
+                    # the lock, stalled every submission of this worker for the rebuild's length.
+                    successor = self._successor(tid)
+                    if successor is None:
+                        is_new = True   # its members were left without a topic: this one opens one
+                    else:
+                        tid = successor
             try:
                 with self.store.session() as s:
                     if is_new:
@@ -362,6 +365,24 @@ class Office:
     def _topic_exists(self, tid: str) -> bool:
         with self.store.session() as s:
             return s.execute(select(Topic.id).where(Topic.id == tid)).first() is not None
+
+    REDIRECTS_KEPT = 50_000
+
+    def _successor(self, tid: str) -> str | None:
+        """Where the members of a topic that a re-clustering dropped went (None: nowhere, or not known).
+
+        Each re-clustering records, for each topic it drops, the topic most of its members joined
+        (:meth:`_recluster`, the ``topics_redirect`` setting, read here once per generation).
+        """
+        gen = self.store.get_setting("topics_generation")
+        if self._redirect_gen != gen:
+            self._redirect = dict(self.store.get_setting("topics_redirect") or {})
+            self._redirect_gen = gen
+        successor = self._redirect.get(tid)
+        if successor is None or not self._topic_exists(successor):
+            log.info("topic %s was dropped by a re-clustering and its successor is unknown: a new topic opens", tid)
+            return None
+        return successor
 
     def _reage_quietly(self) -> None:
         """Every topic's recency at the store's clock, once the clock has moved a tenth of a half-life.
@@ -1121,9 +1142,7 @@ class Office:
                 if sid in snapshot or tid not in previous:
                     continue
                 if tid in gone:
-                    votes = Counter(topic_of.get(int(m)) for m in previous[tid])
-                    votes.pop(None, None)
-                    tid = votes.most_common(1)[0][0] if votes else None
+                    tid = self._most_joined(previous[tid], topic_of)
                     topic_of[sid] = tid
                 if tid:
                     late_to[tid] = late_to.get(tid, 0) + 1
@@ -1140,6 +1159,7 @@ class Office:
                 s.execute(update(Suggestion), moves)   # bulk UPDATE by primary key
             if dropped:
                 s.execute(delete(Topic).where(Topic.id.in_(dropped), Topic.pinned.is_(False)))
+                self._record_successors(s, {tid: self._most_joined(previous[tid], topic_of) for tid in dropped})
             s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
                              action="recluster", target_type="topics", target_id="*",
                              detail={"messages": len(msgs), "topics": len(topics), "seconds": res.seconds,
@@ -1149,6 +1169,27 @@ class Office:
         report("写入议题", self.RECLUSTER_STEPS, len(msgs))
         self._gen_checked = 0.0   # this worker's index follows the new generation (rebuilt in the background)
         return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds}
+
+    @staticmethod
+    def _most_joined(members: list[str], topic_of: dict[int, str | None]) -> str | None:
+        votes = Counter(topic_of.get(int(m)) for m in members)
+        votes.pop(None, None)
+        return votes.most_common(1)[0][0] if votes else None
+
+    def _record_successors(self, s: Session, successors: dict[str, str | None]) -> None:
+        """Remember where each dropped topic's members went, for workers whose index still holds it
+        (:meth:`_successor`). Older entries are carried through this run's moves, so a worker two
+        generations behind still finds the live topic; the oldest go past ``REDIRECTS_KEPT``."""
+        old = s.get(Setting, "topics_redirect")
+        chain: dict[str, str | None] = {}
+        for tid, to in (old.value if old is not None and isinstance(old.value, dict) else {}).items():
+            chain[tid] = successors.get(to, to) if to is not None else None
+        for tid in successors:
+            chain.pop(tid, None)
+        chain.update(successors)
+        if len(chain) > self.REDIRECTS_KEPT:
+            chain = dict(list(chain.items())[-self.REDIRECTS_KEPT:])
+        self.store.set_setting(s, "topics_redirect", chain)
 
     def _upsert_topic(self, s: Session, tid: str, r: pd.Series, card: dict) -> None:
         t = s.get(Topic, tid)

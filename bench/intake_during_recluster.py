@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         job_id = job.json()["id"]
         lat: list[float] = []
         codes: dict[int, int] = {}
-        busy_s, status, progress = 0.0, "running", None
+        busy_s, status, progress, result = 0.0, "running", None, None
         k = 0
         while status in ("queued", "running"):
             t = time.perf_counter()
@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             for c, n in r["codes"].items():
                 codes[c] = codes.get(c, 0) + n
             j = httpx.get(f"{base}/api/v1/jobs/{job_id}", headers={"X-API-Key": staff}, timeout=30).json()
-            status, progress = j["status"], j.get("progress")
+            status, progress, result = j["status"], j.get("progress"), j.get("result")
         job_s = round(time.perf_counter() - started, 1)
         rows.append({**summary("during re-clustering", lat, busy_s, codes), "job_status": status,
-                     "job_s": job_s, "job_progress": progress})
+                     "job_s": job_s, "job_progress": progress, "job_result": result})
         print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
         quiet("after")
     finally:
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['phase']} | {r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
               f"{r['max_ms']} | {r['p99_ms'] / q['p99_ms']:.1f}× |")
     during = next(r for r in rows if r["phase"].startswith("during"))
-    print(f"re-clustering job: {during['job_status']} in {during['job_s']} s")
+    res = during.get("job_result") or {}
+    print(f"re-clustering job: {during['job_status']} in {during['job_s']} s "
+          f"(clustering {res.get('seconds')} s, the bulk write that holds intake {res.get('write_seconds')} s)")
     return 0 if not missing else 1
 
 

@@ -1116,6 +1116,7 @@ class Office:
         if missing:
             log.info("re-clustering embedded %d messages stored without embeddings", missing)
         topics = res.topics
+        w0 = time.perf_counter()
         with self._lock, self.store.session() as s:
             # Intake goes on while the clustering runs (seconds to minutes). From here to the commit
             # no other worker may store a suggestion, so that every message of a topic about to go
@@ -1166,9 +1167,13 @@ class Office:
                                      "moved": len(moves), "arrived_meanwhile": sum(late_to.values()),
                                      "without_embeddings": missing, "texts_embedded": enc.misses}))
             self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
+        write_s = time.perf_counter() - w0   # intake waits this long (the store's writes are held)
         report("写入议题", self.RECLUSTER_STEPS, len(msgs))
         self._gen_checked = 0.0   # this worker's index follows the new generation (rebuilt in the background)
-        return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds}
+        log.info("re-clustering: %d messages, %d topics; clustering %.1f s, writing %.1f s",
+                 len(msgs), len(topics), res.seconds, write_s)
+        return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds,
+                "write_seconds": round(write_s, 2)}
 
     @staticmethod
     def _most_joined(members: list[str], topic_of: dict[int, str | None]) -> str | None:

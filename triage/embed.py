@@ -48,6 +48,8 @@ class Encoder:
 
     name: str = "encoder"
     dim: int = 0
+    #: what :func:`get_encoder` takes to build this encoder again in another process (None: it cannot)
+    spec: str | None = None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
@@ -69,6 +71,7 @@ class USEEncoder(Encoder):
 
     name = "use-multilingual-v3"
     dim = 512
+    spec = "use"
 
     def __init__(self, token_budget: int | None = None, threads: int | None = None) -> None:
         self.token_budget = token_budget
@@ -105,6 +108,7 @@ class SentenceTransformerEncoder(Encoder):
             raise ModelError(f"{self.path} 不是 sentence-transformers 模型目录（缺少 modules.json / config.json）")
         self.batch_size = batch_size
         self.name = f"st:{self.path.name}"
+        self.spec = str(self.path.resolve())
         self._model = None
 
     def _load(self):
@@ -132,6 +136,7 @@ class HashingEncoder(Encoder):
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.dim = dim
+        self.spec = "hashing" if dim == 2048 else None
         self._vec = HashingVectorizer(analyzer="char", ngram_range=(1, 3), n_features=dim,
                                       alternate_sign=False, norm="l2")
 

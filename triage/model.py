@@ -147,6 +147,8 @@ class ModelBundle:
 
     def __post_init__(self) -> None:
         self.names = self.features.names()
+        #: where it was loaded from (None when trained in this process): another process loads it from there
+        self.directory: str | None = None
 
     def transform(self, frame: pd.DataFrame):
         return self.features.transform(frame)
@@ -228,7 +230,9 @@ class ModelBundle:
             features = FeatureSpace.load(d)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"模型目录 {d} 的特征文件缺失或损坏：{exc}") from exc
-        return cls(features, domain, scope, department, cues, manifest)
+        bundle = cls(features, domain, scope, department, cues, manifest)
+        bundle.directory = str(d.resolve())
+        return bundle
 
 
 def cross_validate(frame: pd.DataFrame, y: Sequence[str], groups: Sequence[str] | None,

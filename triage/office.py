@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from triage.errors import TriageError
 from triage.features import PREPARE_PARALLEL_MIN
 from triage.pipeline import Triage, validate_text
+from triage.model import ModelBundle
 from triage.places import PlaceExtractor
 from triage.route import route_topic
 from triage.store import (LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, ApiKey, Assessment, AuditEvent,
@@ -96,6 +97,9 @@ class OfficeConfig:
     #: city's year replayed through the API ended with 800 messages never re-clustered (live vs full
     #: ARI 0.875). The service sets it (TRIAGE_RECLUSTER_QUIET_S, default 120 s); the library leaves it off.
     recluster_quiet_s: float = 0.0
+    #: a re-clustering of at least this many messages runs in a child process at low priority, so the
+    #: worker's intake shares neither its core nor Python's interpreter lock with it (None: never)
+    recluster_apart_from: int | None = 3000
     min_reason_chars: int = 2
     petition_group_min: int = 5     # distinct citizens who make a petition a group issue in the topic list
     # A submission time is the citizen's (or the portal's) clock: accepted from the office's earliest
@@ -942,10 +946,11 @@ class Office:
             "head_embedding": [r.head_embedding if r.embedding_model == self.encoder.name else None for r in rows]},
             index=pd.RangeIndex(len(rows)))
 
-    def _stored_encoder(self, msgs: pd.DataFrame):
-        """The office's encoder, primed with the embeddings stored with these messages: rebuilding
-        the index or re-clustering then embeds only messages stored without them (older rows)."""
-        from triage.embed import GIST_CHARS, prefilled
+    @staticmethod
+    def _known_embeddings(msgs: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The embeddings stored with these messages (text or opening → vector): rebuilding the index
+        or re-clustering then embeds only messages stored without them (older rows)."""
+        from triage.embed import GIST_CHARS
 
         known: dict[str, np.ndarray] = {}
         for text, full, head in zip(msgs["text"], msgs["embedding"], msgs["head_embedding"]):
@@ -953,7 +958,30 @@ class Office:
                 known[text] = np.frombuffer(full, dtype=np.float32)
             if head is not None:
                 known[text[:GIST_CHARS]] = np.frombuffer(head, dtype=np.float32)
-        return prefilled(self.encoder, known)
+        return known
+
+    def _stored_encoder(self, msgs: pd.DataFrame):
+        """The office's encoder, primed with the embeddings stored with these messages."""
+        from triage.embed import prefilled
+
+        return prefilled(self.encoder, self._known_embeddings(msgs))
+
+    def _apart(self, messages: int) -> tuple[str, Any, str, str | None] | None:
+        """What a child process needs to re-cluster as this worker would (model directory, taxonomy,
+        encoder spec, its cache file), or None to cluster here: a small store (starting a process and
+        loading the model cost more than they spare), or a model or encoder that exists only in this
+        process (trained in memory, a test's stand-in)."""
+        from triage.embed import CachedEncoder
+
+        limit = self.config.recluster_apart_from
+        if limit is None or messages < limit:
+            return None
+        inner = self.encoder.inner if isinstance(self.encoder, CachedEncoder) else self.encoder
+        cache = self.encoder.cache.path if isinstance(self.encoder, CachedEncoder) else None
+        directory = getattr(self.triage.bundle, "directory", None)
+        if directory is None or getattr(inner, "spec", None) is None:
+            return None
+        return directory, self.triage.taxonomy, inner.spec, str(cache) if cache else None
 
     def _topic_embeddings(self, msgs: pd.DataFrame) -> np.ndarray:
         from triage.embed import topic_embeddings
@@ -1085,8 +1113,6 @@ class Office:
         """``progress`` gets ``{"stage", "step", "steps", "messages", "seconds"}`` as each stage ends:
         读取留言, the six stages of :func:`build_candidates`, 写入议题 (minutes at 100k stored messages,
         and staff watching the job should see where it is)."""
-        from triage.candidates import build_candidates
-
         t0 = time.perf_counter()
 
         def report(stage: str, step: int, messages: int) -> None:
@@ -1104,10 +1130,20 @@ class Office:
             return {"messages": 0, "topics": 0}
         previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
         frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
-        enc = self._stored_encoder(msgs)
-        res = build_candidates(self.triage, frame, ["title", "raw_text"], encoder=enc, previous=previous,
-                               stored=msgs[["text", "tokens", "domain", "scope"]],
-                               progress=lambda p: report(p["stage"], p["step"] + 1, len(msgs)))
+        stored = msgs[["text", "tokens", "domain", "scope"]]
+        known = self._known_embeddings(msgs)
+        res = None
+        step = lambda p: report(p["stage"], p["step"] + 1, len(msgs))  # noqa: E731
+        apart = self._apart(len(msgs))
+        if apart is not None:
+            from triage.apart import ApartError, run_apart
+
+            try:
+                res = run_apart(cluster_stored_apart, *apart, frame, previous, stored, known, progress=step)
+            except (ApartError, OSError) as exc:   # a child that cannot start or dies: cluster here instead
+                log.warning("re-clustering in a child process failed, so it runs in this worker: %s", exc)
+        if res is None:
+            res = cluster_stored(self.triage, self.encoder, frame, previous, stored, known, progress=step)
         from triage.embed import GIST_CHARS
 
         # a message's topic embedding is its opening: a short text's own embedding, a long text's head
@@ -1115,7 +1151,10 @@ class Office:
         missing = int(np.where(long_, msgs["head_embedding"].isna(), msgs["embedding"].isna()).sum())
         if missing:
             log.info("re-clustering embedded %d messages stored without embeddings", missing)
-        topics = res.topics
+        topics = res["topics"]
+        # each topic's row, worked out before intake is held
+        values = {r["topic_id"]: self._topic_values(r, res["scorecards"][r["topic_id"]])
+                  for r in topics.to_dict("records")}
         w0 = time.perf_counter()
         with self._lock, self.store.session() as s:
             # Intake goes on while the clustering runs (seconds to minutes). From here to the commit
@@ -1133,7 +1172,7 @@ class Office:
                       for tid in topics["topic_id"]}
             kept = set(rename.values())
             dropped = [tid for tid in previous if tid not in kept]
-            topic_of: dict[int, str | None] = {int(m): rename[t] for m, t in res.builder.topic_of_.items()}
+            topic_of: dict[int, str | None] = {int(m): rename[t] for m, t in res["topic_of"].items()}
             # messages stored since the snapshot: in a topic that stays they stay (and count); in a
             # topic that goes they follow most of its members
             snapshot = set(msgs["id"].astype(int))
@@ -1147,11 +1186,7 @@ class Office:
                     topic_of[sid] = tid
                 if tid:
                     late_to[tid] = late_to.get(tid, 0) + 1
-            for _, r in topics.iterrows():
-                self._upsert_topic(s, rename[r["topic_id"]], r, res.scorecards[r["topic_id"]])
-                t = s.get(Topic, rename[r["topic_id"]])
-                t.size += late_to.get(t.id, 0)
-            s.flush()
+            self._write_topics(s, {rename[tid]: v for tid, v in values.items()}, late_to)
             before = dict(zip(msgs["id"].astype(int), msgs["topic_id"]))
             moves = [{"id": sid, "topic_id": tid} for sid, tid in topic_of.items() if before.get(sid, "?") != tid]
             moves += [{"id": sid, "topic_id": None} for sid, tid in before.items()
@@ -1163,16 +1198,16 @@ class Office:
                 self._record_successors(s, {tid: self._most_joined(previous[tid], topic_of) for tid in dropped})
             s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
                              action="recluster", target_type="topics", target_id="*",
-                             detail={"messages": len(msgs), "topics": len(topics), "seconds": res.seconds,
+                             detail={"messages": len(msgs), "topics": len(topics), "seconds": res["seconds"],
                                      "moved": len(moves), "arrived_meanwhile": sum(late_to.values()),
-                                     "without_embeddings": missing, "texts_embedded": enc.misses}))
+                                     "without_embeddings": missing, "texts_embedded": res["misses"], "apart": res.get("apart", False)}))
             self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
         write_s = time.perf_counter() - w0   # intake waits this long (the store's writes are held)
         report("写入议题", self.RECLUSTER_STEPS, len(msgs))
         self._gen_checked = 0.0   # this worker's index follows the new generation (rebuilt in the background)
         log.info("re-clustering: %d messages, %d topics; clustering %.1f s, writing %.1f s",
-                 len(msgs), len(topics), res.seconds, write_s)
-        return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res.seconds,
+                 len(msgs), len(topics), sum(res["seconds"].values()) if isinstance(res["seconds"], dict) else res["seconds"], write_s)
+        return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res["seconds"],
                 "write_seconds": round(write_s, 2)}
 
     @staticmethod
@@ -1196,32 +1231,51 @@ class Office:
             chain = dict(list(chain.items())[-self.REDIRECTS_KEPT:])
         self.store.set_setting(s, "topics_redirect", chain)
 
-    def _upsert_topic(self, s: Session, tid: str, r: pd.Series, card: dict) -> None:
-        t = s.get(Topic, tid)
-        if t is None:
-            t = Topic(id=tid)
-            s.add(t)
-        if not t.label_locked:
-            t.label = r["label"]
+    @staticmethod
+    def _topic_values(r: dict[str, Any], card: dict) -> dict[str, Any]:
+        """A re-clustered topic's columns, from its row in the ranked topics and its scorecard."""
         route = card["route"]
-        t.keywords = [k for k in str(r["keywords"]).split("、") if k]
-        t.places = [p for p in str(r["places"]).split("、") if p]
-        t.place = r["place"] or None
-        t.domain = r["domain"] or None
-        t.route_kind = route["kind"]
-        t.committee_id = route["id"] if route["kind"] == "committee" else None
-        t.committee = route["name"] if route["kind"] == "committee" else None
-        t.department = route["name"] if route["kind"] == "department" else None
-        t.route_reason = route["reason"]
-        t.heat = float(r["heat"])
-        t.heat_terms = card["heat"]
-        t.scorecard = card["scorecard"]
-        t.verdict = r["verdict"]
-        t.size, t.submitters = int(r["size"]), int(r["submitters"])
-        t.representative_id = int(r["representative_id"])
-        t.theme = r["theme"] or None
-        t.first_seen, t.last_seen = _naive(r["first_seen"]), _naive(r["last_seen"])
-        t.updated_at = utcnow()
+        return {
+            "label": r["label"], "keywords": [k for k in str(r["keywords"]).split("、") if k],
+            "places": [p for p in str(r["places"]).split("、") if p], "place": r["place"] or None,
+            "domain": r["domain"] or None, "route_kind": route["kind"],
+            "committee_id": route["id"] if route["kind"] == "committee" else None,
+            "committee": route["name"] if route["kind"] == "committee" else None,
+            "department": route["name"] if route["kind"] == "department" else None,
+            "route_reason": route["reason"], "heat": float(r["heat"]), "heat_terms": card["heat"],
+            "scorecard": card["scorecard"], "verdict": r["verdict"], "size": int(r["size"]),
+            "submitters": int(r["submitters"]), "representative_id": int(r["representative_id"]),
+            "theme": r["theme"] or None, "first_seen": _naive(r["first_seen"]), "last_seen": _naive(r["last_seen"]),
+            "updated_at": utcnow()}
+
+    @staticmethod
+    def _write_topics(s: Session, values: dict[str, dict[str, Any]], late_to: dict[str, int]) -> None:
+        """Insert or update every re-clustered topic in a few bulk statements (intake is held meanwhile).
+
+        One ORM load and flush per topic took about 4 s at 20,000 stored messages, all of it with
+        every worker's intake waiting. A label staff locked stays theirs.
+        """
+        from sqlalchemy import insert
+
+        ids = list(values)
+        locked: dict[str, bool] = {}
+        for k in range(0, len(ids), 5000):   # bounded IN lists
+            locked.update(s.execute(select(Topic.id, Topic.label_locked).where(Topic.id.in_(ids[k:k + 5000]))).all())
+        new, free, keep_label = [], [], []
+        for tid, v in values.items():
+            row = {**v, "id": tid, "size": v["size"] + late_to.get(tid, 0)}
+            if tid not in locked:
+                new.append(row)
+            elif locked[tid]:
+                row.pop("label")
+                keep_label.append(row)
+            else:
+                free.append(row)
+        if new:
+            s.execute(insert(Topic), new)
+        for rows in (free, keep_label):
+            if rows:
+                s.execute(update(Topic), rows)   # bulk UPDATE by primary key
 
     # ================================================================ bulk import (first start)
     def remask(self, batch: int = 500, actor: Actor | None = None) -> dict[str, Any]:
@@ -1400,3 +1454,34 @@ def _assessment_row(sid: int, a) -> Assessment:
                       evidence={"domain": [[w, round(float(v), 4)] for w, v in a.domain_evidence],
                                 "scope_cues": a.scope_cues,
                                 "scope": [[w, round(float(v), 4)] for w, v in a.scope_evidence]})
+
+
+def cluster_stored(triage: Triage, encoder, frame: pd.DataFrame, previous: dict[str, list[str]],
+                   stored: pd.DataFrame, known: dict[str, np.ndarray],
+                   progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """One re-clustering's computation (no store): topics, scorecards and each message's topic.
+
+    The service runs it in a child process on a large store (:func:`cluster_stored_apart`), so the
+    result is plain data rather than the builder itself.
+    """
+    from triage.candidates import build_candidates
+    from triage.embed import prefilled
+
+    enc = prefilled(encoder, known)
+    res = build_candidates(triage, frame, ["title", "raw_text"], encoder=enc, previous=previous, stored=stored,
+                           progress=progress)
+    return {"topics": res.topics, "scorecards": res.scorecards, "topic_of": dict(res.builder.topic_of_),
+            "seconds": res.seconds, "misses": enc.misses}
+
+
+def cluster_stored_apart(model_dir: str, taxonomy: Any, encoder_spec: str, cache: str | None,
+                         frame: pd.DataFrame, previous: dict[str, list[str]], stored: pd.DataFrame,
+                         known: dict[str, np.ndarray], progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """:func:`cluster_stored` in a fresh process: the model and encoder loaded as the worker loaded them."""
+    from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
+
+    triage = Triage(ModelBundle.load(model_dir), taxonomy)
+    encoder = CachedEncoder(get_encoder(encoder_spec), EmbeddingCache(cache))
+    out = cluster_stored(triage, encoder, frame, previous, stored, known, progress=progress)
+    out["apart"] = True
+    return out

@@ -1,0 +1,104 @@
+"""A heavy call in a child process (triage.apart), and the service's re-clustering run that way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from triage.apart import ApartError, run_apart
+
+
+def _count(n: int, progress) -> int:
+    for k in range(n):
+        progress({"step": k})
+    return os.getpid()
+
+
+def _raise(progress) -> None:
+    raise ValueError("坏数据 in row 7")
+
+
+def _die(progress) -> None:
+    os._exit(3)
+
+
+def test_the_result_and_every_progress_report_come_back_in_order_from_another_process() -> None:
+    seen: list[dict] = []
+    pid = run_apart(_count, 5, progress=seen.append)
+    assert pid != os.getpid()
+    assert seen == [{"step": k} for k in range(5)]
+
+
+def test_an_error_in_the_child_is_raised_here_with_its_message_and_traceback() -> None:
+    with pytest.raises(ApartError, match="ValueError: 坏数据 in row 7") as info:
+        run_apart(_raise)
+    assert "_raise" in str(info.value)   # the child's traceback names where it failed
+
+
+def test_a_child_that_dies_is_an_error_not_a_wait_forever() -> None:
+    with pytest.raises(ApartError, match="exit code 3"):
+        run_apart(_die, poll_s=0.2)
+
+
+@pytest.fixture()
+def office(tmp_path):
+    from service.runtime import Runtime, Settings
+
+    rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", home=str(tmp_path), recluster_every=10_000,
+                          recluster_quiet_s=0))
+    yield rt.office
+    rt.close()
+
+
+def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the_worker(office, corpus) -> None:
+    from triage.office import Intake
+    from triage.store import AuditEvent, Suggestion
+
+    rows = corpus.sample(60, random_state=3)
+    start = dt.datetime.utcnow() - dt.timedelta(days=3)
+    for k, r in enumerate(rows.itertuples()):
+        office.submit(Intake(text=r.text, title=r.title, submitter=f"c{k % 40}",
+                             submitted_at=start + dt.timedelta(minutes=k)), auto_recluster=False)
+
+    def membership() -> pd.Series:
+        with office.store.session() as s:
+            got = s.execute(select(Suggestion.id, Suggestion.topic_id).order_by(Suggestion.id)).all()
+        return pd.Series({sid: tid for sid, tid in got})
+
+    def snapshot():
+        with office.store.session() as s:
+            return office._messages(s, Suggestion.id.is_not(None))
+
+    msgs = snapshot()
+    previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
+    frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
+    stored = msgs[["text", "tokens", "domain", "scope"]]
+    known = office._known_embeddings(msgs)
+    from triage.office import cluster_stored, cluster_stored_apart
+
+    here = cluster_stored(office.triage, office.encoder, frame, previous, stored, known)
+    office.config.recluster_apart_from = 0
+    apart = office._apart(len(msgs))
+    assert apart is not None, "the shipped model and the default encoder can be loaded in a child"
+    there = run_apart(cluster_stored_apart, *apart, frame, previous, stored, known)
+    assert there["apart"] is True
+    assert there["topic_of"] == here["topic_of"]
+    pd.testing.assert_frame_equal(there["topics"], here["topics"])
+    assert there["scorecards"] == here["scorecards"]
+
+    # and through the office: the job's audit says where it ran, and every message keeps a topic
+    office.recluster()
+    with office.store.session() as s:
+        audit = s.execute(select(AuditEvent).where(AuditEvent.action == "recluster")).scalars().all()[-1]
+    assert audit.detail["apart"] is True
+    assert membership().notna().all()
+
+
+def test_a_model_trained_in_this_process_re_clusters_here(office) -> None:
+    office.config.recluster_apart_from = 0
+    office.triage.bundle.directory = None   # nothing another process could load
+    assert office._apart(10_000) is None

@@ -1,0 +1,78 @@
+"""Run one CPU-heavy call in a child process at low priority, with its progress reported back.
+
+Why: the service's re-clustering ran in a thread of the worker that took the job. For the
+clustering's length (about 40 s at 20,000 stored messages) that worker's intake shared a core *and*
+Python's interpreter lock with it, and its submissions' p99 went from under a second to about four
+(``bench/intake_during_recluster.py``). A child process shares no lock with the worker, and at a
+lower scheduling priority (``nice``) it takes the cores only when intake leaves them idle.
+
+The child is started with ``spawn`` (a fresh interpreter): forking a worker that runs threads (the
+web server's, the micro-batchers', the alert loop's) can copy a lock another thread held at that
+moment, and the child would wait on it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import traceback
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+class ApartError(RuntimeError):
+    """The child process failed or died; the message says how (its traceback when it raised)."""
+
+
+def _child(q: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, nice: int) -> None:
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:   # not permitted here: run at the parent's priority
+            pass
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        result = fn(*args, progress=lambda p: q.put(("progress", p)), **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it as ApartError
+        q.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    else:
+        q.put(("done", result))
+
+
+def run_apart(fn: Callable[..., Any], *args: Any, progress: Callable[[Any], None] | None = None,
+              nice: int = 10, poll_s: float = 1.0, **kwargs: Any) -> Any:
+    """``fn(*args, progress=…, **kwargs)`` in a spawned child process; its return value.
+
+    ``fn`` must be a module-level function, and its arguments and result picklable. Whatever it
+    passes to its ``progress`` argument reaches ``progress`` here, in this thread, in order.
+    Raises :class:`ApartError` when ``fn`` raises (with the child's traceback) or the child dies.
+    """
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q, fn, args, kwargs, nice), daemon=True, name="triage-apart")
+    p.start()
+    try:
+        while True:
+            try:
+                kind, payload = q.get(timeout=poll_s)
+            except queue.Empty:
+                if not p.is_alive():
+                    raise ApartError(f"子进程意外退出（退出码 {p.exitcode}） / the child process died "
+                                     f"(exit code {p.exitcode})") from None
+                continue
+            if kind == "progress":
+                if progress is not None:
+                    progress(payload)
+            elif kind == "error":
+                raise ApartError(payload)
+            else:
+                return payload
+    finally:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        q.close()

@@ -102,3 +102,26 @@ def test_a_model_trained_in_this_process_re_clusters_here(office) -> None:
     office.config.recluster_apart_from = 0
     office.triage.bundle.directory = None   # nothing another process could load
     assert office._apart(10_000) is None
+
+
+def test_a_large_stores_topic_index_is_built_in_a_child_process_and_is_the_same_index(office, corpus, monkeypatch) -> None:
+    import numpy as np
+
+    from triage.office import Intake
+
+    rows = corpus.sample(40, random_state=5)
+    for k, r in enumerate(rows.itertuples()):
+        office.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
+    here, upto = office._build_index()
+    office.config.recluster_apart_from = 0
+    calls = []
+    import triage.apart as apart_mod
+
+    real = apart_mod.run_apart
+    monkeypatch.setattr(apart_mod, "run_apart", lambda fn, *a, **kw: calls.append(fn.__name__) or real(fn, *a, **kw))
+    there, upto2 = office._build_index()
+    assert calls == ["index_from_stored_apart"] and upto2 == upto
+    assert there.ids == here.ids and there.count == here.count and there.place == here.place
+    assert there.mentions == here.mentions and there.last_day == here.last_day
+    np.testing.assert_array_equal(there.E, here.E)
+    assert (there.L != here.L).nnz == 0

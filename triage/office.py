@@ -966,22 +966,30 @@ class Office:
 
         return prefilled(self.encoder, self._known_embeddings(msgs))
 
+    def _goes_apart(self, messages: int) -> bool:
+        limit = self.config.recluster_apart_from
+        return limit is not None and messages >= limit
+
+    def _encoder_apart(self) -> tuple[str, str | None] | None:
+        """How a child process builds this worker's topic encoder (its spec and cache file), or None
+        when it cannot (an encoder that exists only in this process, such as a test's stand-in)."""
+        from triage.embed import CachedEncoder
+
+        inner = self.encoder.inner if isinstance(self.encoder, CachedEncoder) else self.encoder
+        cache = self.encoder.cache.path if isinstance(self.encoder, CachedEncoder) else None
+        spec = getattr(inner, "spec", None)
+        return None if spec is None else (spec, str(cache) if cache else None)
+
     def _apart(self, messages: int) -> tuple[str, Any, str, str | None] | None:
         """What a child process needs to re-cluster as this worker would (model directory, taxonomy,
         encoder spec, its cache file), or None to cluster here: a small store (starting a process and
         loading the model cost more than they spare), or a model or encoder that exists only in this
         process (trained in memory, a test's stand-in)."""
-        from triage.embed import CachedEncoder
-
-        limit = self.config.recluster_apart_from
-        if limit is None or messages < limit:
-            return None
-        inner = self.encoder.inner if isinstance(self.encoder, CachedEncoder) else self.encoder
-        cache = self.encoder.cache.path if isinstance(self.encoder, CachedEncoder) else None
+        encoder = self._encoder_apart() if self._goes_apart(messages) else None
         directory = getattr(self.triage.bundle, "directory", None)
-        if directory is None or getattr(inner, "spec", None) is None:
+        if encoder is None or directory is None:
             return None
-        return directory, self.triage.taxonomy, inner.spec, str(cache) if cache else None
+        return directory, self.triage.taxonomy, *encoder
 
     def _topic_embeddings(self, msgs: pd.DataFrame) -> np.ndarray:
         from triage.embed import topic_embeddings
@@ -994,20 +1002,25 @@ class Office:
 
     def _build_index(self) -> tuple[TopicIndex | None, int]:
         """The incremental index from the stored membership (no re-clustering), and the last
-        suggestion id it covers."""
-        from triage.topics import TopicBuilder
-
+        suggestion id it covers. On a large store it is built in a child process (as a large
+        re-clustering is), so the submissions this worker takes meanwhile do not wait on it."""
         with self.store.session() as s:
             live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
             msgs = self._messages(s, Suggestion.topic_id.in_(live))
         upto = int(msgs["id"].astype(int).max()) if len(msgs) else 0
         if len(msgs) < 2:
             return None, upto
-        codes, uniq = pd.factorize(msgs["topic_id"])
-        previous = {tid: msgs["id"][codes == k].tolist() for k, tid in enumerate(uniq)}
-        emb = self._topic_embeddings(msgs)
-        b = TopicBuilder(places=self.places).fit(msgs, emb, previous, labels=codes, describe=False)
-        return TopicIndex(b), upto
+        known = self._known_embeddings(msgs)
+        msgs = msgs.drop(columns=["embedding", "head_embedding", "raw_text"])
+        encoder = self._encoder_apart() if self._goes_apart(len(msgs)) else None
+        if encoder is not None:
+            from triage.apart import ApartError, run_apart
+
+            try:
+                return run_apart(index_from_stored_apart, *encoder, msgs, known), upto
+            except (ApartError, OSError) as exc:
+                log.warning("building the topic index in a child process failed, so it is built here: %s", exc)
+        return index_from_stored(msgs, self.encoder, self.places, known), upto
 
     def _recluster_soon(self) -> None:
         if not self._recluster_pending.acquire(blocking=False):   # one background run at a time
@@ -1485,3 +1498,33 @@ def cluster_stored_apart(model_dir: str, taxonomy: Any, encoder_spec: str, cache
     out = cluster_stored(triage, encoder, frame, previous, stored, known, progress=progress)
     out["apart"] = True
     return out
+
+
+def index_from_stored(msgs: pd.DataFrame, encoder, places: PlaceExtractor,
+                      known: dict[str, np.ndarray]) -> TopicIndex | None:
+    """The incremental topic index over stored messages as they are grouped now (no re-clustering)."""
+    from triage.embed import prefilled, topic_embeddings
+    from triage.topics import TopicBuilder
+
+    if len(msgs) < 2:
+        return None
+    codes, uniq = pd.factorize(msgs["topic_id"])
+    ids = msgs["id"].tolist()
+    previous: dict[str, list[str]] = {tid: [] for tid in uniq}
+    for sid, k in zip(ids, codes):
+        previous[uniq[k]].append(sid)
+    enc = prefilled(encoder, known)
+    emb = topic_embeddings(enc, msgs["text"].tolist())
+    if enc.misses:
+        log.info("embedded %d stored messages that had no stored embedding", enc.misses)
+    b = TopicBuilder(places=places).fit(msgs, emb, previous, labels=codes, describe=False)
+    return TopicIndex(b)
+
+
+def index_from_stored_apart(encoder_spec: str, cache: str | None, msgs: pd.DataFrame,
+                            known: dict[str, np.ndarray], progress: Callable[[dict], None] | None = None) -> TopicIndex | None:
+    """:func:`index_from_stored` in a fresh process, with the worker's encoder."""
+    from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
+
+    return index_from_stored(msgs, CachedEncoder(get_encoder(encoder_spec), EmbeddingCache(cache)),
+                             PlaceExtractor(), known)

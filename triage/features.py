@@ -19,7 +19,7 @@ import yaml
 
 from triage.config import corpora_dir
 from triage.errors import ConfigError
-from triage.text import clean, tokens
+from triage.text import clean_many, tokens
 
 CueLexicon = dict[str, list[str]]
 
@@ -121,8 +121,7 @@ def _prepare_lexical(raw: Sequence[object], cues: CueMatcher) -> pd.DataFrame:
     rows_tok: list[str] = []
     rows_cue: list[list[float]] = []
     rows_pii: list[list[str]] = []
-    for r in raw:
-        m = clean(r)
+    for m in clean_many(raw):
         masked = m.text
         rows_pii.append(m.kinds)
         rows_text.append(masked)

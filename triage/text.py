@@ -13,6 +13,7 @@ import html
 import logging
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,14 +242,8 @@ def _sub(pattern: re.Pattern[str], kind: str, s: str, found: list[tuple[str, str
     return pattern.sub(repl, s)
 
 
-def mask_pii(text: str) -> Masked:
-    """Replace personal data with typed placeholders (〔手机号〕 …).
-
-    Expects normalised text (ASCII digits). ID numbers are masked only when their check digit
-    is valid; an 18-digit run that fails it but passes Luhn is masked as a bank card, and any
-    other long digit run is left alone (order numbers, amounts).
-    """
-    found: list[tuple[str, str]] = []
+def _mask_numbers(text: str, found: list[tuple[str, str]]) -> str:
+    """Every kind of personal data but names, masked (what :func:`mask_pii` does before the names)."""
     s = _sub(_EMAIL_RE, "email", text, found, keep=lambda v: not _stand_in_email(v))
     # after 身份证号 (or 证件号码) a number is an ID number whatever its check digit or length: citizens
     # mistype, and a wrong digit must not put the rest of the number in clear (fail closed)
@@ -260,8 +255,30 @@ def mask_pii(text: str) -> Masked:
     s = _PLATE_LIST_RE.sub(lambda m: _hide_plates(m, found), s)
     s = _PLATE_CONTEXT_RE.sub(lambda m: _hide_after(m, "plate", found), s)   # 牌照为LWS577
     s = _CONTACT_RE.sub(lambda m: _hide_after(m, "other_contact", found), s)  # QQ 12345678, 微信号 abc_123
+    return s
 
+
+def mask_pii(text: str) -> Masked:
+    """Replace personal data with typed placeholders (〔手机号〕 …).
+
+    Expects normalised text (ASCII digits). ID numbers are masked only when their check digit
+    is valid; an 18-digit run that fails it but passes Luhn is masked as a bank card, and any
+    other long digit run is left alone (order numbers, amounts).
+    """
+    found: list[tuple[str, str]] = []
+    s = _mask_numbers(text, found)
     return Masked(_mask_names(s, found), found)
+
+
+def mask_pii_many(texts: Sequence[str]) -> list[Masked]:
+    """:func:`mask_pii` of each text, the same results, with the NER reading the clauses of all the
+    texts together (:func:`triage.names.persons_many`): about twice as fast in its share of the work."""
+    from triage.names import persons_many
+
+    found = [[] for _ in texts]
+    masked = [_mask_numbers(t, f) for t, f in zip(texts, found)]
+    persons = persons_many(masked)
+    return [Masked(_mask_names(s, f, p), f) for s, f, p in zip(masked, found, persons)]
 
 
 # a fleet listed after one full plate gives the others by their tails (楚ED8378,8387,8333): each is a plate
@@ -422,7 +439,7 @@ _SURNAME_ALSO_WORD = set("向和于从及与")
 _REN_AS_VERB_AFTER = set("局委部院所厅处办镇乡县市区村司曾现兼出升调继担就原新")
 
 
-def _name_spans(s: str) -> list[tuple[int, int]]:
+def _name_spans(s: str, persons: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
     """(start, end) of every name: after a trigger word (我叫张三, 居民赵小红), a surname before a
     title (胡书记: the surname only), and what the NER calls a person (triage.names), in text order,
     overlapping finds merged."""
@@ -465,9 +482,11 @@ def _name_spans(s: str) -> list[tuple[int, int]]:
     spans += [(m.start(1), m.end(1)) for m in _SURNAME_BEFORE_NUMBER_RE.finditer(s)]
     spans += _role_then_name(s)
     spans += _name_then_title(s)
-    from triage.names import person_spans   # the NER, where a cheap test says a name may be
+    if persons is None:
+        from triage.names import person_spans   # the NER, where a cheap test says a name may be
 
-    spans += person_spans(s)
+        persons = person_spans(s)
+    spans += persons
     spans = _merge(spans + _repeats(s, _merge(spans)))
     return _merge(spans + _listed_with(s, spans))
 
@@ -666,11 +685,11 @@ def _not_places(s: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in spans if not any(x < b and a < y for x, y in places)]
 
 
-def _mask_names(s: str, found: list[tuple[str, str]]) -> str:
+def _mask_names(s: str, found: list[tuple[str, str]], persons: list[tuple[int, int]] | None = None) -> str:
     """Names replaced by 〔姓名〕 in one pass, so that ``found`` lists them in text order (unmask
-    restores placeholders in that order)."""
+    restores placeholders in that order). ``persons``: the NER's finds, when worked out already."""
     out, pos = [], 0
-    for start, end in _name_spans(s):
+    for start, end in _name_spans(s, persons):
         out.append(s[pos:start])
         found.append(("name", s[start:end]))
         out.append(PLACEHOLDERS["name"])
@@ -694,6 +713,11 @@ def unmask(masked: Masked) -> str:
 def clean(text: object) -> Masked:
     """normalize + mask_pii: what every downstream stage receives."""
     return mask_pii(normalize(text))
+
+
+def clean_many(texts: Sequence[object]) -> list[Masked]:
+    """:func:`clean` of each text (the same results), faster for many texts (:func:`mask_pii_many`)."""
+    return mask_pii_many([normalize(t) for t in texts])
 
 
 # --------------------------------------------------------------------------- segmentation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -125,3 +126,83 @@ def test_a_large_stores_topic_index_is_built_in_a_child_process_and_is_the_same_
     assert there.mentions == here.mentions and there.last_day == here.last_day
     np.testing.assert_array_equal(there.E, here.E)
     assert (there.L != here.L).nnz == 0
+
+
+def _can_fork(progress) -> bool:
+    from triage.parallel import can_fork
+
+    return can_fork()
+
+
+def _killed(progress) -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_child_never_tries_to_start_a_pool_of_its_own() -> None:
+    # a daemon process may not have children: the index build's TF-IDF pool failed there at 5,000 messages
+    assert run_apart(_can_fork) is False
+
+
+def test_a_child_killed_by_a_signal_says_so() -> None:
+    with pytest.raises(ApartError) as info:
+        run_apart(_killed, poll_s=0.2)
+    assert info.value.killed and info.value.exitcode == -9
+
+
+def test_a_child_stops_when_its_worker_is_killed_outright(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path[:0] = [sys.argv[1]]\n"
+        "from triage.apart import run_apart\n"
+        "from tests.test_apart import _sleep_writing_pid\n"
+        "if __name__ == '__main__':\n"
+        "    run_apart(_sleep_writing_pid, sys.argv[2])\n"), str(Path(__file__).resolve().parent.parent), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the child outlived its parent by 15 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _sleep_writing_pid(path: str, progress) -> None:
+    import time
+
+    Path(path + ".tmp").write_text(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+
+
+def test_a_dropped_topics_successor_is_followed_through_a_merge_and_never_a_closed_topic(office) -> None:
+    from triage.store import Topic
+
+    with office.store.session() as s:
+        s.add_all([Topic(id="T000011", status="merged", merged_into="T000012", pinned=True),
+                   Topic(id="T000012", status="candidate")])
+        office._record_successors(s, {"T000010": "T000011", "T000013": None})
+    assert office._successor("T000010") == "T000012"
+    assert office._successor("T000013") is None and office._successor("T000099") is None
+    with office.store.session() as s:
+        s.get(Topic, "T000012").status = "rejected"
+    assert office._successor("T000010") is None

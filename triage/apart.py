@@ -17,6 +17,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import threading
 import traceback
 from typing import Any, Callable
 
@@ -24,10 +25,37 @@ log = logging.getLogger(__name__)
 
 
 class ApartError(RuntimeError):
-    """The child process failed or died; the message says how (its traceback when it raised)."""
+    """The child process failed or died; the message says how (its traceback when it raised).
+
+    ``killed``: a signal ended it (the kernel's out-of-memory killer, an operator): the same work in
+    the parent would most likely meet the same end, and take the worker with it."""
+
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+
+    @property
+    def killed(self) -> bool:
+        return self.exitcode is not None and self.exitcode < 0
+
+
+def _die_with_parent() -> None:
+    """Exit the moment the parent process does: a worker killed outright (out of memory, a
+    supervisor's SIGKILL) would otherwise leave this child computing on, then blocked for ever
+    writing a result nobody reads, holding the model and the data."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="triage-apart-parent", daemon=True).start()
 
 
 def _child(q: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, nice: int) -> None:
+    _die_with_parent()
     if nice:
         try:
             os.nice(nice)
@@ -53,25 +81,35 @@ def run_apart(fn: Callable[..., Any], *args: Any, progress: Callable[[Any], None
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(q, fn, args, kwargs, nice), daemon=True, name="triage-apart")
-    p.start()
+    try:
+        p.start()   # the arguments are pickled here
+    except Exception as exc:  # noqa: BLE001 - an argument that cannot be pickled, no process to start
+        q.close()
+        raise ApartError(f"子进程无法启动：{exc} / the child process could not start") from exc
+    finished = False
     try:
         while True:
             try:
                 kind, payload = q.get(timeout=poll_s)
             except queue.Empty:
-                if not p.is_alive():
+                if p.is_alive():
+                    continue
+                try:   # it may have sent its result and exited between the two checks
+                    kind, payload = q.get(timeout=poll_s)
+                except queue.Empty:
                     raise ApartError(f"子进程意外退出（退出码 {p.exitcode}） / the child process died "
-                                     f"(exit code {p.exitcode})") from None
-                continue
+                                     f"(exit code {p.exitcode})", exitcode=p.exitcode) from None
             if kind == "progress":
                 if progress is not None:
                     progress(payload)
             elif kind == "error":
+                finished = True
                 raise ApartError(payload)
             else:
+                finished = True
                 return payload
     finally:
-        p.join(timeout=30)
+        p.join(timeout=30 if finished else 0)   # on any other way out (a failing reporter), stop it now
         if p.is_alive():
             p.kill()
             p.join()

@@ -383,8 +383,14 @@ class Office:
             self._redirect = dict(self.store.get_setting("topics_redirect") or {})
             self._redirect_gen = gen
         successor = self._redirect.get(tid)
-        if successor is None or not self._topic_exists(successor):
-            log.info("topic %s was dropped by a re-clustering and its successor is unknown: a new topic opens", tid)
+        with self.store.session() as s:
+            for _hop in range(8):   # staff may have merged the successor since: follow the merge
+                t = s.get(Topic, successor) if successor else None
+                if t is None or t.status != "merged" or not t.merged_into:
+                    break
+                successor = t.merged_into
+        if t is None or t.status not in ("candidate", "accepted"):
+            log.info("topic %s was dropped by a re-clustering and has no live successor: a new topic opens", tid)
             return None
         return successor
 
@@ -1153,7 +1159,9 @@ class Office:
 
             try:
                 res = run_apart(cluster_stored_apart, *apart, frame, previous, stored, known, progress=step)
-            except (ApartError, OSError) as exc:   # a child that cannot start or dies: cluster here instead
+            except (ApartError, OSError) as exc:   # a child that cannot start or fails: cluster here instead
+                if isinstance(exc, ApartError) and exc.killed:
+                    raise   # the out-of-memory killer, most likely: here it would take the worker too
                 log.warning("re-clustering in a child process failed, so it runs in this worker: %s", exc)
         if res is None:
             res = cluster_stored(self.triage, self.encoder, frame, previous, stored, known, progress=step)

@@ -20,8 +20,10 @@ def can_fork() -> bool:
     """Fork only a single-threaded process. Forking one with other threads (the service's request
     threads) copies their locks in whatever state they are, and the child can hang for ever: seen
     here as a re-clustering stuck in ``Popen._launch`` inside a busy service worker. There the work
-    runs in-process instead."""
-    return "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+    runs in-process instead. A daemon process (the service's clustering child, triage.apart) may
+    not start children at all."""
+    return ("fork" in mp.get_all_start_methods() and threading.active_count() == 1
+            and not mp.current_process().daemon)
 
 
 def chunked_map(fn: Callable[..., T], items: Sequence[Any], workers: int, *args: Any) -> list[T]:

@@ -937,8 +937,17 @@ class Office:
         finally:
             self._rebuilding.release()
 
+    _MESSAGE_COLUMNS = ("id", "text", "tokens", "submitted_at", "channel", "submitter", "support", "scope", "domain",
+                        "places", "place", "topic_id", "title", "raw_text", "embedding", "head_embedding",
+                        "embedding_model")
+
     def _messages(self, s: Session, where) -> pd.DataFrame:
-        rows = s.execute(select(Suggestion).where(where).order_by(Suggestion.id)).scalars().all()
+        """The stored messages that ``where`` selects, as the clustering reads them. Plain rows, not
+        ORM objects: an index rebuild reads every live message (20,000 and more), and building an
+        object for each cost most of the read, in the serving worker."""
+        cols = [getattr(Suggestion, c) for c in self._MESSAGE_COLUMNS]
+        rows = s.execute(select(*cols).where(where).order_by(Suggestion.id)).all()
+        own = [r.embedding_model == self.encoder.name for r in rows]
         return pd.DataFrame({
             "id": [str(r.id) for r in rows], "text": [r.text for r in rows], "tokens": [r.tokens for r in rows],
             "submitted_at": pd.to_datetime([self._sane_time(r.submitted_at) for r in rows]),
@@ -948,8 +957,8 @@ class Office:
             "places": [list(r.places or []) for r in rows], "place": [r.place for r in rows],
             "topic_id": [r.topic_id for r in rows], "title": [r.title for r in rows],
             "raw_text": [r.raw_text for r in rows],
-            "embedding": [r.embedding if r.embedding_model == self.encoder.name else None for r in rows],
-            "head_embedding": [r.head_embedding if r.embedding_model == self.encoder.name else None for r in rows]},
+            "embedding": [r.embedding if k else None for r, k in zip(rows, own)],
+            "head_embedding": [r.head_embedding if k else None for r, k in zip(rows, own)]},
             index=pd.RangeIndex(len(rows)))
 
     @staticmethod

@@ -206,3 +206,22 @@ def test_a_dropped_topics_successor_is_followed_through_a_merge_and_never_a_clos
     with office.store.session() as s:
         s.get(Topic, "T000012").status = "rejected"
     assert office._successor("T000010") is None
+
+
+def test_a_script_without_a_main_guard_runs_once_not_again_in_the_child(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "office_script.py"
+    ran = tmp_path / "ran.txt"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(Path(__file__).resolve().parent.parent)!r}]\n"
+        f"open({str(ran)!r}, 'a').write('x')   # a side effect: an import into the store, say\n"
+        "from triage.apart import run_apart\n"
+        "from tests.test_apart import _count\n"
+        "print(run_apart(_count, 2) > 0)\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
+    assert ran.read_text() == "x"   # the script's top level ran once, in the parent only

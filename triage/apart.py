@@ -13,10 +13,12 @@ moment, and the child would wait on it forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import queue
+import sys
 import threading
 import traceback
 from typing import Any, Callable
@@ -70,11 +72,40 @@ def _child(q: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, nice: int)
         q.put(("done", result))
 
 
+_START = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Start the child without re-running the parent's main script.
+
+    ``spawn`` imports the parent's ``__main__`` again in the child (as ``__mp_main__``), from its
+    file or module name. A script that calls the library at top level, without an
+    ``if __name__ == "__main__"`` guard (an office's own import script, say), would then run a second
+    time in the child: read its file and write to the store again before failing. The functions run
+    here live in the library, so the child never needs the parent's main module: while the child
+    starts, ``__main__`` shows neither its spec nor its file, and multiprocessing skips it.
+    """
+    main = sys.modules.get("__main__")
+    with _START:
+        saved = {a: getattr(main, a) for a in ("__spec__", "__file__") if main is not None and hasattr(main, a)}
+        try:
+            if main is not None:
+                main.__spec__ = None
+                if "__file__" in saved:
+                    del main.__file__
+            yield
+        finally:
+            for a, v in saved.items():
+                setattr(main, a, v)
+
+
 def run_apart(fn: Callable[..., Any], *args: Any, progress: Callable[[Any], None] | None = None,
               nice: int = 10, poll_s: float = 1.0, **kwargs: Any) -> Any:
     """``fn(*args, progress=…, **kwargs)`` in a spawned child process; its return value.
 
-    ``fn`` must be a module-level function, and its arguments and result picklable. Whatever it
+    ``fn`` must be a module-level function of an importable module (not the main script: the child
+    does not load that, see :func:`_main_not_reimported`), and its arguments and result picklable. Whatever it
     passes to its ``progress`` argument reaches ``progress`` here, in this thread, in order.
     Raises :class:`ApartError` when ``fn`` raises (with the child's traceback) or the child dies.
     """
@@ -82,7 +113,8 @@ def run_apart(fn: Callable[..., Any], *args: Any, progress: Callable[[Any], None
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(q, fn, args, kwargs, nice), daemon=True, name="triage-apart")
     try:
-        p.start()   # the arguments are pickled here
+        with _main_not_reimported():
+            p.start()   # the arguments are pickled here
     except Exception as exc:  # noqa: BLE001 - an argument that cannot be pickled, no process to start
         q.close()
         raise ApartError(f"子进程无法启动：{exc} / the child process could not start") from exc

@@ -41,6 +41,9 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     recluster_every: int = 200
     recluster_quiet_s: float = 120.0             # re-cluster once intake has been quiet this long (0: never)
+    # a re-clustering or index rebuild of this many stored messages runs in a child process at low
+    # priority, so intake does not share the worker with it (0: always in the worker)
+    recluster_apart_from: int = 3000
     role_rate: dict[str, int] = field(default_factory=lambda: dict(ROLE_RATE))
     model_check_seconds: float = 10.0
     alerts_interval_s: float = 60.0              # evaluate and deliver alerts this often (0: only `triage alerts run`)
@@ -52,6 +55,7 @@ class Settings:
                    max_body_bytes=_env_int("TRIAGE_MAX_BODY_BYTES", 256 * 1024),
                    recluster_every=_env_int("TRIAGE_RECLUSTER_EVERY", 200),
                    recluster_quiet_s=float(_env_int("TRIAGE_RECLUSTER_QUIET_S", 120)),
+                   recluster_apart_from=_env_int("TRIAGE_RECLUSTER_APART_FROM", 3000),
                    alerts_interval_s=float(_env_int("TRIAGE_ALERTS_INTERVAL_S", 60)))
 
 
@@ -208,8 +212,9 @@ class Runtime:
         self.metrics.model.labels(version=tri.version).set(1)
         self._loaded_dir = main
         log.info("model %s loaded (live hints: %s)", tri.version, quick.version)
-        return Office(self.store, tri, quick, config=OfficeConfig(recluster_every=self.settings.recluster_every,
-                                                                  recluster_quiet_s=self.settings.recluster_quiet_s))
+        return Office(self.store, tri, quick, config=OfficeConfig(
+            recluster_every=self.settings.recluster_every, recluster_quiet_s=self.settings.recluster_quiet_s,
+            recluster_apart_from=self.settings.recluster_apart_from or None))
 
     def check_model(self) -> None:
         """Switch to a newly activated model (retraining in any worker) without a restart."""

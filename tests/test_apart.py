@@ -225,3 +225,17 @@ def test_a_script_without_a_main_guard_runs_once_not_again_in_the_child(tmp_path
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True"
     assert ran.read_text() == "x"   # the script's top level ran once, in the parent only
+
+
+def test_an_office_can_keep_re_clustering_in_the_worker(monkeypatch, tmp_path) -> None:
+    from service.runtime import Runtime, Settings
+
+    monkeypatch.setenv("TRIAGE_RECLUSTER_APART_FROM", "0")
+    assert Settings.from_env().recluster_apart_from == 0
+    rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'b.db'}", home=str(tmp_path), recluster_apart_from=0))
+    try:
+        assert rt.office.config.recluster_apart_from is None and rt.office._apart(10**6) is None
+    finally:
+        rt.close()
+    monkeypatch.delenv("TRIAGE_RECLUSTER_APART_FROM")
+    assert Settings.from_env().recluster_apart_from == 3000

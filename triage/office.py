@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session
 from triage.errors import TriageError
 from triage.features import PREPARE_PARALLEL_MIN
 from triage.pipeline import Triage, validate_text
-from triage.model import ModelBundle
 from triage.places import PlaceExtractor
 from triage.route import route_topic
 from triage.store import (LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, ApiKey, Assessment, AuditEvent,
@@ -1236,7 +1235,7 @@ class Office:
         report("写入议题", self.RECLUSTER_STEPS, len(msgs))
         self._gen_checked = 0.0   # this worker's index follows the new generation (rebuilt in the background)
         log.info("re-clustering: %d messages, %d topics; clustering %.1f s, writing %.1f s",
-                 len(msgs), len(topics), sum(res["seconds"].values()) if isinstance(res["seconds"], dict) else res["seconds"], write_s)
+                 len(msgs), len(topics), sum(res["seconds"].values()), write_s)
         return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res["seconds"],
                 "write_seconds": round(write_s, 2)}
 
@@ -1508,11 +1507,8 @@ def cluster_stored_apart(model_dir: str, taxonomy: Any, encoder_spec: str, cache
                          frame: pd.DataFrame, previous: dict[str, list[str]], stored: pd.DataFrame,
                          known: dict[str, np.ndarray], progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """:func:`cluster_stored` in a fresh process: the model and encoder loaded as the worker loaded them."""
-    from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
-
-    triage = Triage(ModelBundle.load(model_dir), taxonomy)
-    encoder = CachedEncoder(get_encoder(encoder_spec), EmbeddingCache(cache))
-    out = cluster_stored(triage, encoder, frame, previous, stored, known, progress=progress)
+    out = cluster_stored(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), frame, previous,
+                         stored, known, progress=progress)
     out["apart"] = True
     return out
 
@@ -1541,7 +1537,11 @@ def index_from_stored(msgs: pd.DataFrame, encoder, places: PlaceExtractor,
 def index_from_stored_apart(encoder_spec: str, cache: str | None, msgs: pd.DataFrame,
                             known: dict[str, np.ndarray], progress: Callable[[dict], None] | None = None) -> TopicIndex | None:
     """:func:`index_from_stored` in a fresh process, with the worker's encoder."""
+    return index_from_stored(msgs, _encoder_from(encoder_spec, cache), PlaceExtractor(), known)
+
+
+def _encoder_from(spec: str, cache: str | None):
+    """The worker's topic encoder rebuilt in a child process: the same model, the same cache file."""
     from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
 
-    return index_from_stored(msgs, CachedEncoder(get_encoder(encoder_spec), EmbeddingCache(cache)),
-                             PlaceExtractor(), known)
+    return CachedEncoder(get_encoder(spec), EmbeddingCache(cache))

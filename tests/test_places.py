@@ -22,6 +22,11 @@ def test_pronoun_places_are_not_places():
     assert names("我们村的路坏了，农村公交也少") == []
 
 
+def test_a_conjunction_never_begins_a_name():
+    # real board: "离职几年,且前公司对接人员也离职" named a company "且前公司" and labelled the topic with it
+    assert names("本人从广东离职几年,且前公司对接人员也离职不在了") == []
+
+
 def test_primary_place_is_the_most_specific():
     px = PlaceExtractor()
     assert px.primary(px.extract("临河县石桥镇上庄村")).name == "上庄村"

@@ -91,6 +91,20 @@ def test_segmentation_keeps_every_character_and_uses_the_user_dictionary():
     assert "加装电梯" in segment(s) or "电梯" in segment(s)
 
 
+def test_a_lettered_place_code_is_one_word_and_never_glues_to_its_neighbour():
+    # public boards write every county as a code: jieba read A7县长龙街道 as "a7 县长 龙 街道"
+    # (a county head) and A7县楚龙西路 as "a7 县楚龙 西路"
+    for s in ["A7县长龙街道长龙村村民希望尽快解决建房问题", "A7县楚龙西路加宽请求", "〔姓名〕书记您好,C市A5区"]:
+        assert "".join(segment(s)) == s
+    assert tokens("A7县长龙街道长龙村")[:2] == ["a7县", "长龙"]
+    assert "县长" not in tokens("A7县长龙街道长龙村")
+    assert tokens("A7县楚龙西路加宽")[:2] == ["a7县", "楚龙"]
+    assert tokens("投诉K10县搬迁项目")[1] == "k10县"
+    # a letter before 区 is a zone of a compound (B区3栋), as places.py reads it, and letters inside
+    # a longer word are no code
+    assert "b区" not in tokens("小区B区3栋漏水") and "p区" not in tokens("VIP区")
+
+
 def test_tokens_drop_stopwords_and_punctuation_but_keep_placeholders():
     toks = tokens("您好！我叫〔姓名〕，门口的路灯坏了。")
     assert "路灯" in toks

@@ -67,7 +67,7 @@ _NOT_NAME_START = set("我你他她它们这那哪每各本该全此某其有在
 # Characters that do not occur inside place names: the name starts after the last of them
 # ("周边有两所中小学" → no name, "最近的站在科创大道" → 科创大道).
 _NOT_IN_NAME = set("的了在到要去把被给让对为以于从往向有是和与及或等个所每周天年月日最近站过设增现辖就都也还很太更没不"
-                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推致时处并至")
+                   "我你他她它们这那哪什么啥怎咋俺说讲问看找想住离靠经谢感请帮围绕推致时处并且至")
 # Administrative units (省/市/县/区) named without a gazetteer entry: 2-3 Han characters or a short
 # letters-and-digits code before the unit character. As bare suffixes they match common words (城市,
 # 小区, 返县), so a Han name counts only after a boundary (start, punctuation, a function word or another

@@ -25,6 +25,10 @@ def test_pronoun_places_are_not_places():
 def test_a_conjunction_never_begins_a_name():
     # real board: "离职几年,且前公司对接人员也离职" named a company "且前公司" and labelled the topic with it
     assert names("本人从广东离职几年,且前公司对接人员也离职不在了") == []
+    # nor a quantifier or a verb (the staff list's top 20 showed 部分村 and 租用社区 as places)
+    assert names("征收10多年现有情况:部分村民的安置房没有拿到") == []
+    assert names("一个租用社区用房办民办学校的教育机构") == []
+    assert names("石桥村民反映路灯不亮") == ["石桥村"]
 
 
 def test_primary_place_is_the_most_specific():

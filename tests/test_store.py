@@ -207,6 +207,30 @@ def test_the_last_active_admin_key_is_never_revoked(tmp_path) -> None:
     assert st.find_key(_) is not None
 
 
+def test_remask_brings_tokens_and_places_up_to_date_where_the_text_is_unchanged(tmp_path) -> None:
+    """Segmentation and place finding improve without the masked text changing; a re-clustering reads
+    the stored tokens and places, so remask refreshes them too (it compared the text only)."""
+    from triage.office import Intake, Office
+    from triage.pipeline import Triage
+    from triage.store import Suggestion
+    from triage.text import tokens
+
+    office = Office(Store(f"sqlite:///{tmp_path / 'r.db'}"), Triage.load())
+    row, *_ = office.submit(Intake(title="A7县楚龙西路加宽请求", text="部分村民出行困难,请问A7县楚龙西路有没有拓宽计划"),
+                            auto_recluster=False)
+    with office.store.session() as s:   # as an older segmenter and place finder left it
+        r = s.get(Suggestion, row.id)
+        fresh = (r.tokens, r.place, list(r.places))
+        r.tokens, r.place, r.places = "a7 县楚龙 西路 加宽 请求", "部分村", ["部分村", "楚龙西路"]
+    assert office.remask()["changed"] == 1
+    with office.store.session() as s:
+        r = s.get(Suggestion, row.id)
+        assert (r.tokens, r.place, list(r.places)) == fresh
+        assert r.tokens.split()[:2] == tokens("A7县楚龙西路")[:2] == ["a7县", "楚龙"]
+        assert "部分村" not in r.places and r.place == "楚龙西路"
+    assert office.remask()["changed"] == 0
+
+
 def test_remask_brings_messages_masked_by_an_older_masker_up_to_date(tmp_path) -> None:
     """Rows stored before a masker change keep what it left in clear (here: a name in the title and
     the body) until `triage remask`: then text, tokens, search and kinds follow today's masker; the raw

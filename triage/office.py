@@ -1311,9 +1311,13 @@ class Office:
         """Mask every stored message again with today's masker (titles and bodies, from the raw columns).
 
         Masking improves (a name NER, new rules); rows stored before kept what the older masker left in
-        clear, in the text every staff key reads. Only ``text`` (with its search document), ``tokens``
-        and ``pii_kinds`` change; the raw columns are the source and stay as they are. Idempotent; the
-        store records the masker version it reached (``masker_version``).
+        clear, in the text every staff key reads. Segmentation and place finding improve too, and a
+        re-clustering reads the stored ``tokens`` and ``places``: they are brought up to date from the
+        masked text even where the text itself is unchanged (an earlier version compared the text only,
+        so lettered place codes cut as one word reached no stored message). Only ``text`` (with its
+        search document), ``tokens``, ``pii_kinds``, ``place`` and ``places`` change (a place the form
+        gave stays the fallback, as at intake); the raw columns are the source and stay as they are.
+        Idempotent; the store records the masker version it reached (``masker_version``).
         """
         from triage.text import MASKER_VERSION, clean, tokens
 
@@ -1327,10 +1331,13 @@ class Office:
                     break
                 for r in rows:
                     m = clean(full_text(Intake(text=r.raw_text, title=r.title or "")))
-                    if m.text != r.text:
-                        r.text = m.text
-                        r.tokens = " ".join(tokens(m.text))
-                        r.pii_kinds = m.kinds
+                    toks = " ".join(tokens(m.text))
+                    found = self.places.extract(m.text)
+                    primary = self.places.primary(found)
+                    place = primary.name if primary else (r.place_given or None)
+                    places = [p.name for p in found] or ([r.place_given] if r.place_given else [])
+                    if (m.text, toks, place, places) != (r.text, r.tokens, r.place, list(r.places or [])):
+                        r.text, r.tokens, r.pii_kinds, r.place, r.places = m.text, toks, m.kinds, place, places
                         changed += 1
                 seen += len(rows)
                 last = rows[-1].id

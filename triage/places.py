@@ -372,7 +372,9 @@ class PlaceExtractor:
                 if school and claim(e + 1, school.end()):
                     found.append(Place(text[s:school.end()], "site", e + 1, False))
         # 3. suffix patterns for places the gazetteer does not know
-        for m in _PATTERN.finditer(text):
+        pos = 0
+        while (m := _PATTERN.search(text, pos)) is not None:
+            pos = m.end()
             stem, suffix = m.group(1), m.group(2)
             # the name starts after the last character that cannot be inside a name
             i = 0
@@ -385,6 +387,7 @@ class PlaceExtractor:
             for k in range(i, len(stem)):
                 if taken[m.start() + k] or stem[k] in _ADMIN_LEVEL:
                     i = k + 1
+            after_unit = i
             # "建议北辰社区…" names 北辰社区, "广大市民反映小区…" and "建议社区…" name nothing
             cut = max((stem.rfind(lead) + len(lead) for lead in _LEAD_VERBS if lead in stem[i:]), default=i)
             i = max(i, cut)
@@ -405,6 +408,14 @@ class PlaceExtractor:
                 continue   # 准备小区, 然后村, 走投无路: words of the sentence, no name
             i, stem = i + cut, stem[cut:]
             name = stem + suffix
+            if (len(stem) < 2 and 0 < i == after_unit < m.end() - m.start() - len(m.group(2))
+                    and re.match(_SUFFIX_RE, text[m.end():])):
+                # what is left after a unit is the start of the next name, and this match took a
+                # character of it as its suffix, since another suffix follows: "E12市秦桥镇东路村"
+                # matched "E12市秦" + 桥, and 镇东路 came next (秦桥镇 and 东路村 lost). Search again
+                # where the name would begin.
+                pos = m.start() + i
+                continue
             if len(stem) < 2 or name in _NOT_PLACE or stem in _NOT_PLACE or stem.isdigit():
                 continue
             if suffix in ("路", "街", "巷") and (stem[-1] in _NOT_ROAD_END or stem[-1].isdigit()

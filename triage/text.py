@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 
 #: Typed placeholders. They are single jieba tokens (see corpora/userdict.txt) and contain no digits,
 #: so masking is idempotent and later patterns never match inside them.
-#: Changes whenever what masking hides changes (rules, the NER, its gates) or how the masked text is
-#: segmented. A store records the version its masked texts and tokens were made with; ``triage remask``
-#: brings older rows up to this one.
-MASKER_VERSION = "2026-12-07.1"
+#: Changes whenever what masking hides changes (rules, the NER, its gates), how the masked text is
+#: segmented or which places are found in it. A store records the version its masked texts, tokens and
+#: places were made with; ``triage remask`` brings older rows up to this one.
+MASKER_VERSION = "2026-12-07.2"
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",

@@ -31,7 +31,9 @@ setup: $(STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/triage serve --demo
 
+# lint-imports first: the layers in pyproject.toml ([tool.importlinter]) say which way data flows
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q tests
 
 # corpora/suggestions.csv is generated from the hand-written slices (corpora/slices/*.jsonl)

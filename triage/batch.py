@@ -1,7 +1,7 @@
 """Batch reclassification: large inputs in chunks, all cores, resumable, every row accounted for.
 
 The input is streamed in chunks of records (:mod:`triage.streams`, or a database query through
-:mod:`triage.dbio`); each chunk is classified by :func:`classify_chunk` (on a forked process pool by
+:mod:`triage.dbio`); each chunk is classified by :func:`triage.chunk.classify_chunk` (on a forked process pool by
 default, on a Dask cluster with ``engine="dask"``) and written as one part of a work directory
 (:mod:`triage.checkpoint`) next to the output. When every chunk is done the parts are concatenated
 into the output, which appears atomically, and the work directory is removed. A run that is stopped
@@ -36,20 +36,16 @@ import multiprocessing as mp
 import pandas as pd
 
 from triage.changes import FIELDS, ChangeTally
+from triage.chunk import LINE, ChunkJob, classify_chunk, summarise_chunk
 from triage.checkpoint import WorkDir, fsync_dir
 from triage.errors import InputFileError, OutputFileError
 from triage.pipeline import MAX_CHARS, OUTPUT_COLUMNS, Triage
-from triage.streams import Chunk, RowError, TableSource
+from triage.streams import Chunk, TableSource
 from triage.tableio import resolve_text_columns
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2000
-ERROR_COLUMN = "triage_error"
-LINE = "__triage_line__"   # hidden: the input line of each row, from the chunk to its part
-PREV = "__triage_previous_"   # hidden: the previous labels, from the chunk to its tally
-SKIP = "__triage_skipped__"   # hidden: rows left as they were (skip_existing)
-
 
 @dataclass
 class BatchConfig:
@@ -71,19 +67,6 @@ class BatchConfig:
     evidence: bool = False                   # fill domain_evidence (the words behind each domain; slower)
 
 
-@dataclass
-class ChunkJob:
-    """What a worker needs besides the rows: small and picklable (sent with every chunk)."""
-
-    text_columns: list[str]
-    max_chars: int
-    previous: dict[str, str]
-    skip_existing: str | None
-    examples: int
-    absent_is_missing: bool                  # JSONL: a record without the key lacks the column
-    evidence: bool = False                   # domain_evidence filled (the per-row path: slower)
-
-
 def side_path(output: str | os.PathLike[str], what: str) -> Path:
     """``out.csv`` → ``out.errors.csv``; ``out.xlsx`` → ``out.xlsx.errors.csv``."""
     p = Path(output)
@@ -96,63 +79,6 @@ def errors_path(output: str | os.PathLike[str]) -> Path:
 
 def changes_path(output: str | os.PathLike[str]) -> Path:
     return side_path(output, "changes")
-
-
-# --------------------------------------------------------------------------- one chunk
-
-def classify_chunk(tri: Triage, frame: pd.DataFrame, lines: list[int], job: ChunkJob) -> pd.DataFrame:
-    """The chunk's rows with the assessment columns; hidden: the line first, the previous labels last.
-
-    The same function runs on the local pool and inside Dask's ``map_partitions``.
-    """
-    frame = frame.reset_index(drop=True)
-    for c in job.text_columns:
-        if c not in frame.columns:  # a JSONL chunk where no record has the key
-            frame[c] = None
-    hidden = {f"{PREV}{fld}": frame[col] if col in frame.columns else None for fld, col in job.previous.items()}
-    todo = pd.Series(True, index=frame.index)
-    if job.skip_existing:
-        have = frame[job.skip_existing] if job.skip_existing in frame.columns else pd.Series(None, index=frame.index)
-        todo = ~have.map(lambda v: v is not None and bool(str(v).strip()))
-    if todo.all():
-        out = tri.assess_frame(frame, job.text_columns, max_chars=job.max_chars, evidence=job.evidence)
-    else:
-        done = tri.assess_frame(frame[todo], job.text_columns, max_chars=job.max_chars, evidence=job.evidence)
-        out = pd.concat([done, frame[~todo]]).sort_index()
-    missing = pd.concat([frame[c].isna() for c in job.text_columns], axis=1).all(axis=1) & todo
-    if job.absent_is_missing and missing.any():
-        out[ERROR_COLUMN] = out[ERROR_COLUMN].astype(object).where(
-            ~missing, f"缺少文本列 {'、'.join(job.text_columns)} / text column missing")
-    out.insert(0, LINE, list(lines))
-    out[SKIP] = ~todo
-    for k, v in hidden.items():
-        out[k] = v
-    return out
-
-
-def summarise_chunk(out: pd.DataFrame, index: int, read_errors: list[RowError], job: ChunkJob) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The part to store (hidden columns but the line dropped) and its statistics."""
-    err = out[ERROR_COLUMN]
-    skipped = out[SKIP].astype(bool)
-    failed = err.notna() & ~skipped
-    errors = [[e.line, e.reason, e.column] for e in read_errors]
-    errors += [[int(line), str(reason), ",".join(job.text_columns)]
-               for line, reason in zip(out.loc[failed, LINE], err[failed])]
-    errors.sort(key=lambda e: e[0])
-    tally = ChangeTally(job.examples)
-    if job.previous:
-        ok = ~failed & ~skipped
-        prev = {fld: f"{PREV}{fld}" for fld in job.previous}
-        from triage.features import join_columns
-
-        rows = out[ok]
-        tally.add_frame(rows, prev, join_columns(rows, job.text_columns), rows[LINE])
-    part = out.drop(columns=[c for c in out.columns if c.startswith(PREV) or c == SKIP])
-    stats = {"index": index, "records": len(out) + len(read_errors), "rows": len(out),
-             "processed": int((~failed & ~skipped).sum()), "failed": int(failed.sum()) + len(read_errors),
-             "skipped": int(skipped.sum()), "errors": errors, "columns": [c for c in part.columns if c != LINE],
-             "changes": tally.to_json()}
-    return part, stats
 
 
 # --------------------------------------------------------------------------- local engine

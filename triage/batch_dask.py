@@ -37,7 +37,7 @@ def classify_partition(frame: pd.DataFrame, job, model_dir: str | None) -> pd.Da
     """One partition (a chunk with its line-number column, LINE) classified on a worker."""
     from threadpoolctl import threadpool_limits
 
-    from triage.batch import LINE, classify_chunk
+    from triage.chunk import LINE, classify_chunk
 
     with threadpool_limits(1):
         lines = frame[LINE].tolist()
@@ -75,7 +75,7 @@ class DaskEngine:
         import dask.dataframe as dd
         from distributed import as_completed
 
-        from triage.batch import LINE, summarise_chunk
+        from triage.chunk import LINE, summarise_chunk
 
         slots = max(1, sum(self.client.nthreads().values()))
         inflight: dict = {}

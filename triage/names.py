@@ -23,8 +23,9 @@ import logging
 import os
 import re
 
-from triage.text import _SURNAMES as SURNAMES
-from triage.text import _TITLES, _tokenizer
+from triage.lexicon import SURNAMES
+from triage.lexicon import TITLES as _TITLES
+from triage.lexicon import tokenizer as _tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,10 @@ def test_a_town_whose_name_holds_a_suffix_character_is_found_after_its_county():
     assert names("K3县高桥镇范林村的村民") == ["K3县", "高桥镇", "范林村"]
     # only where another suffix follows: 北 of C5市北路 is not the start of a school's name
     assert names("C5市北路舜德小学门口") == ["C5市", "舜德小学"]
+    # and only after a unit or a place already found: a word that never sits in a name (者, 前, 座)
+    # cuts a fragment, not the start of a name
+    for text in ["或者镇卫生院", "以前镇卫生院", "这座桥村里人"]:
+        assert names(text) == [], text
 
 
 def test_primary_place_is_the_most_specific():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -229,6 +230,32 @@ def test_remask_brings_tokens_and_places_up_to_date_where_the_text_is_unchanged(
         assert r.tokens.split()[:2] == tokens("A7县楚龙西路")[:2] == ["a7县", "楚龙"]
         assert "部分村" not in r.places and r.place == "楚龙西路"
     assert office.remask()["changed"] == 0
+
+
+def test_triage_remask_reclusters_when_rows_changed_so_topics_follow_them(tmp_path, capsys) -> None:
+    from triage.cli import main
+    from triage.office import Intake, Office
+    from triage.pipeline import Triage
+    from triage.store import Suggestion, Topic
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    office = Office(Store(url), Triage.load())
+    row, *_ = office.submit(Intake(title="A7县楚龙西路加宽请求", text="请问A7县楚龙西路有没有拓宽计划"),
+                            auto_recluster=False)
+    with office.store.session() as s:   # a row and its topic as an older place finder left them
+        r = s.get(Suggestion, row.id)
+        r.place, r.places = "部分村", ["部分村"]
+        t = s.get(Topic, r.topic_id)
+        t.place, t.places = "部分村", ["部分村"]
+    assert main(["remask", "--database", url]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] == 1 and out["recluster"]["topics"] >= 1
+    with office.store.session() as s:
+        r = s.get(Suggestion, row.id)
+        t = s.get(Topic, r.topic_id)
+        assert t.place == "楚龙西路" and "部分村" not in (t.places or []) and "部分村" not in (t.label or "")
+    assert main(["remask", "--database", url]) == 0
+    assert "recluster" not in json.loads(capsys.readouterr().out)
 
 
 def test_remask_brings_messages_masked_by_an_older_masker_up_to_date(tmp_path) -> None:

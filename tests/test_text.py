@@ -103,6 +103,9 @@ def test_a_lettered_place_code_is_one_word_and_never_glues_to_its_neighbour():
     # a letter before 区 is a zone of a compound (B区3栋), as places.py reads it, and letters inside
     # a longer word are no code
     assert "b区" not in tokens("小区B区3栋漏水") and "p区" not in tokens("VIP区")
+    # nor where the unit begins another word (IT市场, S省钱, A5区域), nor inside a Latin word
+    assert "市场" in tokens("IT市场很乱") and "省钱" in tokens("S省钱") and "区域" in tokens("A5区域")
+    assert "fi市" not in tokens("Wi-Fi市")
 
 
 def test_tokens_drop_stopwords_and_punctuation_but_keep_placeholders():

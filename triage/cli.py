@@ -345,9 +345,20 @@ def cmd_remask(args: argparse.Namespace) -> int:
     from triage.pipeline import Triage
     from triage.store import Store
 
+    from triage.office import Actor, Conflict
+
     store = Store(args.database)
     office = Office(store, Triage.load(args.model))
-    print(json.dumps(office.remask(), ensure_ascii=False))
+    out = office.remask()
+    if out["changed"]:
+        # topics' places, keywords and labels were made from the old rows: one re-clustering redoes
+        # them (decided topics keep what staff decided, as at every re-clustering)
+        try:
+            out["recluster"] = office.recluster(Actor("triage remask", "admin"))
+        except Conflict as exc:
+            log.warning("%s", exc)
+            out["recluster"] = {"skipped": "running elsewhere: the next re-clustering refreshes the topics"}
+    print(json.dumps(out, ensure_ascii=False, default=str))
     return 0
 
 

@@ -1317,7 +1317,9 @@ class Office:
         so lettered place codes cut as one word reached no stored message). Only ``text`` (with its
         search document), ``tokens``, ``pii_kinds``, ``place`` and ``places`` change (a place the form
         gave stays the fallback, as at intake); the raw columns are the source and stay as they are.
-        Idempotent; the store records the masker version it reached (``masker_version``).
+        Topics' places, keywords and labels were made from the old rows: ``triage remask`` re-clusters
+        once when any row changed. Idempotent; the store records the masker version it reached
+        (``masker_version``).
         """
         from triage.text import MASKER_VERSION, clean, tokens
 

@@ -387,7 +387,9 @@ class PlaceExtractor:
             for k in range(i, len(stem)):
                 if taken[m.start() + k] or stem[k] in _ADMIN_LEVEL:
                     i = k + 1
-            after_unit = i
+            # the retry below is for a name cut short by a unit or a place already found (E12市秦…),
+            # not by a word that never sits in a name (和平路 after 住 stays 和平路, not 平路)
+            after_unit = i if i and (taken[m.start() + i - 1] or stem[i - 1] in _ADMIN_LEVEL) else -1
             # "建议北辰社区…" names 北辰社区, "广大市民反映小区…" and "建议社区…" name nothing
             cut = max((stem.rfind(lead) + len(lead) for lead in _LEAD_VERBS if lead in stem[i:]), default=i)
             i = max(i, cut)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: Changes whenever what masking hides changes (rules, the NER, its gates), how the masked text is
 #: segmented or which places are found in it. A store records the version its masked texts, tokens and
 #: places were made with; ``triage remask`` brings older rows up to this one.
-MASKER_VERSION = "2026-12-07.2"
+MASKER_VERSION = "2026-12-07.3"
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",
@@ -715,7 +715,7 @@ def clean_many(texts: Sequence[object]) -> list[Masked]:
 _PUNCT_RE = re.compile(r"^[\W_]+$")
 
 
-_tokenizer = tokenizer   # the name the rest of the project has used
+_tokenizer = tokenizer   # this module's own name for it (and what tests patch)
 
 
 @functools.lru_cache(maxsize=1)
@@ -733,7 +733,11 @@ _PLACEHOLDER_RE = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS.values()
 #: A7县长龙街道 became "a7 县长 龙 街道" (a county head), A7县楚龙西路 "a7 县楚龙 西路", so the code's
 #: unit glued itself to a neighbour and two messages about different roads of one county shared
 #: "县楚龙"-like words that no place list could take out (bench/real_topics.py).
-PLACE_CODE_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{1,2}[0-9]{0,3}(?:[省市县]|(?<=[0-9])区)")
+#: Not before the characters that make the unit part of another word, as places.py reads them too
+#: (IT市场, C市值, S省钱, A5区域), nor inside a longer Latin word (Wi-Fi市). 县长 is let through:
+#: "A7县长龙街道" is far likelier than a county head addressed by code.
+PLACE_CODE_RE = re.compile(r"(?<![A-Za-z0-9._\-])[A-Za-z]{1,2}[0-9]{0,3}"
+                           r"(?:市(?![场值面容貌价])|省(?![钱事力心])|县|(?<=[0-9])区(?![域别分]))")
 _PIECES_RE = re.compile(f"({_PLACEHOLDER_RE.pattern[1:-1]}|{PLACE_CODE_RE.pattern})")
 
 

@@ -24,7 +24,6 @@ PREV = "__triage_previous_"   # hidden: the previous labels, from the chunk to i
 SKIP = "__triage_skipped__"   # hidden: rows left as they were (skip_existing)
 
 
-
 @dataclass
 class ChunkJob:
     """What a worker needs besides the rows: small and picklable (sent with every chunk)."""

@@ -341,11 +341,9 @@ def _check_masker(store) -> None:
 
 def cmd_remask(args: argparse.Namespace) -> int:
     """Mask every stored message again with today's masker (after an upgrade that masks more)."""
-    from triage.office import Office
+    from triage.office import Actor, Conflict, Office
     from triage.pipeline import Triage
     from triage.store import Store
-
-    from triage.office import Actor, Conflict
 
     store = Store(args.database)
     office = Office(store, Triage.load(args.model))

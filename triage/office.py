@@ -239,10 +239,9 @@ class Office:
                 and self.triage.encoder.name == self.encoder.name else None)
         out = []
         for k, (a, tok, e) in enumerate(zip(results, prepared["tokens"], emb)):
-            found = self.places.extract(a.text)
-            primary = self.places.primary(found)
+            names, primary = self._places_in(a.text)
             short = len(a.text) <= GIST_CHARS
-            out.append(Analysed(a, str(tok), e, [p.name for p in found], primary.name if primary else None,
+            out.append(Analysed(a, str(tok), e, names, primary,
                                 full=full[k] if full is not None else (e if short else None), head=None if short else e))
         index = self._index
         if index is not None and out:   # vectorise the batch once, outside the index lock
@@ -343,12 +342,22 @@ class Office:
                                  " / submitted_at must lie between the office's earliest history and now")
         return submitted
 
+    def _places_in(self, text: str) -> tuple[list[str], str | None]:
+        """Every place a masked text names, and its primary (most specific) one."""
+        found = self.places.extract(text)
+        primary = self.places.primary(found)
+        return [p.name for p in found], primary.name if primary else None
+
     @staticmethod
-    def _places_of(data: Intake, an: "Analysed") -> tuple[str | None, str | None, list[str]]:
-        """The place the form gave, the message's primary place and every place: found in the text,
-        else the one the form gave."""
+    def _with_given(given: str | None, primary: str | None, names: list[str]) -> tuple[str | None, list[str]]:
+        """The primary place and every place: found in the text, else the one the form gave."""
+        return primary or (given or None), list(names) or ([given] if given else [])
+
+    @classmethod
+    def _places_of(cls, data: Intake, an: "Analysed") -> tuple[str | None, str | None, list[str]]:
+        """The place the form gave, the message's primary place and every place (see :meth:`_with_given`)."""
         given = normalize(data.place).strip() if data.place else None
-        return given, an.place or (given or None), list(an.places) or ([given] if given else [])
+        return (given, *cls._with_given(given, an.place, an.places))
 
     def _suggestion_row(self, data: Intake, an: "Analysed", submitted: dt.datetime, *, key: ApiKey | None,
                         idem: str | None, bh: str | None = None) -> Suggestion:
@@ -1334,10 +1343,8 @@ class Office:
                 for r in rows:
                     m = clean(full_text(Intake(text=r.raw_text, title=r.title or "")))
                     toks = " ".join(tokens(m.text))
-                    found = self.places.extract(m.text)
-                    primary = self.places.primary(found)
-                    place = primary.name if primary else (r.place_given or None)
-                    places = [p.name for p in found] or ([r.place_given] if r.place_given else [])
+                    names, primary = self._places_in(m.text)
+                    place, places = self._with_given(r.place_given, primary, names)
                     if (m.text, toks, place, places) != (r.text, r.tokens, r.place, list(r.places or [])):
                         r.text, r.tokens, r.pii_kinds, r.place, r.places = m.text, toks, m.kinds, place, places
                         changed += 1

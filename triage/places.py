@@ -18,6 +18,7 @@ import yaml
 
 from triage.config import corpora_dir
 from triage.errors import ConfigError
+from triage.lexicon import tokenizer as _tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,6 @@ def _starts_a_name(stem: str, k: int) -> bool:
     not itself a common word (周边, 所有). "太阳山小区" lost its 太 and "月湖大市场" its 月 before."""
     if stem[k] in _NEVER_STARTS or k + 2 > len(stem):
         return False
-    from triage.lexicon import tokenizer as _tokenizer
-
     tok = _tokenizer()
     tok.check_initialized()
     return (tok.FREQ.get(stem[k:k + 2]) or 0) >= 50 and (tok.FREQ.get(stem[k:]) or 0) < 100
@@ -236,8 +235,6 @@ def _clause_tags() -> dict[str, str]:
     """jieba's dictionary tag of every word that could be the sentence's (the tags of
     :data:`_CLAUSE_POS`), the rest left out: one regular-expression pass over the dictionary file,
     a fraction of the time jieba.posseg takes to load every word's tag."""
-    from triage.lexicon import tokenizer as _tokenizer
-
     pattern = re.compile(r"^(\S+) \d+ (%s)$" % "|".join(sorted(_CLAUSE_POS, key=len, reverse=True)), re.M)
     try:
         with _tokenizer().get_dict_file() as f:
@@ -254,8 +251,6 @@ def _clause_tags() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def _clause_vocabulary() -> frozenset[str]:
     """Every word :func:`_clause_words` could read as the sentence's: a quick test before segmenting."""
-    from triage.lexicon import tokenizer as _tokenizer
-
     tok = _tokenizer()
     tok.check_initialized()
     freq = tok.FREQ
@@ -290,8 +285,6 @@ def _clause_words(stem: str, suffix: str) -> int | None:
     vocab = _clause_vocabulary()
     if not any(text[a:a + n] in vocab for a in range(len(text)) for n in (1, 2, 3, 4)):
         return 0   # most names hold no word that could be the sentence's: no segmenting needed
-    from triage.lexicon import tokenizer as _tokenizer
-
     tok, tags = _tokenizer(), _clause_tags()
     tok.check_initialized()
     freq = tok.FREQ

@@ -147,7 +147,6 @@ _PLATE_RE = re.compile(
     r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼楚空][A-HJ-NP-Za-hj-np-z][·•.\- ]?[A-HJ-NP-Za-hj-np-z0-9]{5,6}(?![A-Za-z0-9])"
 )
 
-_COMPOUND_SURNAMES, _SURNAMES = COMPOUND_SURNAMES, SURNAMES
 # Characters that end a name: a name is 1-2 given-name characters followed by one of these or by
 # punctuation/space/digit/end. Keeps "本人今年70岁" and "我是一名教师" unmasked.
 _NAME_STOP = set("是今住在的家电手联反男女年现系从一想要和与我也来已因对就说去有于及多等向找打给被让称投举带到经曾都又还告讲问送，,。.:：;；!！?？ \n")
@@ -159,20 +158,19 @@ _NAME_TRIGGER_RE = re.compile(r"(我叫|我名叫|本人叫|我名|名叫|起名
                               r"申请人|当事人|负责人|家属|患者|老人|员工|职工|工人)[:：\s]*")
 # A surname followed by a title or an honorific is a person too (胡书记, 张主任, 王大爷, 李先生), wherever it
 # stands; the title stays (the role matters to the complaint), the surname is masked.
-_TITLES = TITLES
 _TITLED_NAME_RE = re.compile(
-    "(" + "|".join(sorted(_COMPOUND_SURNAMES, key=len, reverse=True)) + "|[" + "".join(sorted(_SURNAMES)) + "])"
-    "(?=副?(?:" + "|".join(sorted(_TITLES, key=len, reverse=True)) + "))")   # 邓副镇长 too
-_TITLES_LONGEST_FIRST = sorted(_TITLES, key=len, reverse=True)
+    "(" + "|".join(sorted(COMPOUND_SURNAMES, key=len, reverse=True)) + "|[" + "".join(sorted(SURNAMES)) + "])"
+    "(?=副?(?:" + "|".join(sorted(TITLES, key=len, reverse=True)) + "))")   # 邓副镇长 too
+_TITLES_LONGEST_FIRST = sorted(TITLES, key=len, reverse=True)
 #: 姓 + a surname standing for a person (姓李的, 姓谢的庭长, 一位姓王的师傅); not 姓名, 百姓, 同姓
-_SURNAME_ONLY_RE = re.compile("(?<![百老同贵])姓([" + "".join(sorted(_SURNAMES)) + "])(?=的|同志|先生|女士|师傅)")
+_SURNAME_ONLY_RE = re.compile("(?<![百老同贵])姓([" + "".join(sorted(SURNAMES)) + "])(?=的|同志|先生|女士|师傅)")
 #: a surname + 姓 + who (那个王姓导游, 一名李姓男子): the surname is who
-_SURNAME_THEN_XING_RE = re.compile("([" + "".join(sorted(_SURNAMES)) + "])姓(?=[\u4e00-\u9fff])(?!名|氏|人|的|者)")
+_SURNAME_THEN_XING_RE = re.compile("([" + "".join(sorted(SURNAMES)) + "])姓(?=[\u4e00-\u9fff])(?!名|氏|人|的|者)")
 #: a surname with the given name partly starred (汤*程): still a name; a surname + stars alone (程**) is
 #: as anonymous as 王某
-_STARRED_NAME_RE = re.compile("[" + "".join(sorted(_SURNAMES)) + "][*＊][\u4e00-\u9fff]")
+_STARRED_NAME_RE = re.compile("[" + "".join(sorted(SURNAMES)) + "][*＊][\u4e00-\u9fff]")
 #: a lone surname heading a contact in a list of numbers (代表电话:宋0000-…,曹〔手机号〕): who the line is
-_SURNAME_BEFORE_NUMBER_RE = re.compile(r"(?<=[:：,，、;；\s])([" + "".join(sorted(_SURNAMES)) + r"])(?=\d{5,}|\d{3,4}-\d|〔手机号〕|〔固话〕)")
+_SURNAME_BEFORE_NUMBER_RE = re.compile(r"(?<=[:：,，、;；\s])([" + "".join(sorted(SURNAMES)) + r"])(?=\d{5,}|\d{3,4}-\d|〔手机号〕|〔固话〕)")
 # what may stand right before a titled surname: not another Han character that would make the surname
 # part of a word (公安局局长, 学校校长, 各位老师, 这位大爷)
 _TITLED_BEFORE_OK = set("，,。.:：;；!！?？、 \n（(“\"《对向找给被让跟和与请问告诉说是的了有个位")
@@ -185,9 +183,9 @@ def _han(c: str) -> bool:
 def _name_at(s: str, i: int) -> int:
     """Length of a person's name starting at s[i], or 0."""
     n = len(s)
-    if s[i : i + 2] in _COMPOUND_SURNAMES:
+    if s[i : i + 2] in COMPOUND_SURNAMES:
         j = i + 2
-    elif i < n and s[i] in _SURNAMES:
+    elif i < n and s[i] in SURNAMES:
         j = i + 1
     else:
         return 0
@@ -436,7 +434,7 @@ def _name_spans(s: str, persons: list[tuple[int, int]] | None = None) -> list[tu
     spans = []
     for m in _NAME_TRIGGER_RE.finditer(s):
         # a name that runs on into the next word (村民张国庆身上) when the plain rule finds none
-        length = _name_at(s, m.end()) or (_name_length(s, m.end()) if s[m.end():m.end() + 1] in _SURNAMES
+        length = _name_at(s, m.end()) or (_name_length(s, m.end()) if s[m.end():m.end() + 1] in SURNAMES
                                           and m.group(1) not in _SELF_NAMING and not _not_places_at(s, m.end())
                                           else 0)
         if length and m.group(1) not in _SELF_NAMING and (_common_word(s[m.end():m.end() + length])
@@ -498,7 +496,7 @@ def _listed_with(s: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
                 continue
             item = s[start:end]
             # the list is the context: 王权思 is listed as a person even though 王权 is a word
-            if item[0] in _SURNAMES and item[0] not in _SURNAME_ALSO_WORD and not _common_word(item) \
+            if item[0] in SURNAMES and item[0] not in _SURNAME_ALSO_WORD and not _common_word(item) \
                     and not _org_or_place(item) and all(_han(c) for c in item):
                 found.add((start, end))
                 out.append((start, end))
@@ -559,13 +557,13 @@ def _repeats(s: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 #: roles that stand right before the name of the person holding them (院长张丽华, 副镇长邓科先,
 #: 店主李丽小, 控告人李生正, 总经理欧阳荣救): the role is kept, the name after it masked
-_ROLES_BEFORE = tuple(sorted(set(_TITLES) - {"女士", "先生", "阿姨", "大爷", "大妈", "同志", "大哥", "大姐", "奶奶",
+_ROLES_BEFORE = tuple(sorted(set(TITLES) - {"女士", "先生", "阿姨", "大爷", "大妈", "同志", "大哥", "大姐", "奶奶",
                                                "爷爷", "婆婆", "老板", "老总", "会计"} | {
     "总指挥", "指挥长", "店主", "老板娘", "控告人", "被告人", "原告", "被告", "求助人", "收费员", "工作人员", "干部",
     "主席", "委员", "支书", "会长", "社长", "秘书", "司机", "护士", "教师", "班主任", "同学", "同事", "丈夫", "妻子",
     "老婆", "老公", "儿子", "女儿", "母亲", "父亲", "哥哥", "姐姐", "弟弟", "妹妹", "主人", "领导", "姑父", "姑妈",
     "舅舅", "叔叔", "伯伯", "岳父", "岳母", "女婿", "媳妇", "侄子", "外甥"}, key=len, reverse=True))
-_ROLE_BEFORE_RE = re.compile("(?:" + "|".join(_ROLES_BEFORE) + r")[:：\s]?(?=[" + "".join(sorted(_SURNAMES)) + "])")
+_ROLE_BEFORE_RE = re.compile("(?:" + "|".join(_ROLES_BEFORE) + r")[:：\s]?(?=[" + "".join(sorted(SURNAMES)) + "])")
 
 
 #: surname characters that far more often start an ordinary word (查证, 严查, 明察, 管理, 成安组)
@@ -591,7 +589,7 @@ def _name_length(s: str, i: int) -> int:
     """Length of a full name (surname + one or two given characters) at ``s[i]`` where the name runs on
     into the next word (院长张丽华态度恶劣, 村民张国庆身上): the given name ends where a common word or a
     particle begins. 0 when the characters read as a word (张口, 周末) or as nothing name-like."""
-    j = i + 2 if s[i:i + 2] in _COMPOUND_SURNAMES else i + 1
+    j = i + 2 if s[i:i + 2] in COMPOUND_SURNAMES else i + 1
     if s[i] in _SURNAME_ALSO_WORD or (j == i + 1 and _surname_starts_word(s[i:i + 2])):
         return 0   # 和孩子, 严查, 查证, 管理: a word, not a surname and a given name
     for given in (2, 1):
@@ -604,7 +602,7 @@ def _name_length(s: str, i: int) -> int:
             continue   # a given character that makes a word with the next: not where the name ends
         nxt = s[e:e + 2]
         if e >= len(s) or not _han(s[e]) or s[e] in _NAME_STOP or s[e] in "之同副" or _word_freq(nxt) >= 100 \
-                or any(s.startswith(t, e) for t in _TITLES):
+                or any(s.startswith(t, e) for t in TITLES):
             return e - i
     return 0
 
@@ -640,7 +638,7 @@ def _name_then_title(s: str) -> list[tuple[int, int]]:
             i = t - length
             if i < 0 or not all(_han(c) for c in s[i:t]):
                 continue
-            if s[i] not in _SURNAMES:
+            if s[i] not in SURNAMES:
                 # a given name + title heading a letter (尊敬的衡华书记:): the given name (not 尊敬的市委书记)
                 if length == 2 and _salutation(s, i, m.end()) and _word_freq(s[i:t]) < 5 and not _org_or_place(" " + s[i:t]):
                     out.append((i, t))
@@ -726,7 +724,7 @@ def stopwords() -> frozenset[str]:
     return frozenset(w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip())
 
 
-_PLACEHOLDER_RE = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS.values())) + ")")
+_PLACEHOLDER_ALT = "|".join(map(re.escape, PLACEHOLDERS.values()))
 #: a place written as a code of letters and digits and its unit (A市, K10县, A5区; 区 only after a
 #: digit, as places.py reads it: B区 is a zone of a compound). Public message boards anonymise every
 #: city, county and district this way. jieba reads the code, the unit and the following name as words:
@@ -738,17 +736,18 @@ _PLACEHOLDER_RE = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS.values()
 #: "A7县长龙街道" is far likelier than a county head addressed by code.
 PLACE_CODE_RE = re.compile(r"(?<![A-Za-z0-9._\-])[A-Za-z]{1,2}[0-9]{0,3}"
                            r"(?:市(?![场值面容貌价])|省(?![钱事力心])|县|(?<=[0-9])区(?![域别分]))")
-_PIECES_RE = re.compile(f"({_PLACEHOLDER_RE.pattern[1:-1]}|{PLACE_CODE_RE.pattern})")
+#: what jieba must not cut: a placeholder or a place code (one group: split puts each at an odd index)
+_PIECES_RE = re.compile(f"({_PLACEHOLDER_ALT}|{PLACE_CODE_RE.pattern})")
 
 
 def _cut(text: str):
     """jieba over the text, with masking placeholders kept whole (jieba would split at 〔 〕) and
     lettered place codes (:data:`PLACE_CODE_RE`) cut out as one word each."""
     tok = _tokenizer()
-    for piece in _PIECES_RE.split(text):
+    for k, piece in enumerate(_PIECES_RE.split(text)):
         if not piece:
             continue
-        if piece in _PLACEHOLDER_SET or PLACE_CODE_RE.fullmatch(piece):
+        if k % 2:
             yield piece
         else:
             yield from tok.cut(piece, HMM=True)

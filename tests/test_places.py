@@ -120,6 +120,27 @@ def test_sharing_only_a_city_is_no_evidence_but_sharing_a_compound_is():
     assert sim.place_term("K10县", "J市邦万装修公司", frozenset({"J市"}), frozenset({"J市"})) == 0.0
 
 
+def test_point_like_places_of_one_kind_differ_but_of_different_kinds_may_adjoin():
+    from triage.cluster import Similarity, SimilarityConfig
+
+    px = PlaceExtractor()
+    assert px.kind("幸福里小区") == "estate" and px.kind("东三路") == "road" and px.kind("松雅湖湿地公园") == "site"
+    assert px.compatible("幸福里小区", "华邦小区") is False     # two compounds
+    assert px.compatible("东四路", "滨湖路") is False            # two roads
+    assert px.compatible("幸福里小区", "东三路") is None          # a compound on a road
+    assert px.compatible("东四路", "松雅湖湿地公园") is None      # a crossing by a park
+    cfg = SimilarityConfig()
+    sim = Similarity(cfg, PlaceExtractor())
+    # nothing in common: counted against, but no veto (two kindergartens' texts are not the same place)
+    assert sim.place_term("幸福里小区", "东三路") == -cfg.place_unrelated
+    # sharing only the district both lie in is no evidence for two point-like places...
+    assert sim.place_term("恒大城小区", "星摇篮幼儿园", frozenset({"A5区", "恒大城小区"}),
+                          frozenset({"A5区", "星摇篮幼儿园"})) == -cfg.place_unrelated
+    # ...sharing a town or anything more specific is
+    assert sim.place_term("幸福里小区", "东三路", frozenset({"泉塘街道", "幸福里小区"}),
+                          frozenset({"泉塘街道", "东三路"})) == 0.0
+
+
 def test_a_kind_of_compound_is_not_a_place():
     assert names("经开区安置小区分下来，去超市买菜") == []
     assert names("投诉B9市人人乐超市收费") == ["B9市", "B9市人人乐超市"]

@@ -129,7 +129,11 @@ class Similarity:
         # are told apart: on a city's board most same-theme pairs of this kind are different places
         # (拖欠工资 at three companies in three cities), while the same problem's messages share
         # at least the county or the compound.
-        if self._share_a_place(a, b, mentions_a, mentions_b):
+        # Two point-like places of different kinds (a compound and a road, a company and a park) may
+        # adjoin, but sharing only the district or city both lie in says nothing: every two
+        # kindergartens of one district share it.
+        point = min(self.places.specificity(a), self.places.specificity(b)) >= SPECIFICITY["road"]
+        if self._share_a_place(a, b, mentions_a, mentions_b, SPECIFICITY["town"] if point else 0):
             return 0.0
         return -self.cfg.place_unrelated
 
@@ -141,9 +145,14 @@ class Similarity:
         spec = min(self.places.specificity(a), self.places.specificity(b))
         return self.cfg.place_bonus if spec >= SPECIFICITY["town"] else 0.0
 
-    def _share_a_place(self, a: str, b: str, mentions_a: frozenset[str], mentions_b: frozenset[str]) -> bool:
-        """Whether the two messages name one place in common (or one nested in the other)."""
+    def _share_a_place(self, a: str, b: str, mentions_a: frozenset[str], mentions_b: frozenset[str],
+                       at_least: int = 0) -> bool:
+        """Whether the two messages name one place in common (or one nested in the other), of at
+        least the specificity ``at_least``."""
         xs, ys = mentions_a | {a}, mentions_b | {b}
+        if at_least:
+            xs = {x for x in xs if self.places.specificity(x) >= at_least}
+            ys = {y for y in ys if self.places.specificity(y) >= at_least}
         if xs & ys:
             return True
         return any(self.places.compatible(x, y) is True or transposed(x, y) for x in xs for y in ys)

@@ -326,7 +326,7 @@ class PlaceExtractor:
         self.gaz = gazetteer if gazetteer is not None else default_gazetteer()
         names = sorted(set(self.gaz.level) | set(self.gaz.aliases), key=len, reverse=True)
         self._gaz_re = re.compile("|".join(map(re.escape, names))) if names else None
-        self._specificity: dict[str, int] = {}
+        self._kind: dict[str, str | None] = {}
         self._compatible: dict[tuple[str, str], bool | None] = {}   # few distinct pairs, asked millions of times
 
     def extract(self, text: str) -> list[Place]:
@@ -472,10 +472,11 @@ class PlaceExtractor:
             return None
         return max(places, key=lambda p: (SPECIFICITY.get(p.level, 0), -p.start))
 
-    def specificity(self, name: str) -> int:
-        """How specific a place name is (:data:`SPECIFICITY`): its gazetteer level, else its suffix's."""
-        v = self._specificity.get(name)
-        if v is None:  # memo: a few thousand names, asked about for every pair of place keys
+    def kind(self, name: str) -> str | None:
+        """What kind of place a name is (a key of :data:`SPECIFICITY`): its gazetteer level, else its
+        suffix's; None when nothing says."""
+        k = self._kind.get(name, "")
+        if k == "":  # memo: a few thousand names, asked about for every pair of place keys
             lvl = self.gaz.level.get(self.gaz.aliases.get(name, name))
             if lvl is None:
                 lvl = next((lv for suf, lv in _SUFFIXES_LONGEST if name.endswith(suf)), None)
@@ -483,8 +484,12 @@ class PlaceExtractor:
                 lvl = _ADMIN_LEVEL[name[-1]]
             if lvl is None and re.search(r"[一二三四五六七八九十][中小]$", name):
                 lvl = "site"
-            v = self._specificity[name] = SPECIFICITY.get(lvl or "", 0)
-        return v
+            k = self._kind[name] = lvl
+        return k
+
+    def specificity(self, name: str) -> int:
+        """How specific a place name is (:data:`SPECIFICITY`): its gazetteer level, else its suffix's."""
+        return SPECIFICITY.get(self.kind(name) or "", 0)
 
     def compatible(self, a: str | None, b: str | None) -> bool | None:
         """True/False when both are known to agree/disagree; None when either is unknown."""
@@ -510,10 +515,15 @@ class PlaceExtractor:
             return False
         if not la or not lb:
             # names found by pattern: two different places of one administrative level (K3县 / K5县)
-            # cannot be the same; two point-like places (a compound, a road, a school) neither
-            # names the other are different places; anything else may nest (a county and a village)
+            # cannot be the same; two point-like places of one kind (two compounds, two roads, two
+            # companies) neither names the other are different places. Of different kinds they may
+            # adjoin or nest (a compound on a road, a crossing by a park, a company's office in a
+            # building): on a city's real board the same problem's messages often chose different
+            # such places as their primary, and calling them different split whole groups (the
+            # crossing of 滨湖路 by 松雅湖湿地公园; a compound and the road of its bus line).
+            # Anything else may nest (a county and a village)
             sa, sb = self.specificity(a), self.specificity(b)
-            if sa >= 4 and sb >= 4:
+            if sa >= 4 and sb >= 4 and self.kind(a) == self.kind(b):
                 return False
             if sa == sb and a[-1] in _ADMIN_LEVEL and b[-1] in _ADMIN_LEVEL:
                 return False

@@ -150,7 +150,7 @@ def main() -> int:
                 print(json.dumps(res, ensure_ascii=False), flush=True)
         from sqlalchemy import func, select
 
-        from triage.store import Store, Suggestion
+        from triage.store.database import Store, Suggestion
 
         store = Store(url, migrate=False)
         with store.session() as s:

@@ -23,9 +23,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from triage.batch import classify_file  # noqa: E402
+from triage.batch.runner import classify_file  # noqa: E402
 from triage.pipeline import Triage  # noqa: E402
-from triage.text import clean, tokens  # noqa: E402
+from triage.text.normalise import clean, tokens  # noqa: E402
 
 
 def make_rows(n: int, seed: int = 0) -> pd.DataFrame:

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from triage.cli import main as triage_main
-    from triage.features import join_columns
-    from triage.model import metrics_report
+    from triage.assess.features import join_columns
+    from triage.assess.model import metrics_report
     from triage.pipeline import Triage
 
     df = pd.read_csv(args.data, dtype=str, keep_default_na=False)

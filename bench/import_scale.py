@@ -40,10 +40,10 @@ def child(path: str, db: str, mode: str) -> dict:
     import pandas as pd
 
     from triage.cli import _people_columns
-    from triage.office import Office
+    from triage.office.office import Office
     from triage.pipeline import Triage
-    from triage.store import Store
-    from triage.tableio import read_table, resolve_text_columns
+    from triage.store.database import Store
+    from triage.io.tables import read_table, resolve_text_columns
 
     table = read_table(path)
     frame = _people_columns(table.frame, argparse.Namespace(user_col=None, support_col=None, oppose_col=None,
@@ -59,7 +59,7 @@ def child(path: str, db: str, mode: str) -> dict:
         res = office.import_frame(frame, cols, progress=progress)
     else:
         from triage.candidates import _pick
-        from triage.office import Intake, InvalidRequest
+        from triage.office.office import Intake, InvalidRequest
 
         when, who = _pick(frame, "submitted_at"), _pick(frame, "submitter")
 

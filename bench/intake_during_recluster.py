@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         stop(server, 30)
     from sqlalchemy import select
 
-    from triage.store import Store, Suggestion
+    from triage.store.database import Store, Suggestion
 
     store = Store(url, migrate=False)
     with store.session() as s:

@@ -168,7 +168,7 @@ async def run_load(base: str, key: str, bodies: list[dict], concurrency: int, fa
 def check(url: str, acked: dict[str, str]) -> dict:
     from sqlalchemy import func, select
 
-    from triage.store import Assessment, Store, Suggestion
+    from triage.store.database import Assessment, Store, Suggestion
 
     store = Store(url, migrate=False)
     with store.session() as s:

@@ -12,7 +12,7 @@ Rows (a Markdown table, then one JSON line with every figure):
 
 * **office path** — an office trains on its own labelled history: stratified 5-fold over 500
   (several random subsets, mean ± sd), 2,000 and all 6,386 labelled messages. triage is exactly what
-  ``triage train`` fits (:func:`triage.model.train_bundle`: normalise, mask, segment, features,
+  ``triage train`` fits (:func:`triage.assess.model.train_bundle`: normalise, mask, segment, features,
   classifier, calibration); the plain baseline is TF-IDF over plain ``jieba.lcut`` words and raw
   characters 1-3 with sklearn's defaults and a default ``LinearSVC``. Identical folds. Fit seconds
   are per fold and include turning raw text into tokens (measured once per message and charged by
@@ -66,7 +66,7 @@ log = logging.getLogger("bench.real_classify")
 # ----------------------------------------------------------------------------- the plain baseline
 def plain_words(texts: list[str]) -> tuple[list[str], float]:
     """Plain jieba words of each raw text, and the seconds it took."""
-    from triage.baseline import plain_words as words
+    from triage.assess.baseline import plain_words as words
 
     t0 = time.perf_counter()
     out = words(texts)
@@ -75,8 +75,8 @@ def plain_words(texts: list[str]) -> tuple[list[str], float]:
 
 # ----------------------------------------------------------------------------- triage's side
 def triage_prepare(texts: list[str]):
-    from triage.features import prepare_texts
-    from triage.model import default_cues
+    from triage.assess.features import prepare_texts
+    from triage.assess.model import default_cues
 
     cues = default_cues()
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def triage_prepare(texts: list[str]):
 
 
 def triage_fit(frame: pd.DataFrame, y, cues):
-    from triage.model import TrainSpec, train_bundle
+    from triage.assess.model import TrainSpec, train_bundle
 
     return train_bundle(frame.reset_index(drop=True), TrainSpec(domain=list(y)), cues, evaluate=False)
 
@@ -100,7 +100,7 @@ def macro_f1(y_true, y_pred) -> float:
 def office_rows(dev: pd.DataFrame, sizes: list[int], subsets: int) -> list[dict]:
     from sklearn.model_selection import StratifiedKFold
 
-    from triage.baseline import PlainBaseline
+    from triage.assess.baseline import PlainBaseline
 
     texts = dev["text"].tolist()
     words, w_sec = plain_words(texts)
@@ -141,7 +141,7 @@ def office_rows(dev: pd.DataFrame, sizes: list[int], subsets: int) -> list[dict]
 
 
 def _corpus() -> pd.DataFrame:
-    from triage.features import join_columns
+    from triage.assess.features import join_columns
 
     c = pd.read_csv(ROOT / "corpora" / "suggestions.csv", dtype=str, keep_default_na=False)
     c["joined"] = join_columns(c, ["title", "text"])
@@ -160,7 +160,7 @@ def _mapped_from_scores(scores: np.ndarray, classes, how: str) -> np.ndarray:
 
 def shipped_rows(dev: pd.DataFrame, scope: pd.DataFrame | None, models: list[str], with_scope: bool,
                  with_domain: bool) -> list[dict]:
-    from triage.baseline import PlainBaseline
+    from triage.assess.baseline import PlainBaseline
     from triage.pipeline import Triage
 
     corpus = _corpus()

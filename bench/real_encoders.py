@@ -7,7 +7,7 @@
 Reads ``../shared/realdata/`` and the team's topic gold (``bench/realdata_labels/topics_*.csv``, ids
 only); never copies a message anywhere. Exits 0 with the reason when the folder is absent.
 
-For each backend (``triage.embed.get_encoder``):
+For each backend (``triage.embed.encoders.get_encoder``):
 
 * **speed and memory** — a child process per backend loads it and embeds 1,000 real messages'
   openings (the 120 characters topics embed) after a warm-up: openings/s, and the child's peak
@@ -52,7 +52,7 @@ log = logging.getLogger("bench.real_encoders")
 SPEED_SCRIPT = """
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from triage.embed import get_encoder
+from triage.embed.encoders import get_encoder
 texts = json.load(open(sys.argv[3], encoding="utf-8"))
 enc = get_encoder(sys.argv[2])
 enc.encode(texts[:10])
@@ -82,9 +82,9 @@ def domain_rows(dev: pd.DataFrame, specs: list[str]) -> list[dict]:
     from sklearn.model_selection import StratifiedKFold
     from sklearn.svm import LinearSVC
 
-    from triage.baseline import plain_words
-    from triage.embed import get_encoder
-    from triage.text import normalize
+    from triage.assess.baseline import plain_words
+    from triage.embed.encoders import get_encoder
+    from triage.text.normalise import normalize
 
     texts = [normalize(t) for t in dev["text"]]
     words = plain_words(texts)
@@ -123,11 +123,11 @@ def topic_rows(specs: list[str], work: Path) -> list[dict]:
 
     from triage.candidates import build_candidates
     from triage.cli import _people_columns
-    from triage.cluster import SimilarityConfig
-    from triage.embed import CachedEncoder, get_encoder
+    from triage.topics.cluster import SimilarityConfig
+    from triage.embed.encoders import CachedEncoder, get_encoder
     from triage.pipeline import Triage
-    from triage.tableio import read_table, resolve_text_columns
-    from triage.topics import TopicConfig
+    from triage.io.tables import read_table, resolve_text_columns
+    from triage.topics.builder import TopicConfig
 
     board = rt.load_board(["unlabelled", "replies"])
     gold = rt.load_gold()
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     specs = ["hashing", "use"] + ([args.st] if args.st else [])
     dev = pd.read_csv(REAL / DEV, dtype=str, keep_default_na=False)
-    from triage.text import normalize
+    from triage.text.normalise import normalize
 
     openings = [normalize(t)[:120] for t in dev["text"].head(args.speed_texts)]
     table: dict[str, dict] = {"lexical only": {"backend": "lexical only"}}

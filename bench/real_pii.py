@@ -56,7 +56,7 @@ def load_labels(prefix: str = "p") -> pd.DataFrame | None:
 
 
 def load_docs(ids: set[str]) -> dict[str, str]:
-    from triage.text import normalize
+    from triage.text.normalise import normalize
 
     docs = {}
     for f in FILES:
@@ -114,7 +114,7 @@ def score_numbers(name: str, masked: dict[str, str], docs: dict[str, str], gold:
 
 def plain_mask(doc: str) -> str:
     """The regex-only baseline (see the module docstring)."""
-    from triage.text import id_checksum_ok
+    from triage.text.normalise import id_checksum_ok
 
     s = re.sub(r"(?<!\d)1[3-9]\d{9}(?!\d)", "〔手机号〕", doc)
     s = re.sub(r"(?<![0-9Xx])\d{17}[0-9Xx](?![0-9Xx])", lambda m: "〔身份证号〕" if id_checksum_ok(m.group(0)) else m.group(0), s)
@@ -125,10 +125,10 @@ def mask_with(code_root: Path, docs: dict[str, str]) -> dict[str, str]:
     """Every document through ``clean`` of the code at ``code_root``: today's tree in this process, an
     earlier commit's worktree in a process of its own (its modules must not mix with today's)."""
     if code_root == ROOT:
-        from triage.text import clean
+        from triage.text.normalise import clean
 
         return {k: clean(v).text for k, v in docs.items()}
-    script = ("import json,sys\nsys.path.insert(0, sys.argv[1])\nfrom triage.text import clean\n"
+    script = ("import json,sys\nsys.path.insert(0, sys.argv[1])\nfrom triage.text.normalise import clean\n"
               "docs = json.load(open(sys.argv[2], encoding='utf-8'))\n"
               "json.dump({k: clean(v).text for k, v in docs.items()}, open(sys.argv[3], 'w', encoding='utf-8'))\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,7 +213,7 @@ def every_kind_table(prefix: str, sample_csv: str, what: str, args: argparse.Nam
             then = mask_with(wt, docs)
             results += score(f"triage at {args.against[:10]}", then, docs, gold, strata,
                              round(time.perf_counter() - t0, 2))
-    import triage.names as names
+    import triage.text.names as names
 
     kept = names.person_spans
     names.person_spans = lambda text, *_: []   # the same code with the NER switched off: what it adds
@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         number_table(prefix, what, args)
     if args.speed:
         print(f"\nmasking speed on the first {args.speed} messages of the dev file (one process, rows/s):")
-        import triage.names as names
-        from triage.text import clean, clean_many
+        import triage.text.names as names
+        from triage.text.normalise import clean, clean_many
 
         bodies = pd.read_csv(REAL / FILES[0], dtype=str, keep_default_na=False)["text"].head(args.speed).tolist()
         clean(bodies[0])   # jieba's dictionary and the NER model load once, outside the timing

@@ -161,7 +161,7 @@ def plain_runs(board: pd.DataFrame, thresholds: list[float]) -> list[dict]:
 def score(run: dict, board: pd.DataFrame, gold: pd.DataFrame, universe: set[str]) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    from triage.evaluation import member_f1
+    from triage.topics.evaluation import member_f1
 
     ids = [i for i in board["id"] if i in universe]
     g_of = dict(zip(gold["id"], gold["group"]))

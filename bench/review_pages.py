@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from triage.review import needs_review, overview, petitions_by_department  # noqa: E402
-from triage.store import Assessment, Correction, Store, Suggestion, Topic  # noqa: E402
+from triage.office.review import needs_review, overview, petitions_by_department  # noqa: E402
+from triage.store.database import Assessment, Correction, Store, Suggestion, Topic  # noqa: E402
 
 log = logging.getLogger("bench.review_pages")
 DEPTS = [f"部门{k}" for k in range(23)]
@@ -102,7 +102,7 @@ def all_rows_petitions(store: Store, per_department: int = 20) -> dict:
 def all_rows_overview(store: Store, weeks: int = 12) -> dict:
     from sqlalchemy import select
 
-    from triage.review import week_start
+    from triage.office.review import week_start
 
     with store.session() as s:
         sug = s.execute(select(Suggestion.submitted_at, Suggestion.domain, Suggestion.scope)).all()

@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import adjusted_rand_score, v_measure_score
 
     from triage.candidates import build_candidates
-    from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
+    from triage.embed.encoders import CachedEncoder, EmbeddingCache, get_encoder
     from triage.pipeline import Triage
-    from triage.tableio import read_table, resolve_text_columns
+    from triage.io.tables import read_table, resolve_text_columns
 
     table = read_table(args.data)
     frame = table.frame

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 def synth(n: int, seed: int = 0) -> pd.DataFrame:
     corpus = pd.read_csv(ROOT / "corpora" / "suggestions.csv", dtype=str, keep_default_na=False)
-    from triage.places import default_gazetteer
+    from triage.text.places import default_gazetteer
 
     names = sorted(default_gazetteer().level, key=len, reverse=True)
     rng = np.random.default_rng(seed)
@@ -58,10 +58,10 @@ def synth(n: int, seed: int = 0) -> pd.DataFrame:
 
 def one(n: int, cache: str, encoder: str) -> dict:
     from triage.candidates import build_candidates
-    from triage.embed import CachedEncoder, EmbeddingCache, get_encoder, topic_embeddings
+    from triage.embed.encoders import CachedEncoder, EmbeddingCache, get_encoder, topic_embeddings
     from triage.pipeline import Triage
-    from triage.text import clean, tokens
-    from triage.topics import TopicIndex
+    from triage.text.normalise import clean, tokens
+    from triage.topics.builder import TopicIndex
 
     frame = synth(n)
     tri = Triage.load()

@@ -8,8 +8,8 @@ from fastapi import Depends, Header, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.runtime import Runtime
-from triage.office import Actor, Office
-from triage.store import ApiKey
+from triage.office.office import Actor, Office
+from triage.store.database import ApiKey
 
 ALL = ("portal", "staff", "admin")
 STAFF = ("staff", "admin")

@@ -19,7 +19,7 @@ from fastapi import HTTPException
 from service.runtime import Runtime
 from sqlalchemy import text, update
 
-from triage.store import Job, utcnow
+from triage.store.database import Job, utcnow
 
 log = logging.getLogger(__name__)
 

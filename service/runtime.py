@@ -14,10 +14,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from triage.model import DEFAULT_MODEL_DIR
-from triage.office import Office, OfficeConfig
+from triage.assess.model import DEFAULT_MODEL_DIR
+from triage.office.office import Office, OfficeConfig
 from triage.pipeline import Triage
-from triage.store import ApiKey, Store, home_dir
+from triage.store.database import ApiKey, Store, home_dir
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,11 @@ class Runtime:
         self.classify_full = MicroBatcher(lambda texts: self.office.classify(texts, full=True), max_texts=16)
         self.analyse = MicroBatcher(lambda texts: self.office.analyse(texts), max_texts=32)
         self.office.warm()
-        from triage.retrain import RetrainConfig
+        from triage.assess.retrain import RetrainConfig
 
         data = os.environ.get("TRIAGE_RETRAIN_DATA")
         self.retrain_config = RetrainConfig(data=Path(data) if data else None)
-        from triage.alerts import AlertEngine, AlertsConfig
+        from triage.office.alerts import AlertEngine, AlertsConfig
 
         self.alerts_config = AlertsConfig.from_env()
         self.alerts = AlertEngine(self.store, self.alerts_config)

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
-from triage.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertEngine, AlertsConfig, create_subscription
-from triage.office import Intake
-from triage.store import Alert, AuditEvent, Delivery, Subscription, Topic
+from triage.office.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertEngine, AlertsConfig, create_subscription
+from triage.office.office import Intake
+from triage.store.database import Alert, AuditEvent, Delivery, Subscription, Topic
 
 pytest.importorskip("aiosmtpd", reason="aiosmtpd (a dev dependency) runs the test mail server")
 
@@ -130,7 +130,7 @@ def feed(rt, n: int, start: int = 0) -> str:
     if start == 0:
         rt.office.recluster()
     with rt.store.session() as s:
-        from triage.store import Suggestion
+        from triage.store.database import Suggestion
 
         return s.get(Suggestion, tid).topic_id
 
@@ -321,7 +321,7 @@ def test_a_weekly_digest_goes_out_once_its_week_is_up(rt, smtp) -> None:
 
 
 def test_growth_campaign_and_petition_backlog_trigger_once_each(rt) -> None:
-    from triage.store import Suggestion, utcnow
+    from triage.store.database import Suggestion, utcnow
 
     now = utcnow()
     with rt.store.session() as s:

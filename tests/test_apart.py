@@ -56,8 +56,8 @@ def office(tmp_path):
 
 
 def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the_worker(office, corpus) -> None:
-    from triage.office import Intake
-    from triage.store import AuditEvent, Suggestion
+    from triage.office.office import Intake
+    from triage.store.database import AuditEvent, Suggestion
 
     rows = corpus.sample(60, random_state=3)
     start = dt.datetime.utcnow() - dt.timedelta(days=3)
@@ -79,7 +79,7 @@ def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the
     frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
     stored = msgs[["text", "tokens", "domain", "scope"]]
     known = office._known_embeddings(msgs)
-    from triage.office import cluster_stored, cluster_stored_apart
+    from triage.office.office import cluster_stored, cluster_stored_apart
 
     here = cluster_stored(office.triage, office.encoder, frame, previous, stored, known)
     office.config.recluster_apart_from = 0
@@ -108,7 +108,7 @@ def test_a_model_trained_in_this_process_re_clusters_here(office) -> None:
 def test_a_large_stores_topic_index_is_built_in_a_child_process_and_is_the_same_index(office, corpus, monkeypatch) -> None:
     import numpy as np
 
-    from triage.office import Intake
+    from triage.office.office import Intake
 
     rows = corpus.sample(40, random_state=5)
     for k, r in enumerate(rows.itertuples()):
@@ -195,7 +195,7 @@ def _sleep_writing_pid(path: str, progress) -> None:
 
 
 def test_a_dropped_topics_successor_is_followed_through_a_merge_and_never_a_closed_topic(office) -> None:
-    from triage.store import Topic
+    from triage.store.database import Topic
 
     with office.store.session() as s:
         s.add_all([Topic(id="T000011", status="merged", merged_into="T000012", pinned=True),

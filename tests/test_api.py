@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
 
-from triage.store import Assessment, AuditEvent, Correction, Suggestion, Topic
+from triage.store.database import Assessment, AuditEvent, Correction, Suggestion, Topic
 
 from .conftest import ROOT, valid_id
 
@@ -536,7 +536,7 @@ def test_a_retraining_job_whose_worker_died_is_failed_with_the_reason_and_no_lon
     import datetime as dt
 
     import service.routes.admin as admin
-    from triage.store import Job, utcnow
+    from triage.store.database import Job, utcnow
 
     ran: list[str] = []
 
@@ -583,9 +583,9 @@ def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activat
     a held-out split of 14 domains depended on which messages earlier tests had stored and how topics
     grouped them (a held-out domain F1 of about 0.35 moves by as much with the split); this damage does
     not. Its messages go to a store of its own, so later tests never meet them."""
-    from triage.office import Intake, Office
-    from triage.retrain import RetrainConfig, Retrainer
-    from triage.store import Correction, Store
+    from triage.office.office import Intake, Office
+    from triage.assess.retrain import RetrainConfig, Retrainer
+    from triage.store.database import Correction, Store
 
     data = tmp_path / "small.csv"
     small_corpus.to_csv(data, index=False)
@@ -614,7 +614,7 @@ def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activat
 def test_retraining_is_an_admin_job_gated_on_a_held_out_split_and_switches_the_model(api, small_corpus, tmp_path) -> None:
     import time
 
-    from triage.retrain import RetrainConfig, Retrainer
+    from triage.assess.retrain import RetrainConfig, Retrainer
 
     data = tmp_path / "small.csv"
     small_corpus.to_csv(data, index=False)
@@ -648,7 +648,7 @@ def test_retraining_is_an_admin_job_gated_on_a_held_out_split_and_switches_the_m
 
 # ------------------------------------------------------------- stored embeddings, background index, lease
 def test_every_stored_message_keeps_its_embeddings_and_rebuilds_embed_nothing(api) -> None:
-    from triage.embed import topic_embeddings
+    from triage.embed.encoders import topic_embeddings
 
     off = api.rt.office
     with api.rt.store.session() as s:
@@ -766,7 +766,7 @@ def test_a_background_rebuild_absorbs_what_was_stored_while_it_ran(api) -> None:
 
 def test_submissions_during_a_reclustering_keep_a_topic_and_sizes_add_up(api, monkeypatch) -> None:
     import triage.candidates as cand
-    from triage.office import Intake
+    from triage.office.office import Intake
 
     off = api.rt.office
     real = cand.build_candidates
@@ -983,7 +983,7 @@ def test_a_bad_time_already_stored_does_not_break_reclustering_or_heat(api) -> N
 
 
 def test_a_retrain_with_no_new_corrections_is_refused_with_the_reason(api, tmp_path) -> None:
-    from triage.retrain import NothingToLearn, Retrainer
+    from triage.assess.retrain import NothingToLearn, Retrainer
 
     bundle = api.rt.office.triage.bundle
     with api.rt.store.session() as s:

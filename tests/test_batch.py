@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from triage.batch import BatchConfig, classify_file
+from triage.batch.runner import BatchConfig, classify_file
 from triage.errors import InputFileError, OutputFileError, ResumeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,7 +257,7 @@ def test_an_unknown_previous_column_is_a_clear_error(tmp_path, small_model_dir):
 
 @pytest.mark.parametrize("ext", [".xlsx", ".jsonl", ".parquet", ".tsv"])
 def test_every_output_format_holds_the_same_rows_as_csv(tmp_path, corpus, small_model_dir, ext):
-    from triage.tableio import read_table
+    from triage.io.tables import read_table
 
     src = tmp_path / "in.csv"
     rows(corpus, 120).to_csv(src, index=False)
@@ -281,9 +281,9 @@ class NoDask:  # as if neither package were installed
         if name.split(".")[0] in ("dask", "distributed"):
             raise ModuleNotFoundError(name)
 sys.meta_path.insert(0, NoDask())
-from triage.batch import classify_file
+from triage.batch.runner import classify_file
 s = classify_file({str(src)!r}, {str(tmp_path / 'o.csv')!r}, model_dir={str(small_model_dir)!r}, quiet=True)
-assert s["processed"] == 5 and "triage.batch_dask" not in sys.modules
+assert s["processed"] == 5 and "triage.batch.dask_engine" not in sys.modules
 """
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -302,8 +302,8 @@ def _db_roundtrip(url: str, corpus: pd.DataFrame, model: Path, tmp_path: Path) -
     engine.dispose()
     cfg = BatchConfig(model_dir=str(model), workers=1, quiet=True, chunk_rows=100,
                       previous={"domain": "old_domain"}, work_dir=str(tmp_path / "work"))
-    from triage.batch import classify_source
-    from triage.dbio import DbSource, table_target
+    from triage.batch.runner import classify_source
+    from triage.io.databases import DbSource, table_target
 
     s = classify_source(DbSource(url, "SELECT * FROM letters ORDER BY id"),
                         table_target(url, "letters_2026", work_dir=str(tmp_path / "work")), cfg)

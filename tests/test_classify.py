@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from triage.classify import (FeatureConfig, TextClassifier, TextClassifierConfig, fit_margins, fit_temperature,
+from triage.assess.classify import (FeatureConfig, TextClassifier, TextClassifierConfig, fit_margins, fit_temperature,
                              nb_ratios)
 
 
 @pytest.fixture(scope="module")
 def features_and_labels(small_corpus):
-    from triage.classify import FeatureSpace, build_features
-    from triage.features import prepare_texts
-    from triage.model import default_cues
+    from triage.assess.classify import FeatureSpace, build_features
+    from triage.assess.features import prepare_texts
+    from triage.assess.model import default_cues
 
     frame = prepare_texts(small_corpus["text"].tolist(), default_cues())
     space = FeatureSpace.from_column_transformer(build_features(FeatureConfig()).fit(frame))
@@ -83,9 +83,9 @@ def test_a_label_with_one_example_trains_uncalibrated_and_says_so(features_and_l
 
 
 def test_cross_validation_reports_the_plain_baseline_on_the_same_folds(small_corpus):
-    from triage.baseline import plain_words
-    from triage.features import prepare_texts
-    from triage.model import cross_validate, default_cues
+    from triage.assess.baseline import plain_words
+    from triage.assess.features import prepare_texts
+    from triage.assess.model import cross_validate, default_cues
 
     cues = default_cues()
     frame = prepare_texts(small_corpus["text"].tolist(), cues)
@@ -115,7 +115,7 @@ def test_dense_columns_with_negative_values_are_not_scaled_as_words():
 
 
 def test_an_old_manifest_keeps_its_cue_counts_and_ngram_ranges():
-    from triage.classify import feature_config_from_manifest
+    from triage.assess.classify import feature_config_from_manifest
 
     old = {"word_ngrams": [1, 2], "char_ngrams": [1, 3], "char_min_df": 2,
            "cue_columns": ["cue_personal", "cue_remedy"], "embedding": None, "embedding_columns": []}

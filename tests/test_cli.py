@@ -54,7 +54,7 @@ def test_classify_rejects_an_unknown_extension(tmp_path, small_model_dir, capsys
 
 @pytest.mark.parametrize("ext", [".xlsx", ".jsonl", ".parquet"])
 def test_classify_reads_and_writes_every_format(tmp_path, small_model_dir, capsys, ext):
-    from triage.tableio import read_table, write_table
+    from triage.io.tables import read_table, write_table
 
     src = tmp_path / f"in{ext}"
     write_table(pd.DataFrame({"text": ["门口路灯坏了", "公交车班次太少了"], "n": ["1", "2"]}), src)
@@ -134,7 +134,7 @@ def test_classify_reads_a_gbk_file_and_reports_broken_rows(tmp_path, small_model
 
 def test_keys_create_prints_the_key_as_its_last_line_and_only_its_hash_is_stored(tmp_path, capsys) -> None:
     from triage.cli import main
-    from triage.store import Store
+    from triage.store.database import Store
 
     url = f"sqlite:///{tmp_path / 'k.db'}"
     assert main(["keys", "--database", url, "create", "--role", "staff", "--name", "办公室"]) == 0
@@ -167,8 +167,8 @@ def test_evaluate_scores_the_department_it_is_given_and_refuses_options_it_would
 
 
 def test_alerts_run_decides_and_delivers_once_per_call(tmp_path, capsys) -> None:
-    from triage.alerts import create_subscription
-    from triage.store import Alert, Store, Topic
+    from triage.office.alerts import create_subscription
+    from triage.store.database import Alert, Store, Topic
 
     url = f"sqlite:///{tmp_path / 'a.db'}"
     store = Store(url)

@@ -85,9 +85,9 @@ def test_a_taxonomy_from_before_the_keys_loads_with_the_former_defaults(tmp_path
 
 
 def test_an_office_with_its_own_names_routes_and_judges_by_them(tmp_path):
-    from triage.principles import PrincipleJudge
-    from triage.route import Router
-    from triage.topics import Topic
+    from triage.judge.principles import PrincipleJudge
+    from triage.judge.route import Router
+    from triage.topics.builder import Topic
 
     d = _copy(tmp_path)
     t = (d / "taxonomy.yaml").read_text(encoding="utf-8")

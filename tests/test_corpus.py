@@ -32,7 +32,7 @@ def test_lengths_range_from_short_notes_to_long_proposals(corpus):
 
 
 def test_some_messages_are_in_traditional_script(corpus):
-    from triage.text import to_simplified
+    from triage.text.normalise import to_simplified
 
     trad = sum(1 for t in corpus["text"] if to_simplified(t) != t)
     assert trad >= 40

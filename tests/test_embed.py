@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triage.embed import CachedEncoder, EmbeddingCache, HashingEncoder, SentenceTransformerEncoder, USEEncoder, get_encoder
-from triage.text import normalize
+from triage.embed.encoders import CachedEncoder, EmbeddingCache, HashingEncoder, SentenceTransformerEncoder, USEEncoder, get_encoder
+from triage.text.normalise import normalize
 
 
 def test_use_encoder_gives_normalised_vectors_and_sees_paraphrases():
@@ -70,7 +70,7 @@ def test_unknown_encoder_spec_is_a_clear_error():
 
 
 def test_topic_embeddings_are_the_openings_so_a_long_petition_meets_the_short_complaint():
-    from triage.embed import HashingEncoder, topic_embeddings
+    from triage.embed.encoders import HashingEncoder, topic_embeddings
 
     enc = HashingEncoder(256)
     short = "楼道灯坏了"

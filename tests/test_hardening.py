@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy import func, select, text
 
-from triage.store import Assessment, Suggestion
+from triage.store.database import Assessment, Suggestion
 
 from .conftest import valid_id
 
@@ -134,7 +134,7 @@ def test_a_huge_header_key_is_401_not_a_crash(hard) -> None:
 def test_a_read_only_database_answers_503_and_writes_nothing(hard, tmp_path) -> None:
     from service.app import create_app
     from service.runtime import Runtime, Settings
-    from triage.store import Store
+    from triage.store.database import Store
 
     path = tmp_path / "ro.db"
     Store(f"sqlite:///{path}")                     # create and migrate
@@ -143,7 +143,7 @@ def test_a_read_only_database_answers_503_and_writes_nothing(hard, tmp_path) -> 
     rt.office = hard.rt.office.__class__(ro, hard.rt.office.triage, hard.rt.office.fast, hard.rt.office.encoder)
     with pytest.raises(Exception):
         ro.create_key("portal")                    # no key can even be made: so use a writable store's key
-    from triage.store import ApiKey
+    from triage.store.database import ApiKey
 
     rt.keys.get = lambda _k: ApiKey(id=1, name="p", role="portal", key_hash="x", prefix="x", can_unmask=False,
                                     rate_per_minute=0)
@@ -158,7 +158,7 @@ def test_a_read_only_database_answers_503_and_writes_nothing(hard, tmp_path) -> 
 def test_a_full_disk_answers_503_and_leaves_no_half_written_row(hard, tmp_path) -> None:
     from service.app import create_app
     from service.runtime import Runtime, Settings
-    from triage.store import Store
+    from triage.store.database import Store
 
     store = Store(f"sqlite:///{tmp_path / 'full.db'}")
     _row, key = store.create_key("portal", rate_per_minute=0)
@@ -185,7 +185,7 @@ def test_a_full_disk_answers_503_and_leaves_no_half_written_row(hard, tmp_path) 
 def test_readiness_goes_unready_when_the_database_is_gone(hard, tmp_path) -> None:
     from service.app import create_app
     from service.runtime import Runtime, Settings
-    from triage.store import Store
+    from triage.store.database import Store
 
     store = Store(f"sqlite:///{tmp_path / 'gone.db'}")
     rt = Runtime(Settings(home=str(tmp_path)), store=store)

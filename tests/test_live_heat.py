@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from triage.office import Intake
-from triage.rank import reage
-from triage.store import Suggestion, Topic
+from triage.office.office import Intake
+from triage.judge.rank import reage
+from triage.store.database import Suggestion, Topic
 
 
 @pytest.fixture()
@@ -28,7 +28,7 @@ def _topic_of(office, receipt: str) -> Topic:
 
 
 def test_a_silent_topic_cools_as_the_stores_clock_moves_without_a_reclustering(office) -> None:
-    from triage.office import Intake
+    from triage.office.office import Intake
 
     day0 = dt.datetime(2026, 1, 5, 9)
     for k, text in enumerate(["北辰社区3栋楼道灯坏了一个月没人修", "北辰社区3栋的楼道灯还是不亮，晚上摸黑"]):
@@ -46,7 +46,7 @@ def test_a_silent_topic_cools_as_the_stores_clock_moves_without_a_reclustering(o
 
 
 def test_reageing_moves_only_the_recency_term_and_keeps_the_sum() -> None:
-    from triage.rank import heat
+    from triage.judge.rank import heat
 
     now = dt.datetime(2026, 3, 1)
     import pandas as pd
@@ -68,7 +68,7 @@ def test_once_intake_goes_quiet_the_service_reclusters_once_and_stops_when_close
     quiet spell after a burst now settles them, one run per spell (each submission re-arms the timer)."""
     import time
 
-    from triage.office import Intake
+    from triage.office.office import Intake
 
     settles: list[dict] = []
     started: list[float] = []   # when each settle run began: a wrongful run shows even if slow
@@ -112,7 +112,7 @@ def test_when_the_store_grows_past_the_trigger_a_reclustering_runs_and_decided_t
     """The count-based trigger's positive path (it was tested only as "not due")."""
     import time
 
-    from triage.office import Actor, Intake
+    from triage.office.office import Actor, Intake
 
     runs: list[dict] = []
     real = office.recluster

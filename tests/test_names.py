@@ -1,12 +1,12 @@
-"""The NER read in batches (triage.names.tag_clauses, triage.text.clean_many) gives what one call per
+"""The NER read in batches (triage.text.names.tag_clauses, triage.text.normalise.clean_many) gives what one call per
 clause and one text at a time give."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from triage.names import _lac, name_clauses, tag_clauses
-from triage.text import clean, clean_many, mask_pii
+from triage.text.names import _lac, name_clauses, tag_clauses
+from triage.text.normalise import clean, clean_many, mask_pii
 
 _MADE_UP = ["我叫王建国，住在阳光花园小区，电话13812345678", "找了张某某协调，李华说不管", "村民赵小红和刘德明反映修路问题",
             "请胡书记关注周何圆家的房子", "", "没有名字的一句话", "王明正、陈晓丽、孙立等人到场"]

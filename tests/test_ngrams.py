@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from triage.ngrams import NgramCounter, fast_transformer
+from triage.assess.ngrams import NgramCounter, fast_transformer
 
 ODD = ["", "a", "İstanbul ＡＢＣ Abc", "  多个   空格\n\n换行\t制表", "😡😡😡 emoji", "x" * 7, "没有 见过 的 词",
        "〔手机号〕 联系", "\udcff坏字节"]
@@ -21,7 +21,7 @@ def _same(a, b) -> None:
 
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_the_counter_reproduces_the_fitted_vectorizer_bit_for_bit(corpus, kind):
-    from triage.text import tokens
+    from triage.text.normalise import tokens
 
     texts = (corpus["title"] + "\n" + corpus["text"]).tolist()
     if kind == "char":

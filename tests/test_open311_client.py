@@ -60,8 +60,8 @@ def test_a_georeport_client_lists_services_and_reads_a_request_by_its_id(live) -
 def test_the_list_shows_an_anonymous_client_only_what_the_office_published(live) -> None:
     from sqlalchemy import select
 
-    from triage.office import Actor
-    from triage.store import Suggestion
+    from triage.office.office import Actor
+    from triage.store.database import Suggestion
 
     services = live.client.get_service_list()
     code = next(s["service_code"] for s in services if s["service_name"] == "城乡建设")

@@ -45,7 +45,7 @@ def test_a_forked_worker_loads_its_own_ner_session_not_the_parents():
     script = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from triage.names import _lac
+from triage.text.names import _lac
 from triage.parallel import can_fork, chunked_map
 
 def inherited(chunk):

@@ -1,4 +1,4 @@
-from triage.places import PlaceExtractor
+from triage.text.places import PlaceExtractor
 
 
 def names(text):
@@ -65,7 +65,7 @@ def test_a_site_inside_a_known_place_is_one_place():
 
 
 def test_a_conflict_of_primary_places_is_forgiven_only_when_the_other_names_that_place():
-    from triage.cluster import Similarity, SimilarityConfig
+    from triage.topics.cluster import Similarity, SimilarityConfig
 
     sim = Similarity(SimilarityConfig(), PlaceExtractor())
     # the proposal's primary is the village, but it names the clinic the complaint is about
@@ -108,7 +108,7 @@ def test_a_bridge_keeps_its_numeral():
 
 
 def test_sharing_only_a_city_is_no_evidence_but_sharing_a_compound_is():
-    from triage.cluster import Similarity, SimilarityConfig
+    from triage.topics.cluster import Similarity, SimilarityConfig
 
     cfg = SimilarityConfig()
     sim = Similarity(cfg, PlaceExtractor())
@@ -121,7 +121,7 @@ def test_sharing_only_a_city_is_no_evidence_but_sharing_a_compound_is():
 
 
 def test_point_like_places_of_one_kind_differ_but_of_different_kinds_may_adjoin():
-    from triage.cluster import Similarity, SimilarityConfig
+    from triage.topics.cluster import Similarity, SimilarityConfig
 
     px = PlaceExtractor()
     assert px.kind("幸福里小区") == "estate" and px.kind("东三路") == "road" and px.kind("松雅湖湿地公园") == "site"
@@ -166,8 +166,8 @@ def test_a_determiner_or_causative_never_begins_a_name():
 
 
 def test_a_name_with_two_characters_swapped_is_not_another_place():
-    from triage.cluster import Similarity, SimilarityConfig
-    from triage.places import transposed
+    from triage.topics.cluster import Similarity, SimilarityConfig
+    from triage.text.places import transposed
 
     assert transposed("华邦小区", "邦华小区") and transposed("J10县华邦小区", "J10县邦华小区")
     assert not transposed("东湖小区", "西湖小区") and not transposed("华邦小区", "华邦小区")
@@ -230,7 +230,8 @@ def test_a_school_followed_by_another_word_in_sheng_is_still_a_school():
 
 
 def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch):
-    from triage import places, text
+    from triage.text import normalise as text
+    from triage.topics import places
 
     def forget() -> None:
         for cached in (places._clause_tags, places._clause_vocabulary, places._clause_words):

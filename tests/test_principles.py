@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from triage.principles import FAILS, FORWARD, MEETS, PROPOSE, RESEARCH, UNSUITABLE, PrincipleJudge
-from triage.text import tokens
-from triage.topics import Topic
+from triage.judge.principles import FAILS, FORWARD, MEETS, PROPOSE, RESEARCH, UNSUITABLE, PrincipleJudge
+from triage.text.normalise import tokens
+from triage.topics.builder import Topic
 
 
 def topic(**kw):

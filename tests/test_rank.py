@@ -1,6 +1,6 @@
 import pandas as pd
 
-from triage.rank import HeatConfig, heat
+from triage.judge.rank import HeatConfig, heat
 
 NOW = pd.Timestamp("2026-11-01")
 
@@ -69,7 +69,7 @@ def test_ranking_config_rejects_modifiers_that_could_make_heat_negative(tmp_path
     import pytest
 
     from triage.errors import ConfigError
-    from triage.rank import load_heat_config
+    from triage.judge.rank import load_heat_config
 
     p = tmp_path / "ranking.yaml"
     p.write_text("weights:\n  recency: 0.8\n  principles: 0.5\n", encoding="utf-8")

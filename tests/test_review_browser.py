@@ -29,7 +29,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 def site(tmp_path_factory: pytest.TempPathFactory):
     from service.app import create_app
     from service.runtime import Runtime, Settings
-    from triage.office import Intake
+    from triage.office.office import Intake
 
     home = tmp_path_factory.mktemp("review")
     saved = os.environ.get("TRIAGE_HOME")
@@ -120,7 +120,7 @@ def test_filtering_by_domain_and_searching_narrow_the_list(page, site) -> None:
     # the search reads labels and the members' (masked) texts: every hit says 公交 in one or the other
     from sqlalchemy import select
 
-    from triage.store import Suggestion
+    from triage.store.database import Suggestion
 
     with site.rt.store.session() as s:
         for r in rows(page):
@@ -149,7 +149,7 @@ def test_opening_a_topic_shows_its_evidence_and_accepting_it_persists(page, site
     assert "已采纳" in page.locator("#status").inner_text() and page.locator("#stage").inner_text() == "确定议题"
     assert "群众反映集中" in page.inner_text("body")   # the decision record shows the reason
     with site.rt.store.session() as s:
-        from triage.store import Topic
+        from triage.store.database import Topic
 
         assert s.get(Topic, tid).status == "accepted"
 
@@ -204,7 +204,7 @@ def test_splitting_the_ticked_members_opens_a_new_topic(page) -> None:
 def test_a_message_with_an_xss_payload_is_text_in_every_view(page, site) -> None:
     from sqlalchemy import select
 
-    from triage.store import Suggestion
+    from triage.store.database import Suggestion
 
     with site.rt.store.session() as s:
         tids = {t for t in s.execute(select(Suggestion.topic_id).where(Suggestion.raw_text.contains("<script>"))).scalars()}
@@ -263,7 +263,7 @@ def test_the_pages_fit_a_tablet_width(site) -> None:
 
 def test_five_hundred_topics_render_and_the_time_is_recorded(page, site) -> None:
     """Not a timing assertion: the time is written to tests/artifacts/review-timing.json for the notes."""
-    from triage.store import Suggestion, Topic, utcnow
+    from triage.store.database import Suggestion, Topic, utcnow
 
     with site.rt.store.session() as s:
         tmpl = s.query(Topic).filter(Topic.scorecard != None).first()  # noqa: E711 - SQL NULL test
@@ -352,7 +352,7 @@ def test_chinese_text_is_drawn_with_real_glyphs_not_boxes(page) -> None:
 
 
 def test_subscriptions_are_created_listed_with_their_alerts_and_deleted(page, site) -> None:
-    from triage.alerts import AlertEngine, AlertsConfig
+    from triage.office.alerts import AlertEngine, AlertsConfig
 
     page.goto(f"{site.base}/subscriptions")
     page.fill("#new-subscription input[name=name]", "楼道灯提醒")
@@ -384,8 +384,8 @@ def test_subscriptions_are_created_listed_with_their_alerts_and_deleted(page, si
 
 def test_a_digest_e_mail_renders_in_chinese_in_the_browser(site) -> None:
     """The HTML part of a weekly digest e-mail as a mail client shows it (tests/artifacts/digest_email.png)."""
-    from triage.alerts import AlertsConfig, committee_digest, render
-    from triage.store import Alert, Subscription, utcnow
+    from triage.office.alerts import AlertsConfig, committee_digest, render
+    from triage.store.database import Alert, Subscription, utcnow
 
     now = utcnow()
     with site.rt.store.session() as s:

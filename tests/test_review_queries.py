@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from triage.review import needs_review, overview, petitions_by_department
-from triage.store import Correction, Suggestion, Topic
+from triage.office.review import needs_review, overview, petitions_by_department
+from triage.store.database import Correction, Suggestion, Topic
 
 from .conftest import ROOT
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from triage.config import load_taxonomy
-from triage.route import Router, RoutingMemory, route_topic
+from triage.judge.route import Router, RoutingMemory, route_topic
 
 
 def router():

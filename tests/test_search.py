@@ -1,4 +1,4 @@
-from triage.search import document, fts5_query, query_phrases, terms
+from triage.text.search import document, fts5_query, query_phrases, terms
 
 
 def test_terms_are_character_bigrams_of_han_runs_and_lowercased_words():

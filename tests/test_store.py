@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from triage.errors import TriageError
-from triage.store import ApiKey, AuditEvent, Store, hash_key
+from triage.store.database import ApiKey, AuditEvent, Store, hash_key
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_the_migrations_match_the_models(store: Store) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from triage.store import Base
+    from triage.store.database import Base
 
     def modelled(name, kind, _parents) -> bool:
         # the full-text index lives outside the ORM model, made and kept by migration 0003: SQLite's FTS5
@@ -46,7 +46,7 @@ def test_upgrading_from_0001_keeps_rows_adds_empty_embeddings_and_indexes_them_f
     from alembic.config import Config
     from pathlib import Path
 
-    import triage.store as ts
+    import triage.store.database as ts
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Store(url, migrate=False)
@@ -197,7 +197,7 @@ def test_the_first_number_of_a_sequence_is_taken_once_when_workers_race(store: S
 
 
 def test_the_last_active_admin_key_is_never_revoked(tmp_path) -> None:
-    from triage.store import LastAdminKey
+    from triage.store.database import LastAdminKey
 
     st = Store(f"sqlite:///{tmp_path / 'k.db'}")
     a, _ = st.create_key("admin", "a")
@@ -211,10 +211,10 @@ def test_the_last_active_admin_key_is_never_revoked(tmp_path) -> None:
 def test_remask_brings_tokens_and_places_up_to_date_where_the_text_is_unchanged(tmp_path) -> None:
     """Segmentation and place finding improve without the masked text changing; a re-clustering reads
     the stored tokens and places, so remask refreshes them too (it compared the text only)."""
-    from triage.office import Intake, Office
+    from triage.office.office import Intake, Office
     from triage.pipeline import Triage
-    from triage.store import Suggestion
-    from triage.text import tokens
+    from triage.store.database import Suggestion
+    from triage.text.normalise import tokens
 
     office = Office(Store(f"sqlite:///{tmp_path / 'r.db'}"), Triage.load())
     row, *_ = office.submit(Intake(title="A7县楚龙西路加宽请求", text="部分村民出行困难,请问A7县楚龙西路有没有拓宽计划"),
@@ -234,9 +234,9 @@ def test_remask_brings_tokens_and_places_up_to_date_where_the_text_is_unchanged(
 
 def test_triage_remask_reclusters_when_rows_changed_so_topics_follow_them(tmp_path, capsys) -> None:
     from triage.cli import main
-    from triage.office import Intake, Office
+    from triage.office.office import Intake, Office
     from triage.pipeline import Triage
-    from triage.store import Suggestion, Topic
+    from triage.store.database import Suggestion, Topic
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     office = Office(Store(url), Triage.load())
@@ -263,10 +263,10 @@ def test_remask_brings_messages_masked_by_an_older_masker_up_to_date(tmp_path) -
     the body) until `triage remask`: then text, tokens, search and kinds follow today's masker; the raw
     columns stay; a second run changes nothing."""
     from triage.cli import main
-    from triage.office import Intake, Office
+    from triage.office.office import Intake, Office
     from triage.pipeline import Triage
-    from triage.store import Suggestion
-    from triage.text import MASKER_VERSION
+    from triage.store.database import Suggestion
+    from triage.text.normalise import MASKER_VERSION
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     office = Office(Store(url), Triage.load())

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from triage.errors import InputFileError
-from triage.tableio import detect_encoding, read_table, resolve_text_columns, write_table
+from triage.io.tables import detect_encoding, read_table, resolve_text_columns, write_table
 
 
 def test_csv_in_gbk_is_detected_and_read(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
 from tests.conftest import valid_id
-from triage.text import clean, id_checksum_ok, luhn_ok, mask_pii, normalize, segment, tokens, unmask
+from triage.text.normalise import clean, id_checksum_ok, luhn_ok, mask_pii, normalize, segment, tokens, unmask
 
 
 def test_traditional_script_becomes_simplified():
@@ -116,7 +116,7 @@ def test_tokens_drop_stopwords_and_punctuation_but_keep_placeholders():
 
 
 def test_excel_carriage_return_residue_becomes_a_line_break():
-    from triage.text import normalize
+    from triage.text.normalise import normalize
 
     assert normalize("尊敬的领导：_x000D_您好！_x000d__x000D_路灯坏了") == "尊敬的领导:\n您好!\n路灯坏了"
     assert normalize("编号_x0041_不是控制字符") == "编号_x0041_不是控制字符"
@@ -124,7 +124,7 @@ def test_excel_carriage_return_residue_becomes_a_line_break():
 
 @pytest.mark.parametrize("raw", ["_x\u200b000D_", "_x000D\ufeff_", "_x&zwj;000D_", "&am\u200bp;", "&am&#8203;p;"])
 def test_an_escape_rebuilt_by_removing_an_invisible_character_is_decoded_once_and_for_all(raw):
-    from triage.text import normalize
+    from triage.text.normalise import normalize
 
     once = normalize(raw)
     assert normalize(once) == once
@@ -221,7 +221,7 @@ def test_words_and_firms_that_look_like_a_titled_surname_are_not_names(text):
 
 
 def test_the_ner_reads_only_clauses_where_a_name_may_be():
-    from triage.names import _name_like
+    from triage.text.names import _name_like
 
     assert _name_like("路灯坏了一个月没人修") is None          # no surname character at all
     assert _name_like("小区的绿化带被占用了") is None            # surname characters, but only inside known words

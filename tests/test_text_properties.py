@@ -5,7 +5,7 @@ import re
 from hypothesis import given, settings, strategies as st
 
 from tests.conftest import valid_id
-from triage.text import clean, id_checksum_ok, mask_pii, normalize, segment
+from triage.text.normalise import clean, id_checksum_ok, mask_pii, normalize, segment
 
 cjk = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5)
 messy = st.text(alphabet=st.one_of(cjk, st.characters(codec="utf-8")), max_size=80)

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from triage.embed import get_encoder
-from triage.places import PlaceExtractor
-from triage.text import clean, tokens
-from triage.topics import TopicBuilder, match_ids, make_label
+from triage.embed.encoders import get_encoder
+from triage.text.places import PlaceExtractor
+from triage.text.normalise import clean, tokens
+from triage.topics.builder import TopicBuilder, match_ids, make_label
 
 
 def frame(rows):
@@ -59,8 +59,8 @@ def test_identical_texts_at_two_places_that_cannot_be_one_fall_below_the_thresho
     import numpy as np
     import scipy.sparse as sp
 
-    from triage.cluster import Points, Similarity, SimilarityConfig
-    from triage.places import PlaceExtractor
+    from triage.topics.cluster import Points, Similarity, SimilarityConfig
+    from triage.text.places import PlaceExtractor
 
     cfg = SimilarityConfig()
     e = np.ones((2, 4), dtype=np.float32) / 2.0
@@ -123,7 +123,7 @@ def test_make_label_drops_filler_and_place():
 
 
 def test_absorbing_stored_messages_counts_them_and_opens_unknown_topics():
-    from triage.topics import TopicIndex
+    from triage.topics.builder import TopicIndex
 
     rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
     b = build(rows)
@@ -143,7 +143,7 @@ def test_absorbing_stored_messages_counts_them_and_opens_unknown_topics():
 
 
 def test_incremental_assignment_joins_the_right_topic_or_opens_a_new_one():
-    from triage.topics import TopicIndex
+    from triage.topics.builder import TopicIndex
 
     rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
     b = build(rows)
@@ -183,9 +183,9 @@ def test_themes_are_ranked_by_the_heat_of_all_their_places(small_model_dir):
 
 def test_topic_building_embeds_each_message_once_and_only_its_opening(shipped_model_dir):
     from triage.candidates import build_candidates
-    from triage.embed import CachedEncoder
+    from triage.embed.encoders import CachedEncoder
     from triage.pipeline import Triage
-    from triage.principles import default_plan
+    from triage.judge.principles import default_plan
 
     tri = Triage.load(shipped_model_dir)
     assert tri.encoder is None  # the shipped classifier is lexical: the encoder serves topic building only
@@ -199,7 +199,7 @@ def test_topic_building_embeds_each_message_once_and_only_its_opening(shipped_mo
 def test_parallel_tfidf_fit_equals_the_serial_fit():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from triage import topics as T
+    from triage.topics import builder as T
 
     docs = [f"{w} 楼道 灯 坏了 {i}" for i, w in enumerate(["北辰", "上庄", "公交", "班次", "电梯"] * 40)]
     mk = lambda: TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True, max_df=0.5,
@@ -259,14 +259,14 @@ def test_a_titled_message_is_labelled_by_its_title_without_lead_verbs_or_a_repea
 
 
 def test_the_lexical_view_counts_a_messages_opening_twice():
-    from triage.topics import gist_doc
+    from triage.topics.builder import gist_doc
 
     assert gist_doc("电梯 坏了 维修 背景 历史", gist_tokens=2) == "电梯 坏了 维修 背景 历史 电梯 坏了"
     assert gist_doc("", gist_tokens=2) == ""
 
 
 def test_the_index_scores_a_message_by_its_mean_similarity_to_the_members_as_average_linkage_does():
-    from triage.topics import TopicIndex
+    from triage.topics.builder import TopicIndex
 
     b = build([{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS])
     index = TopicIndex(b)
@@ -292,7 +292,7 @@ def test_a_label_never_cuts_a_word_bound_to_its_place_nor_eats_the_first_charact
 
 
 def test_the_lexical_view_keeps_what_kind_of_site_a_place_is():
-    from triage.topics import _strip_places
+    from triage.topics.builder import _strip_places
 
     # the name says where (长株潭), the kind says what the problem is about (城铁, not 公交车)
     assert _strip_places("长株潭 城铁 增开 车次", ["长株潭城铁"]) == "城铁 增开 车次"
@@ -301,8 +301,8 @@ def test_the_lexical_view_keeps_what_kind_of_site_a_place_is():
 
 
 def test_the_lexical_view_takes_out_lettered_place_codes():
-    from triage.text import tokens
-    from triage.topics import _strip_places
+    from triage.text.normalise import tokens
+    from triage.topics.builder import _strip_places
 
     # tokens are lower-cased and names are not: C市's code stayed in every C市 message's lexical
     # view and joined unrelated questions of one city (bench/real_topics.py)
@@ -315,7 +315,7 @@ def test_the_lexical_view_takes_out_lettered_place_codes():
 def test_an_index_rebuilt_without_descriptions_is_the_same_index():
     # the service rebuilds its index from the stored membership with describe=False (members and
     # places only); it must assign exactly as an index from the fully described topics would
-    from triage.topics import TopicIndex
+    from triage.topics.builder import TopicIndex
 
     rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
     f = frame(rows)

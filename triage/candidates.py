@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from triage.embed import CachedEncoder, Encoder, get_encoder, topic_embeddings
-from triage.features import join_columns
+from triage.embed.encoders import CachedEncoder, Encoder, get_encoder, topic_embeddings
+from triage.assess.features import join_columns
 from triage.pipeline import validate_text
-from triage.places import PlaceExtractor
-from triage.principles import PrincipleJudge
-from triage.rank import counts_by_age, default_heat_config, heat
-from triage.route import RoutingMemory, route_topic
-from triage.tableio import TITLE_COLUMNS
-from triage.topics import TopicBuilder, TopicConfig
+from triage.text.places import PlaceExtractor
+from triage.judge.principles import PrincipleJudge
+from triage.judge.rank import counts_by_age, default_heat_config, heat
+from triage.judge.route import RoutingMemory, route_topic
+from triage.io.tables import TITLE_COLUMNS
+from triage.topics.builder import TopicBuilder, TopicConfig
 
 log = logging.getLogger(__name__)
 

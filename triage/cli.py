@@ -25,10 +25,10 @@ DEMO_FILE = Path(__file__).resolve().parent.parent / "corpora" / "demo.csv"
 
 
 def _frame_for_training(args: argparse.Namespace):
-    from triage.features import join_columns, prepare_texts
-    from triage.model import default_cues
+    from triage.assess.features import join_columns, prepare_texts
+    from triage.assess.model import default_cues
     from triage.pipeline import validate_text
-    from triage.tableio import read_table, require_column, resolve_text_columns
+    from triage.io.tables import read_table, require_column, resolve_text_columns
 
     table = read_table(args.data)
     for e in table.errors:
@@ -49,7 +49,7 @@ def _frame_for_training(args: argparse.Namespace):
     cues = default_cues()
     encoder = None
     if getattr(args, "embeddings", False):
-        from triage.embed import CachedEncoder, get_encoder
+        from triage.embed.encoders import CachedEncoder, get_encoder
 
         encoder = CachedEncoder(get_encoder("use"))
     t0 = time.perf_counter()
@@ -70,13 +70,13 @@ def _frame_for_training(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from triage.model import TrainSpec, train_bundle
+    from triage.assess.model import TrainSpec, train_bundle
 
     prepared, y, scope, dept, groups, cues = _frame_for_training(args)
     if scope is not None and any(s and s not in ("group", "individual") for s in scope):
         bad = sorted({s for s in scope if s and s not in ("group", "individual")})[:5]
         raise InputFileError(f"范围列 {args.scope_col} 只能取 group / individual，发现：{', '.join(bad)}")
-    from triage.classify import FeatureConfig
+    from triage.assess.classify import FeatureConfig
 
     spec = TrainSpec(domain=y, scope=scope, department=dept, groups=groups,
                      features=FeatureConfig(embedding="use" if args.embeddings else None))
@@ -96,8 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from triage.classify import feature_config_from_manifest
-    from triage.model import ModelBundle, TextClassifierConfig, cross_validate, default_scope_config, metrics_report
+    from triage.assess.classify import feature_config_from_manifest
+    from triage.assess.model import ModelBundle, TextClassifierConfig, cross_validate, default_scope_config, metrics_report
 
     if args.topics:
         return _evaluate_topics(args)
@@ -150,9 +150,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_topics(args: argparse.Namespace) -> int:
     from triage.candidates import build_candidates
-    from triage.evaluation import place_quality, topic_quality
+    from triage.topics.evaluation import place_quality, topic_quality
     from triage.pipeline import Triage
-    from triage.tableio import read_table, require_column, resolve_text_columns
+    from triage.io.tables import read_table, require_column, resolve_text_columns
 
     tri = Triage.load(args.model)
     table = read_table(args.data)
@@ -172,7 +172,7 @@ def _evaluate_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from triage.batch import BatchConfig, classify_source, file_target
+    from triage.batch.runner import BatchConfig, classify_source, file_target
 
     previous = {k: v for k, v in (("domain", args.previous_col), ("scope", args.previous_scope_col),
                                   ("committee", args.previous_committee_col)) if v}
@@ -181,19 +181,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
                       skip_existing=args.skip_existing, restart=args.restart, engine=args.engine,
                       scheduler=args.scheduler, work_dir=args.work_dir, evidence=args.evidence)
     if args.from_db:
-        from triage.dbio import DbSource
+        from triage.io.databases import DbSource
 
         if not args.query:
             raise InputFileError("--from-db 需要 --query（带 ORDER BY 的 SELECT）/ --from-db needs --query")
         source = DbSource(args.from_db, args.query)
     elif args.input:
-        from triage.streams import open_source
+        from triage.io.streams import open_source
 
         source = open_source(args.input)
     else:
         raise InputFileError("请给出输入文件，或 --from-db URL --query SQL / no input given")
     if args.to_table:
-        from triage.dbio import table_target
+        from triage.io.databases import table_target
 
         target = table_target(args.to_db or args.from_db, args.to_table, replace=args.replace, work_dir=args.work_dir)
     elif args.output:
@@ -212,7 +212,7 @@ PEOPLE_COLUMNS = {"user_col": "submitter", "support_col": "support", "oppose_col
 def _people_columns(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     """Rename the columns named by --user-col/--support-col/--oppose-col/--time-col to the names the
     topic stages read; without the flags, common names (留言用户, 点赞数, 反对数, 留言时间 …) are detected."""
-    from triage.tableio import require_column
+    from triage.io.tables import require_column
 
     rename = {}
     for flag, canonical in PEOPLE_COLUMNS.items():
@@ -229,7 +229,7 @@ def _people_columns(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFra
 def cmd_topics(args: argparse.Namespace) -> int:
     from triage.candidates import build_candidates
     from triage.pipeline import Triage
-    from triage.tableio import read_table, resolve_text_columns, write_table
+    from triage.io.tables import read_table, resolve_text_columns, write_table
 
     tri = Triage.load(args.model)
     table = read_table(args.input)
@@ -255,7 +255,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _encoder(args: argparse.Namespace):
-    from triage.embed import CachedEncoder, EmbeddingCache, get_encoder
+    from triage.embed.encoders import CachedEncoder, EmbeddingCache, get_encoder
 
     cache = EmbeddingCache(args.cache) if getattr(args, "cache", None) else None
     return CachedEncoder(get_encoder(getattr(args, "encoder", None)), cache)
@@ -263,8 +263,8 @@ def _encoder(args: argparse.Namespace):
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from triage.pipeline import Triage
-    from triage.tableio import read_table, resolve_text_columns
-    from triage.features import join_columns
+    from triage.io.tables import read_table, resolve_text_columns
+    from triage.assess.features import join_columns
 
     tri = Triage.load(args.model)
     table = read_table(args.file)
@@ -300,7 +300,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from triage.store import Store
+    from triage.store.database import Store
 
     store = Store(args.database)
     if args.keys_cmd == "create":
@@ -323,8 +323,8 @@ def _check_masker(store) -> None:
     """A store whose messages were masked by an older masker says so at start, with the command."""
     from sqlalchemy import func, select
 
-    from triage.store import Suggestion
-    from triage.text import MASKER_VERSION
+    from triage.store.database import Suggestion
+    from triage.text.normalise import MASKER_VERSION
 
     have = store.get_setting("masker_version")
     if have == MASKER_VERSION:
@@ -341,9 +341,9 @@ def _check_masker(store) -> None:
 
 def cmd_remask(args: argparse.Namespace) -> int:
     """Mask every stored message again with today's masker (after an upgrade that masks more)."""
-    from triage.office import Actor, Conflict, Office
+    from triage.office.office import Actor, Conflict, Office
     from triage.pipeline import Triage
-    from triage.store import Store
+    from triage.store.database import Store
 
     store = Store(args.database)
     office = Office(store, Triage.load(args.model))
@@ -363,8 +363,8 @@ def cmd_remask(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     """Evaluate every subscription and deliver what is due, once (for cron; the service also does this
     on its own schedule). Several runs at once, or beside the service, never send an alert twice."""
-    from triage.alerts import AlertEngine
-    from triage.store import Store
+    from triage.office.alerts import AlertEngine
+    from triage.store.database import Store
 
     print(json.dumps(AlertEngine(Store(args.database)).run_once(), ensure_ascii=False))
     return 0
@@ -372,16 +372,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Load past suggestions into the store (and cluster them once)."""
-    from triage.office import Office
+    from triage.office.office import Office
     from triage.pipeline import Triage
-    from triage.store import Store
-    from triage.tableio import read_table, resolve_text_columns
+    from triage.store.database import Store
+    from triage.io.tables import read_table, resolve_text_columns
 
     store = Store(args.database)
     if args.if_empty:
         from sqlalchemy import func, select
 
-        from triage.store import Suggestion
+        from triage.store.database import Suggestion
 
         with store.session() as s:
             if s.execute(select(func.count()).select_from(Suggestion)).scalar_one():
@@ -399,7 +399,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import subprocess
 
-    from triage.store import Store
+    from triage.store.database import Store
 
     # each request is small: one BLAS thread per worker thread avoids oversubscribing the cores
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -11,11 +11,11 @@ import pandas as pd
 
 from triage.config import Taxonomy, default_taxonomy
 from triage.errors import ModelError
-from triage.features import PARALLEL_MIN_TEXTS, join_columns, prepare_texts
-from triage.model import ModelBundle
-from triage.route import Router
+from triage.assess.features import PARALLEL_MIN_TEXTS, join_columns, prepare_texts
+from triage.assess.model import ModelBundle
+from triage.judge.route import Router
 from triage.schemas import Assessment
-from triage.scope import explain_scope
+from triage.assess.scope import explain_scope
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def validate_text(raw: object, max_chars: int = MAX_CHARS) -> str | None:
 
 
 #: the loaded pipeline, visible to forked workers of :meth:`Triage._assess_parallel` (set only while
-#: a pool runs; a per-process cache of the loaded model, like :mod:`triage.batch`'s)
+#: a pool runs; a per-process cache of the loaded model, like :mod:`triage.batch.runner`'s)
 _FORKED: dict[str, "Triage"] = {}
 
 
@@ -62,7 +62,7 @@ class Triage:
         self.router = Router(self.taxonomy)
         self.encoder = None
         if bundle.encoder_spec:  # the model was trained with sentence-embedding features
-            from triage.embed import CachedEncoder, get_encoder
+            from triage.embed.encoders import CachedEncoder, get_encoder
 
             asked = os.environ.get("TRIAGE_ENCODER")
             if asked and asked != bundle.encoder_spec:

@@ -12,8 +12,8 @@ from service import jobs
 from service.deps import ADMIN, STAFF, actor_of, require, runtime
 from service.runtime import Runtime
 from service.schemas import JobOut, KeyIn, KeyOut
-from triage.retrain import Retrainer
-from triage.store import ApiKey, AuditEvent, Job, LastAdminKey
+from triage.assess.retrain import Retrainer
+from triage.store.database import ApiKey, AuditEvent, Job, LastAdminKey
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["admin"])
@@ -51,7 +51,7 @@ def revoke_key(key_id: DbId, key: ApiKey = Depends(require(*ADMIN)), rt: Runtime
 
 
 def _retrain(rt: Runtime, actor: str, progress: Callable[[dict], None] | None = None) -> dict:
-    """The retraining job's work: gate, activate if not worse, audit (see triage.retrain)."""
+    """The retraining job's work: gate, activate if not worse, audit (see triage.assess.retrain)."""
     result = Retrainer(rt.store, rt.office.triage.bundle, rt.models_dir(), rt.retrain_config).run(progress)
     with rt.store.session() as s:
         if result.get("activated"):

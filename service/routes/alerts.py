@@ -1,4 +1,4 @@
-"""Subscriptions to alerts and digests (triage.alerts): staff manage their own, admins everyone's;
+"""Subscriptions to alerts and digests (triage.office.alerts): staff manage their own, admins everyone's;
 every change is in the audit log. The Atom feed is read with the subscription's secret token instead
 of an API key, so a feed reader can poll it."""
 
@@ -13,8 +13,8 @@ from sqlalchemy import select
 from service.deps import STAFF, actor_of, require, runtime
 from service.runtime import Runtime
 from service.schemas import AlertOut, SubscriptionIn, SubscriptionOut
-from triage.alerts import SubscriptionError, atom_feed, create_subscription, end_subscription
-from triage.store import Alert, ApiKey, Delivery, Subscription
+from triage.office.alerts import SubscriptionError, atom_feed, create_subscription, end_subscription
+from triage.store.database import Alert, ApiKey, Delivery, Subscription
 
 router = APIRouter(tags=["alerts"])
 DbId = Annotated[int, Path(ge=1, le=2_147_483_647)]

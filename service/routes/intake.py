@@ -8,9 +8,9 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import ALL, office, require, runtime
 from service.runtime import Runtime
 from service.schemas import ClassifyIn, ClassifyOut, ReceiptOut, SuggestionIn, SuggestionOut
-from triage.office import Intake, InvalidRequest, Office, full_text
+from triage.office.office import Intake, InvalidRequest, Office, full_text
 from triage.pipeline import validate_text
-from triage.store import ApiKey
+from triage.store.database import ApiKey
 
 router = APIRouter(tags=["intake"])
 

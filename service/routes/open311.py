@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 
 from service.deps import office, runtime
 from service.runtime import Runtime
-from triage.office import Intake, NotFound, Office, full_text
+from triage.office.office import Intake, NotFound, Office, full_text
 from triage.pipeline import MAX_CHARS, validate_text
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])

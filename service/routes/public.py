@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Query
 
 from service.deps import office
 from service.schemas import BoardItem
-from triage.office import Office
-from triage.store import OUTCOME_CLASSES
+from triage.office.office import Office
+from triage.store.database import OUTCOME_CLASSES
 
 router = APIRouter(tags=["public"])
 

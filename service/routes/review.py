@@ -1,7 +1,7 @@
 """The staff review page: server-rendered (Jinja2, autoescaped), plain forms, no CDN.
 
 Login puts the staff key in an HttpOnly, SameSite=Strict cookie scoped to /review; every action is a
-POST that goes through :meth:`triage.office.Office.decide` (the same audit trail as the API) and
+POST that goes through :meth:`triage.office.office.Office.decide` (the same audit trail as the API) and
 redirects back (post/redirect/get), so a reload never repeats an action.
 """
 
@@ -23,9 +23,9 @@ from service import charts
 from service.deps import actor_of
 from service.runtime import Runtime
 from triage.errors import TriageError
-from triage.rank import TERM_LABELS
-from triage.review import needs_review, overview, petitions_by_department, similar_topics, sparkline_points, weekly_counts
-from triage.store import LIFECYCLE, ApiKey, Suggestion, Topic
+from triage.judge.rank import TERM_LABELS
+from triage.office.review import needs_review, overview, petitions_by_department, similar_topics, sparkline_points, weekly_counts
+from triage.store.database import LIFECYCLE, ApiKey, Suggestion, Topic
 
 BASE = "/review"
 COOKIE = "triage_key"
@@ -103,7 +103,7 @@ def topic_list(request: Request, key: ApiKey = Depends(staff), status: str = "",
                                         verdict=verdict or None, since=since, q=q or None, sort=sort,
                                         limit=limit, offset=offset)
     weekly = weekly_counts(rt.store, [t.id for t in rows])
-    from triage.principles import FORWARD, PROPOSE, RESEARCH, UNSUITABLE
+    from triage.judge.principles import FORWARD, PROPOSE, RESEARCH, UNSUITABLE
 
     params = dict(request.query_params)
     params["offset"] = str(offset + limit)
@@ -223,7 +223,7 @@ def export(request: Request, key: ApiKey = Depends(staff), ids: list[str] = Quer
         "csv_url": f"{BASE}/export?{q}&format=csv", "xlsx_url": f"{BASE}/export?{q}&format=xlsx"})
 
 
-# ------------------------------------------------------------------ subscriptions (triage.alerts)
+# ------------------------------------------------------------------ subscriptions (triage.office.alerts)
 _CHANNELS = {"email": "电子邮件", "webhook": "Webhook", "atom": "Atom 订阅源"}
 _SCHEDULES = {"now": "即时", "daily": "每日摘要", "weekly": "每周摘要"}
 _FILTER_LABELS = {"committee": "专委会", "domain": "领域", "place": "地点", "keyword": "关键词", "verdict": "五大原则"}
@@ -233,8 +233,8 @@ _STATUSES = {"pending": "待发送", "sent": "已发送", "failed": "发送失�
 @router.get("/subscriptions", response_class=HTMLResponse)
 def subscriptions_page(request: Request, key: ApiKey = Depends(staff)) -> HTMLResponse:
     from service.routes.alerts import alerts_of
-    from triage.alerts import TRIGGER_LABELS
-    from triage.store import Subscription
+    from triage.office.alerts import TRIGGER_LABELS
+    from triage.store.database import Subscription
 
     rt = _rt(request)
     with rt.store.session() as s:
@@ -245,7 +245,7 @@ def subscriptions_page(request: Request, key: ApiKey = Depends(staff)) -> HTMLRe
         for x in subs:
             s.expunge(x)
     alerts = {x.id: alerts_of(rt, x.id, limit=10) for x in subs}
-    from triage.principles import FORWARD, PROPOSE, RESEARCH, UNSUITABLE
+    from triage.judge.principles import FORWARD, PROPOSE, RESEARCH, UNSUITABLE
 
     return page(request, "subscriptions.html", key, nav="subscriptions", subs=subs, alerts=alerts, channels=_CHANNELS,
                 schedules=_SCHEDULES, filter_labels=_FILTER_LABELS, trigger_labels=TRIGGER_LABELS, statuses=_STATUSES,
@@ -261,7 +261,7 @@ def subscriptions_create(request: Request, key: ApiKey = Depends(staff), name: s
                          new_topic: str = Form(""), heat_above: str = Form("", max_length=10),
                          growth_days: str = Form("", max_length=4), campaign: str = Form(""),
                          backlog_days: str = Form("", max_length=4), digest: str = Form("")) -> Response:
-    from triage.alerts import SubscriptionError, create_subscription
+    from triage.office.alerts import SubscriptionError, create_subscription
 
     filters = {k: v.strip() for k, v in (("committee", committee), ("domain", domain), ("place", place),
                                          ("keyword", keyword), ("verdict", verdict)) if v.strip()}
@@ -293,7 +293,7 @@ def subscriptions_create(request: Request, key: ApiKey = Depends(staff), name: s
 
 @router.post("/subscriptions/{sub_id}/delete")
 def subscriptions_delete(request: Request, sub_id: int, key: ApiKey = Depends(staff)) -> Response:
-    from triage.alerts import end_subscription
+    from triage.office.alerts import end_subscription
 
     x = end_subscription(_rt(request).store, sub_id, actor_of(key).name, key.role, key.id)
     if x is None:
@@ -304,7 +304,7 @@ def subscriptions_delete(request: Request, sub_id: int, key: ApiKey = Depends(st
 @router.get("/digest", response_class=HTMLResponse)
 def digest_page(request: Request, key: ApiKey = Depends(staff), committee: str = Query("", max_length=120),
                 days: int = Query(7, ge=1, le=365)) -> HTMLResponse:
-    from triage.alerts import committee_digest
+    from triage.office.alerts import committee_digest
 
     rt = _rt(request)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

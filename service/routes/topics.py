@@ -11,8 +11,8 @@ from service import jobs
 from service.deps import STAFF, actor_of, office, require, runtime
 from service.runtime import Runtime
 from service.schemas import DecisionIn, IsoDateTime, JobOut, TopicDetail, TopicList
-from triage.office import Office
-from triage.store import ApiKey, Topic
+from triage.office.office import Office
+from triage.store.database import ApiKey, Topic
 
 router = APIRouter(tags=["topics"])
 

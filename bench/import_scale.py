@@ -56,17 +56,17 @@ def child(path: str, db: str, mode: str) -> dict:
         def progress(p: dict) -> None:
             stages[p["stage"]] = p["seconds"]
 
-        res = office.import_frame(frame, cols, progress=progress)
+        res = office.history.import_frame(frame, cols, progress=progress)
     else:
         from triage.candidates import _pick
-        from triage.office.office import Intake, InvalidRequest
+        from triage.office.common import Intake, InvalidRequest
 
         when, who = _pick(frame, "submitted_at"), _pick(frame, "submitter")
 
         stored = failed = 0
         for i in range(len(frame)):
             try:
-                office.submit(Intake(text=str(frame[cols[-1]].iat[i]),
+                office.intake.submit(Intake(text=str(frame[cols[-1]].iat[i]),
                                      title=str(frame[cols[0]].iat[i]) if len(cols) > 1 else "",
                                      submitted_at=pd.Timestamp(when.iat[i]).to_pydatetime(),
                                      submitter=str(who.iat[i])), auto_recluster=False)
@@ -74,7 +74,7 @@ def child(path: str, db: str, mode: str) -> dict:
             except InvalidRequest:
                 failed += 1
         stages["分析与写入"] = round(time.perf_counter() - t0, 1)
-        office.recluster()
+        office.clustering.recluster()
         res = {"stored": stored, "failed": failed}
     wall = time.perf_counter() - t0
     office.close()

@@ -25,7 +25,7 @@ from service.routes.open311 import router as open311_router
 from service.runtime import Runtime, Settings
 from service.schemas import ERROR_RESPONSES, OPEN311_ERROR_RESPONSES
 from triage.errors import TriageError
-from triage.office.office import Conflict, Forbidden, InvalidRequest, NotFound
+from triage.office.common import Conflict, Forbidden, InvalidRequest, NotFound
 from triage.store.database import StoreError
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,12 @@ from fastapi import Depends, Header, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.runtime import Runtime
-from triage.office.office import Actor, Office
+from triage.office.common import Actor
+from triage.office.clustering import ClusteringCoordinator
+from triage.office.decisions import Decisions
+from triage.office.intake import IntakeDesk
+from triage.office.office import Office
+from triage.office.views import Views
 from triage.store.database import ApiKey
 
 ALL = ("portal", "staff", "admin")
@@ -26,6 +31,23 @@ async def runtime(request: Request) -> Runtime:
 
 async def office(rt: Runtime = Depends(runtime)) -> Office:
     return rt.office
+
+
+# the office's services, for routes that need one of them (FastAPI's template: dependencies injected)
+async def intake_desk(rt: Runtime = Depends(runtime)) -> IntakeDesk:
+    return rt.office.intake
+
+
+async def office_views(rt: Runtime = Depends(runtime)) -> Views:
+    return rt.office.views
+
+
+async def office_decisions(rt: Runtime = Depends(runtime)) -> Decisions:
+    return rt.office.decisions
+
+
+async def office_clustering(rt: Runtime = Depends(runtime)) -> ClusteringCoordinator:
+    return rt.office.clustering
 
 
 async def caller(request: Request, rt: Runtime = Depends(runtime),

@@ -15,7 +15,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from triage.assess.model import DEFAULT_MODEL_DIR
-from triage.office.office import Office, OfficeConfig
+from triage.office.common import OfficeConfig
+from triage.office.office import Office
 from triage.pipeline import Triage
 from triage.store.database import ApiKey, Store, home_dir
 
@@ -160,9 +161,9 @@ class Runtime:
         self.office = self._load_office()
         from service.batching import MicroBatcher
 
-        self.classify_fast = MicroBatcher(lambda texts: self.office.classify(texts, full=False))
-        self.classify_full = MicroBatcher(lambda texts: self.office.classify(texts, full=True), max_texts=16)
-        self.analyse = MicroBatcher(lambda texts: self.office.analyse(texts), max_texts=32)
+        self.classify_fast = MicroBatcher(lambda texts: self.office.intake.classify(texts, full=False))
+        self.classify_full = MicroBatcher(lambda texts: self.office.intake.classify(texts, full=True), max_texts=16)
+        self.analyse = MicroBatcher(lambda texts: self.office.intake.analyse(texts), max_texts=32)
         self.office.warm()
         from triage.assess.retrain import RetrainConfig
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from triage.office.alerts import SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertEngine, AlertsConfig, create_subscription
-from triage.office.office import Intake
+from triage.office.common import Intake
 from triage.store.database import Alert, AuditEvent, Delivery, Subscription, Topic
 
 pytest.importorskip("aiosmtpd", reason="aiosmtpd (a dev dependency) runs the test mail server")
@@ -123,12 +123,12 @@ def feed(rt, n: int, start: int = 0) -> str:
     tid = None
     for k in range(start, start + n):
         text = COMPLAINTS[k % len(COMPLAINTS)].format(phone=PHONE, id=ID_NUMBER)
-        row, _a, _r = rt.office.submit(Intake(text=text, submitter=f"citizen-{k}", channel="网上征题",
+        row, _a, _r = rt.office.intake.submit(Intake(text=text, submitter=f"citizen-{k}", channel="网上征题",
                                               submitted_at=dt.datetime.utcnow() - dt.timedelta(minutes=60 - k)),
                                        auto_recluster=False)
         tid = row.id
     if start == 0:
-        rt.office.recluster()
+        rt.office.clustering.recluster()
     with rt.store.session() as s:
         from triage.store.database import Suggestion
 

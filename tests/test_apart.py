@@ -56,13 +56,13 @@ def office(tmp_path):
 
 
 def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the_worker(office, corpus) -> None:
-    from triage.office.office import Intake
+    from triage.office.common import Intake
     from triage.store.database import AuditEvent, Suggestion
 
     rows = corpus.sample(60, random_state=3)
     start = dt.datetime.utcnow() - dt.timedelta(days=3)
     for k, r in enumerate(rows.itertuples()):
-        office.submit(Intake(text=r.text, title=r.title, submitter=f"c{k % 40}",
+        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k % 40}",
                              submitted_at=start + dt.timedelta(minutes=k)), auto_recluster=False)
 
     def membership() -> pd.Series:
@@ -72,18 +72,18 @@ def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the
 
     def snapshot():
         with office.store.session() as s:
-            return office._messages(s, Suggestion.id.is_not(None))
+            return office.index.messages(s, Suggestion.id.is_not(None))
 
     msgs = snapshot()
     previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
     frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
     stored = msgs[["text", "tokens", "domain", "scope"]]
-    known = office._known_embeddings(msgs)
-    from triage.office.office import cluster_stored, cluster_stored_apart
+    known = office.index.known_embeddings(msgs)
+    from triage.office.reclustering import cluster_stored, cluster_stored_apart
 
     here = cluster_stored(office.triage, office.encoder, frame, previous, stored, known)
     office.config.recluster_apart_from = 0
-    apart = office._apart(len(msgs))
+    apart = office.index.apart(len(msgs))
     assert apart is not None, "the shipped model and the default encoder can be loaded in a child"
     there = run_apart(cluster_stored_apart, *apart, frame, previous, stored, known)
     assert there["apart"] is True
@@ -92,7 +92,7 @@ def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the
     assert there["scorecards"] == here["scorecards"]
 
     # and through the office: the job's audit says where it ran, and every message keeps a topic
-    office.recluster()
+    office.clustering.recluster()
     with office.store.session() as s:
         audit = s.execute(select(AuditEvent).where(AuditEvent.action == "recluster")).scalars().all()[-1]
     assert audit.detail["apart"] is True
@@ -102,25 +102,25 @@ def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the
 def test_a_model_trained_in_this_process_re_clusters_here(office) -> None:
     office.config.recluster_apart_from = 0
     office.triage.bundle.directory = None   # nothing another process could load
-    assert office._apart(10_000) is None
+    assert office.index.apart(10_000) is None
 
 
 def test_a_large_stores_topic_index_is_built_in_a_child_process_and_is_the_same_index(office, corpus, monkeypatch) -> None:
     import numpy as np
 
-    from triage.office.office import Intake
+    from triage.office.common import Intake
 
     rows = corpus.sample(40, random_state=5)
     for k, r in enumerate(rows.itertuples()):
-        office.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
-    here, upto = office._build_index()
+        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
+    here, upto = office.index.build()
     office.config.recluster_apart_from = 0
     calls = []
     import triage.apart as apart_mod
 
     real = apart_mod.run_apart
     monkeypatch.setattr(apart_mod, "run_apart", lambda fn, *a, **kw: calls.append(fn.__name__) or real(fn, *a, **kw))
-    there, upto2 = office._build_index()
+    there, upto2 = office.index.build()
     assert calls == ["index_from_stored_apart"] and upto2 == upto
     assert there.ids == here.ids and there.count == here.count and there.place == here.place
     assert there.mentions == here.mentions and there.last_day == here.last_day
@@ -200,12 +200,12 @@ def test_a_dropped_topics_successor_is_followed_through_a_merge_and_never_a_clos
     with office.store.session() as s:
         s.add_all([Topic(id="T000011", status="merged", merged_into="T000012", pinned=True),
                    Topic(id="T000012", status="candidate")])
-        office._record_successors(s, {"T000010": "T000011", "T000013": None})
-    assert office._successor("T000010") == "T000012"
-    assert office._successor("T000013") is None and office._successor("T000099") is None
+        office.index.record_successors(s, {"T000010": "T000011", "T000013": None})
+    assert office.index.successor("T000010") == "T000012"
+    assert office.index.successor("T000013") is None and office.index.successor("T000099") is None
     with office.store.session() as s:
         s.get(Topic, "T000012").status = "rejected"
-    assert office._successor("T000010") is None
+    assert office.index.successor("T000010") is None
 
 
 def test_a_script_without_a_main_guard_runs_once_not_again_in_the_child(tmp_path) -> None:
@@ -234,7 +234,7 @@ def test_an_office_can_keep_re_clustering_in_the_worker(monkeypatch, tmp_path) -
     assert Settings.from_env().recluster_apart_from == 0
     rt = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'b.db'}", home=str(tmp_path), recluster_apart_from=0))
     try:
-        assert rt.office.config.recluster_apart_from is None and rt.office._apart(10**6) is None
+        assert rt.office.config.recluster_apart_from is None and rt.office.index.apart(10**6) is None
     finally:
         rt.close()
     monkeypatch.delenv("TRIAGE_RECLUSTER_APART_FROM")

@@ -29,7 +29,7 @@ def api(db_url: str, tmp_path_factory: pytest.TempPathFactory):
     saved = os.environ.get("TRIAGE_HOME")
     rt = Runtime(Settings(database_url=db_url, home=str(home), recluster_every=10_000, recluster_quiet_s=0, max_body_bytes=128 * 1024))
     demo = pd.read_csv(ROOT / "corpora" / "demo.csv", dtype=str, keep_default_na=False)
-    rt.office.import_frame(demo, ["title", "text"])
+    rt.office.history.import_frame(demo, ["title", "text"])
     keys = {}
     for name, role, unmask, rate in (("admin", "admin", False, None), ("staff", "staff", True, None),
                                      ("clerk", "staff", False, None), ("portal", "portal", False, 0),
@@ -583,7 +583,8 @@ def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activat
     a held-out split of 14 domains depended on which messages earlier tests had stored and how topics
     grouped them (a held-out domain F1 of about 0.35 moves by as much with the split); this damage does
     not. Its messages go to a store of its own, so later tests never meet them."""
-    from triage.office.office import Intake, Office
+    from triage.office.common import Intake
+    from triage.office.office import Office
     from triage.assess.retrain import RetrainConfig, Retrainer
     from triage.store.database import Correction, Store
 
@@ -596,7 +597,7 @@ def test_at_the_default_tolerance_a_candidate_taught_wrong_labels_is_not_activat
     store = Store(f"sqlite:///{tmp_path / 'gate.db'}")
     office = Office(store, api.rt.office.triage)
     try:
-        ids = [office.submit(Intake(text=r.text, title=r.title), auto_recluster=False)[0].id
+        ids = [office.intake.submit(Intake(text=r.text, title=r.title), auto_recluster=False)[0].id
                for r in taught.itertuples()]
         with store.session() as s:
             s.add_all([Correction(suggestion_id=i, field="domain", old_value=d, value=wrong[d], actor="test",
@@ -654,15 +655,15 @@ def test_every_stored_message_keeps_its_embeddings_and_rebuilds_embed_nothing(ap
     with api.rt.store.session() as s:
         rows = s.execute(select(Suggestion.embedding, Suggestion.embedding_model, Suggestion.text,
                                 Suggestion.head_embedding)).all()
-        msgs = off._messages(s, Suggestion.id > 0)
+        msgs = off.index.messages(s, Suggestion.id > 0)
     assert rows and all(r.embedding_model == off.encoder.name for r in rows)
     # the topic space is each message's opening: a short text's own embedding, a long text's head
     assert all((r.head_embedding is not None) == (len(r.text) > 120) for r in rows)
     assert all(r.embedding is not None for r in rows if len(r.text) <= 120)
-    enc = off._stored_encoder(msgs)
+    enc = off.index.stored_encoder(msgs)
     got = topic_embeddings(enc, msgs["text"].tolist())
     assert enc.misses == 0
-    fresh = topic_embeddings(off._raw, msgs["text"][:20].tolist())   # the stored vectors are the real ones
+    fresh = topic_embeddings(off.state.raw, msgs["text"][:20].tolist())   # the stored vectors are the real ones
     assert np.allclose(got[:20], fresh, atol=1e-4)
 
 
@@ -706,7 +707,7 @@ def test_a_reclustering_job_says_which_stage_it_is_in_while_it_runs(api, monkeyp
     import triage.candidates as candidates
 
     seen: list[dict] = []
-    res = api.rt.office.recluster(progress=seen.append)
+    res = api.rt.office.clustering.recluster(progress=seen.append)
     assert [p["step"] for p in seen] == list(range(1, 9)) and {p["steps"] for p in seen} == {8}
     assert seen[0]["stage"] == "读取留言" and seen[-1]["stage"] == "写入议题" and seen[4]["stage"] == "聚类与描述"
     assert {p["messages"] for p in seen} == {res["messages"]} and res["messages"] > 0
@@ -743,30 +744,30 @@ def test_a_reclustering_job_says_which_stage_it_is_in_while_it_runs(api, monkeyp
 
 def test_automatic_reclustering_waits_until_the_store_has_grown(api) -> None:
     off = api.rt.office
-    assert off.recluster(only_if_due=True).get("skipped") == "not due"   # just re-clustered
+    assert off.clustering.recluster(only_if_due=True).get("skipped") == "not due"   # just re-clustered
 
 
 def test_a_background_rebuild_absorbs_what_was_stored_while_it_ran(api) -> None:
     off = api.rt.office
-    assert off._rebuilding.acquire(timeout=60)   # a rebuild after the last re-clustering may be running
-    off._rebuilding.release()
-    early, upto = off._build_index()
+    assert off.index._rebuilding.acquire(timeout=60)   # a rebuild after the last re-clustering may be running
+    off.index._rebuilding.release()
+    early, upto = off.index.build()
     r = submit(api, "城北新区科技园到地铁站之间没有任何公交接驳，员工每天步行四十分钟", who="staff", submitter="late-1")
     assert r.status_code == 201, r.text
     tid = r.json()["topic_id"]
-    real_build = off._build_index
-    off._build_index = lambda: (early, upto)   # the index as it was before that submission
+    real_build = off.index.build
+    off.index.build = lambda: (early, upto)   # the index as it was before that submission
     try:
-        assert off._rebuilding.acquire(timeout=60)
-        off._rebuild("gen-test")
+        assert off.index._rebuilding.acquire(timeout=60)
+        off.index._rebuild("gen-test")
     finally:
-        off._build_index = real_build
-    assert off._index is early and off._index_gen == "gen-test" and tid in early.ids
+        off.index.build = real_build
+    assert off.index.latest is early and off.index._index_gen == "gen-test" and tid in early.ids
 
 
 def test_submissions_during_a_reclustering_keep_a_topic_and_sizes_add_up(api, monkeypatch) -> None:
     import triage.candidates as cand
-    from triage.office.office import Intake
+    from triage.office.common import Intake
 
     off = api.rt.office
     real = cand.build_candidates
@@ -774,7 +775,7 @@ def test_submissions_during_a_reclustering_keep_a_topic_and_sizes_add_up(api, mo
 
     def slow_build(*a, **kw):   # intake goes on while the clustering runs
         for t in ("北辰社区楼道灯又不亮了，晚上上下楼很危险", "幸福村公交一天两班太少了", "锦绣家园停车位太少"):
-            row, _a, _r = off.submit(Intake(text=t, submitter=f"meanwhile-{len(arrived)}"), auto_recluster=False)
+            row, _a, _r = off.intake.submit(Intake(text=t, submitter=f"meanwhile-{len(arrived)}"), auto_recluster=False)
             arrived.append(row.id)
         return real(*a, **kw)
 

@@ -212,7 +212,7 @@ def test_no_log_line_error_or_metric_carries_raw_personal_data(hard, caplog) -> 
            hard.client.get(f"/api/v1/topics/{tid}", headers=h),
            hard.client.post(f"/api/v1/topics/{tid}/decisions", json={"action": "merge", "into": PHONE, "reason": "x x"},
                             headers=h)]
-    hard.rt.office.recluster()
+    hard.rt.office.clustering.recluster()
     exported = hard.client.get("/metrics").text
     everything = caplog.text + exported + "".join(b.text for b in bad)
     for secret in (PHONE, PID, NAME):

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from triage.office.office import Intake, Office
+from triage.office.common import Intake
+
+from triage.office.office import Office
 from triage.pipeline import Triage
 from triage.store.database import Assessment, Store, Suggestion, Topic
 
@@ -36,10 +38,10 @@ def test_an_import_stores_what_intake_would_and_leaves_every_row_in_a_topic(db_u
     tri = Triage.load(small_model_dir)
     office = Office(Store(db_url), tri)
     seen: list[dict] = []
-    office.IMPORT_BATCH = 16   # several batches on a small file
+    office.history.IMPORT_BATCH = 16   # several batches on a small file
     try:
         with caplog.at_level(logging.WARNING, logger="triage.office.office"):
-            res = office.import_frame(history, ["标题", "内容"], progress=seen.append)
+            res = office.history.import_frame(history, ["标题", "内容"], progress=seen.append)
         assert res == {"stored": 40, "failed": 2}
         refused = [r.getMessage() for r in caplog.records if "未导入" in r.getMessage()]
         assert len(refused) == 2 and refused[0].startswith("第 12 行") and refused[1].startswith("第 13 行")
@@ -61,7 +63,7 @@ def test_an_import_stores_what_intake_would_and_leaves_every_row_in_a_topic(db_u
     other = Office(Store(f"sqlite:///{tmp_path / 'intake.db'}"), tri)
     try:
         for r in history.drop(index=[10, 11]).itertuples():
-            row, _, _ = other.submit(Intake(text=r.内容, title=r.标题, submitter=r.留言用户,
+            row, _, _ = other.intake.submit(Intake(text=r.内容, title=r.标题, submitter=r.留言用户,
                                             submitted_at=pd.Timestamp(r.留言时间).to_pydatetime()),
                                      auto_recluster=False)
             assert imported[r.内容] == (row.text, row.tokens, row.domain, row.scope, row.place, row.submitter,
@@ -81,7 +83,7 @@ def test_a_row_too_long_with_its_title_is_refused_with_its_line_and_the_rest_is_
     office = Office(Store(f"sqlite:///{tmp_path / 'long.db'}"), Triage.load(small_model_dir))
     try:
         with caplog.at_level(logging.WARNING, logger="triage.office.office"):
-            res = office.import_frame(frame, ["标题", "内容"], lines=[2, 5, 9])
+            res = office.history.import_frame(frame, ["标题", "内容"], lines=[2, 5, 9])
     finally:
         office.close()
     assert res == {"stored": 2, "failed": 1}
@@ -94,14 +96,14 @@ def test_a_history_row_about_an_accepted_topic_joins_it(small_model_dir, history
     places them, so the accepted topic gets its history instead of a candidate beside it."""
     office = Office(Store(f"sqlite:///{tmp_path / 'decided.db'}"), Triage.load(small_model_dir))
     try:
-        office.import_frame(history.iloc[:10], ["标题", "内容"])
+        office.history.import_frame(history.iloc[:10], ["标题", "内容"])
         with office.store.session() as s:
             first = s.execute(select(Suggestion).order_by(Suggestion.id)).scalars().first()
             tid, text, title = first.topic_id, first.raw_text, first.title
             s.get(Topic, tid).status = "accepted"
         again = pd.DataFrame({"标题": [title], "内容": [text + "，盼回复"], "留言时间": ["2026-03-02"],
                               "留言用户": ["someone-else"]})
-        assert office.import_frame(again, ["标题", "内容"]) == {"stored": 1, "failed": 0}
+        assert office.history.import_frame(again, ["标题", "内容"]) == {"stored": 1, "failed": 0}
         with office.store.session() as s:
             last = s.execute(select(Suggestion).order_by(Suggestion.id.desc())).scalars().first()
             assert last.raw_text == text + "，盼回复" and last.topic_id == tid
@@ -116,7 +118,7 @@ def test_an_unreadable_time_is_refused_and_an_empty_channel_is_the_import_channe
     office = Office(Store(f"sqlite:///{tmp_path / 'cells.db'}"), Triage.load(small_model_dir))
     try:
         with caplog.at_level(logging.WARNING, logger="triage.office.office"):
-            assert office.import_frame(frame, ["内容"]) == {"stored": 1, "failed": 1}
+            assert office.history.import_frame(frame, ["内容"]) == {"stored": 1, "failed": 1}
         with office.store.session() as s:
             row = s.execute(select(Suggestion)).scalars().one()
             assert row.channel == "历史导入" and row.submitted_at.date().isoformat() == "2026-03-02"

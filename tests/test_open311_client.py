@@ -60,7 +60,7 @@ def test_a_georeport_client_lists_services_and_reads_a_request_by_its_id(live) -
 def test_the_list_shows_an_anonymous_client_only_what_the_office_published(live) -> None:
     from sqlalchemy import select
 
-    from triage.office.office import Actor
+    from triage.office.common import Actor
     from triage.store.database import Suggestion
 
     services = live.client.get_service_list()
@@ -75,9 +75,9 @@ def test_the_list_shows_an_anonymous_client_only_what_the_office_published(live)
     with off.store.session() as s:
         tid = s.execute(select(Suggestion.topic_id).where(Suggestion.receipt == rid)).scalar_one()
     staff = Actor(name="审核员", role="staff", can_unmask=False)
-    off.decide(tid, "accept", staff, "群众反映集中")
+    off.decisions.decide(tid, "accept", staff, "群众反映集中")
     for stage in ("议前调研", "协商议事", "公开公示"):
-        off.decide(tid, "advance", staff, "按流程推进", stage=stage)
+        off.decisions.decide(tid, "advance", staff, "按流程推进", stage=stage)
     listed = live.client.get_service_requests(status="open")
     assert rid in [x["service_request_id"] for x in listed]
     assert live.client.get_service_requests(service_request_id=rid)[0]["service_request_id"] == rid
@@ -98,7 +98,7 @@ def test_a_slow_open311_submission_does_not_stall_the_workers_other_requests(liv
     import time
 
     off = live.rt.office
-    real = off.submit
+    real = off.intake.submit
     entered = threading.Event()
 
     def slow_submit(*a, **kw):
@@ -106,7 +106,7 @@ def test_a_slow_open311_submission_does_not_stall_the_workers_other_requests(liv
         time.sleep(2.0)   # a database under load, or a long text through the models
         return real(*a, **kw)
 
-    monkeypatch.setattr(off, "submit", slow_submit)
+    monkeypatch.setattr(off.intake, "submit", slow_submit)
     code = live.client.get_service_list()[0]["service_code"]
     done: dict = {}
     t = threading.Thread(target=lambda: done.update(r=httpx.post(

@@ -231,7 +231,7 @@ def test_a_school_followed_by_another_word_in_sheng_is_still_a_school():
 
 def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch):
     from triage.text import normalise as text
-    from triage.topics import places
+    from triage.text import places
 
     def forget() -> None:
         for cached in (places._clause_tags, places._clause_vocabulary, places._clause_words):

@@ -29,7 +29,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 def site(tmp_path_factory: pytest.TempPathFactory):
     from service.app import create_app
     from service.runtime import Runtime, Settings
-    from triage.office.office import Intake
+    from triage.office.common import Intake
 
     home = tmp_path_factory.mktemp("review")
     saved = os.environ.get("TRIAGE_HOME")
@@ -37,8 +37,8 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     demo = pd.read_csv(ROOT / "corpora" / "demo.csv", dtype=str, keep_default_na=False)
     for t in (f"北辰社区3栋楼道灯坏了一个月没人修{XSS}", f"北辰社区楼道灯还是不亮{XSS}",
               f"我叫张三，我家的低保被取消了，请帮我查一下{XSS}"):
-        rt.office.submit(Intake(text=t, place="北辰社区", channel="网上征题"), auto_recluster=False)
-    rt.office.import_frame(demo, ["title", "text"])
+        rt.office.intake.submit(Intake(text=t, place="北辰社区", channel="网上征题"), auto_recluster=False)
+    rt.office.history.import_frame(demo, ["title", "text"])
     _row, key = rt.store.create_key("staff", "审核员", can_unmask=True)
     served = serving(create_app(runtime=rt))
     root = served.__enter__()

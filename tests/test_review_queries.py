@@ -22,7 +22,7 @@ def office(tmp_path_factory):
     rt = Runtime(Settings(database_url=f"sqlite:///{home / 'rq.db'}", home=str(home), recluster_every=10_000,
                           recluster_quiet_s=0))
     demo = pd.read_csv(ROOT / "corpora" / "demo.csv", dtype=str, keep_default_na=False)
-    rt.office.import_frame(demo, ["title", "text"])
+    rt.office.history.import_frame(demo, ["title", "text"])
     with rt.store.session() as s:   # one corrected message leaves the queue
         first = s.execute(select(Suggestion.id).order_by(Suggestion.id)).scalars().first()
         s.add(Correction(suggestion_id=first, field="domain", old_value=None, value="教育", actor="t", reason="r"))

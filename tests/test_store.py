@@ -211,36 +211,38 @@ def test_the_last_active_admin_key_is_never_revoked(tmp_path) -> None:
 def test_remask_brings_tokens_and_places_up_to_date_where_the_text_is_unchanged(tmp_path) -> None:
     """Segmentation and place finding improve without the masked text changing; a re-clustering reads
     the stored tokens and places, so remask refreshes them too (it compared the text only)."""
-    from triage.office.office import Intake, Office
+    from triage.office.common import Intake
+    from triage.office.office import Office
     from triage.pipeline import Triage
     from triage.store.database import Suggestion
     from triage.text.normalise import tokens
 
     office = Office(Store(f"sqlite:///{tmp_path / 'r.db'}"), Triage.load())
-    row, *_ = office.submit(Intake(title="A7县楚龙西路加宽请求", text="部分村民出行困难,请问A7县楚龙西路有没有拓宽计划"),
+    row, *_ = office.intake.submit(Intake(title="A7县楚龙西路加宽请求", text="部分村民出行困难,请问A7县楚龙西路有没有拓宽计划"),
                             auto_recluster=False)
     with office.store.session() as s:   # as an older segmenter and place finder left it
         r = s.get(Suggestion, row.id)
         fresh = (r.tokens, r.place, list(r.places))
         r.tokens, r.place, r.places = "a7 县楚龙 西路 加宽 请求", "部分村", ["部分村", "楚龙西路"]
-    assert office.remask()["changed"] == 1
+    assert office.history.remask()["changed"] == 1
     with office.store.session() as s:
         r = s.get(Suggestion, row.id)
         assert (r.tokens, r.place, list(r.places)) == fresh
         assert r.tokens.split()[:2] == tokens("A7县楚龙西路")[:2] == ["a7县", "楚龙"]
         assert "部分村" not in r.places and r.place == "楚龙西路"
-    assert office.remask()["changed"] == 0
+    assert office.history.remask()["changed"] == 0
 
 
 def test_triage_remask_reclusters_when_rows_changed_so_topics_follow_them(tmp_path, capsys) -> None:
     from triage.cli import main
-    from triage.office.office import Intake, Office
+    from triage.office.common import Intake
+    from triage.office.office import Office
     from triage.pipeline import Triage
     from triage.store.database import Suggestion, Topic
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     office = Office(Store(url), Triage.load())
-    row, *_ = office.submit(Intake(title="A7县楚龙西路加宽请求", text="请问A7县楚龙西路有没有拓宽计划"),
+    row, *_ = office.intake.submit(Intake(title="A7县楚龙西路加宽请求", text="请问A7县楚龙西路有没有拓宽计划"),
                             auto_recluster=False)
     with office.store.session() as s:   # a row and its topic as an older place finder left them
         r = s.get(Suggestion, row.id)
@@ -263,14 +265,15 @@ def test_remask_brings_messages_masked_by_an_older_masker_up_to_date(tmp_path) -
     the body) until `triage remask`: then text, tokens, search and kinds follow today's masker; the raw
     columns stay; a second run changes nothing."""
     from triage.cli import main
-    from triage.office.office import Intake, Office
+    from triage.office.common import Intake
+    from triage.office.office import Office
     from triage.pipeline import Triage
     from triage.store.database import Suggestion
     from triage.text.normalise import MASKER_VERSION
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     office = Office(Store(url), Triage.load())
-    row, *_ = office.submit(Intake(title="王大明反映楼道灯坏了", text="邻居王大明说北辰社区3栋的楼道灯坏了"),
+    row, *_ = office.intake.submit(Intake(title="王大明反映楼道灯坏了", text="邻居王大明说北辰社区3栋的楼道灯坏了"),
                             auto_recluster=False)
     with office.store.session() as s:   # as an older masker left it
         r = s.get(Suggestion, row.id)
@@ -282,4 +285,4 @@ def test_remask_brings_messages_masked_by_an_older_masker_up_to_date(tmp_path) -
         assert set(r.pii_kinds) == {"name"} and "王大明" in r.raw_text and r.title == "王大明反映楼道灯坏了"
         assert "王大" not in r.search_doc
     assert office.store.get_setting("masker_version") == MASKER_VERSION
-    assert office.remask()["changed"] == 0
+    assert office.history.remask()["changed"] == 0

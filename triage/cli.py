@@ -341,18 +341,19 @@ def _check_masker(store) -> None:
 
 def cmd_remask(args: argparse.Namespace) -> int:
     """Mask every stored message again with today's masker (after an upgrade that masks more)."""
-    from triage.office.office import Actor, Conflict, Office
+    from triage.office.common import Actor, Conflict
+    from triage.office.office import Office
     from triage.pipeline import Triage
     from triage.store.database import Store
 
     store = Store(args.database)
     office = Office(store, Triage.load(args.model))
-    out = office.remask()
+    out = office.history.remask()
     if out["changed"]:
         # topics' places, keywords and labels were made from the old rows: one re-clustering redoes
         # them (decided topics keep what staff decided, as at every re-clustering)
         try:
-            out["recluster"] = office.recluster(Actor("triage remask", "admin"))
+            out["recluster"] = office.clustering.recluster(Actor("triage remask", "admin"))
         except Conflict as exc:
             log.warning("%s", exc)
             out["recluster"] = {"skipped": "running elsewhere: the next re-clustering refreshes the topics"}
@@ -390,7 +391,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     for e in table.errors:
         log.warning("第 %d 行无法读取，已跳过：%s", e.line, e.reason)
     office = Office(store, Triage.load(args.model))
-    res = office.import_frame(_people_columns(table.frame, args), resolve_text_columns(table.frame, args.text_col),
+    res = office.history.import_frame(_people_columns(table.frame, args), resolve_text_columns(table.frame, args.text_col),
                               lines=table.lines)
     print(json.dumps(res, ensure_ascii=False))
     return 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ALL, office, require, runtime
+from service.deps import ALL, intake_desk, office_views, require, runtime
 from service.runtime import Runtime
 from service.schemas import ClassifyIn, ClassifyOut, ReceiptOut, SuggestionIn, SuggestionOut
-from triage.office.office import Intake, InvalidRequest, Office, full_text
+from triage.office.common import Intake, InvalidRequest, full_text
+from triage.office.intake import IntakeDesk
+from triage.office.views import Views
 from triage.pipeline import validate_text
 from triage.store.database import ApiKey
 
@@ -37,11 +39,11 @@ def stored_assessment_out(row, text: str, pii: list[str]) -> dict:
              responses={200: {"model": SuggestionOut,
                               "description": "同一 Idempotency-Key、同一内容的重试：原样返回首次的回执 / a retry, answered as first"}})
 async def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(require(*ALL)),
-                 off: Office = Depends(office), rt: Runtime = Depends(runtime),
+                 desk: IntakeDesk = Depends(intake_desk), rt: Runtime = Depends(runtime),
                  idempotency_key: str | None = Header(None, max_length=200,
                                                       description="重试时带同一个值：不会重复受理")) -> dict:
     data = Intake(**body.model_dump())
-    replay = await run_in_threadpool(off.replay, data, key, idempotency_key)
+    replay = await run_in_threadpool(desk.replay, data, key, idempotency_key)
     if replay is None:
         # the body, and the title and body together (the model reads both: within the length limit too)
         reason = validate_text(data.text) or validate_text(full_text(data))
@@ -49,7 +51,7 @@ async def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(r
             raise InvalidRequest(reason)
         # concurrent submissions share one model call (the sentence encoder batches well)
         analysed = (await rt.analyse([full_text(data)]))[0]
-        row, arow, replayed = await run_in_threadpool(off.submit, data, key, idempotency_key, True, analysed)
+        row, arow, replayed = await run_in_threadpool(desk.submit, data, key, idempotency_key, True, analysed)
     else:
         (row, arow), replayed = replay, True
     if replayed:
@@ -66,8 +68,8 @@ async def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(r
 
 
 @router.get("/suggestions/{receipt}", response_model=ReceiptOut, summary="凭回执编号查询自己的留言（事事有回音）")
-def receipt(receipt: str, key: ApiKey = Depends(require(*ALL)), off: Office = Depends(office)) -> dict:
-    return off.receipt(receipt, key)
+def receipt(receipt: str, key: ApiKey = Depends(require(*ALL)), views: Views = Depends(office_views)) -> dict:
+    return views.receipt(receipt, key)
 
 
 @router.post("/classify", response_model=ClassifyOut, summary="即时分拣提示（不存储）")

@@ -16,7 +16,8 @@ from starlette.datastructures import FormData
 
 from service.deps import office, runtime
 from service.runtime import Runtime
-from triage.office.office import Intake, NotFound, Office, full_text
+from triage.office.common import Intake, NotFound, full_text
+from triage.office.office import Office
 from triage.pipeline import MAX_CHARS, validate_text
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
@@ -118,13 +119,13 @@ async def create_request(request: Request, off: Office = Depends(office), rt: Ru
                   contact=(contact + loc)[:200] if contact else (loc.strip() or None), stated_domain=codes[code],
                   submitter=f.get("device_id", "")[:120])
     idem = request.headers.get("idempotency-key")
-    replay = await run_in_threadpool(off.replay, data, key, idem)
+    replay = await run_in_threadpool(off.intake.replay, data, key, idem)
     if replay is None:
         reason = validate_text(data.text)   # "00", "……": nothing a model can read (as the JSON intake)
         if reason is not None:
             raise Open311Error(400, f"description 无法受理：{reason}")
         analysed = (await rt.analyse([full_text(data)]))[0]   # shared model calls, as the JSON intake
-        row, _a, _replayed = await run_in_threadpool(off.submit, data, key, idem, True, analysed)
+        row, _a, _replayed = await run_in_threadpool(off.intake.submit, data, key, idem, True, analysed)
     else:
         (row, _a), _replayed = replay, True
     if not _replayed:
@@ -182,13 +183,13 @@ def list_requests(request: Request, api_key: str | None = None, service_request_
     codes = {s["service_name"]: s["service_code"] for s in _services(off)}
     if service_request_id:
         ids = [x.strip() for x in service_request_id.split(",") if x.strip()]
-        rows = off.receipts(key, receipts=ids)
+        rows = off.views.receipts(key, receipts=ids)
     else:
         end = _w3(end_date, "end_date") or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         start = _w3(start_date, "start_date") or end - dt.timedelta(days=90)
         if end - start > dt.timedelta(days=90):
             raise Open311Error(400, "start_date 与 end_date 相隔不得超过 90 天 / the range may not span more than 90 days")
-        rows = off.receipts(key, since=start, until=end)
+        rows = off.views.receipts(key, since=start, until=end)
     out = [_record(r, codes, key is not None) for r in rows]
     if not service_request_id:
         if service_code:
@@ -205,7 +206,7 @@ def get_request(request_id: str, request: Request, api_key: str | None = None,
                 off: Office = Depends(office), rt: Runtime = Depends(runtime)):
     key = _key(request, api_key, rt)
     try:
-        r = off.receipt(request_id, key)
+        r = off.views.receipt(request_id, key)
     except NotFound as exc:
         raise Open311Error(404, str(exc)) from exc
     return [_record(r, {s["service_name"]: s["service_code"] for s in _services(off)}, key is not None)]

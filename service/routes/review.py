@@ -99,7 +99,7 @@ def topic_list(request: Request, key: ApiKey = Depends(staff), status: str = "",
     since = None
     if days.isdigit():
         since = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=int(days))
-    total, rows = rt.office.list_topics(status=status or None, domain=domain or None, committee=committee or None,
+    total, rows = rt.office.views.list_topics(status=status or None, domain=domain or None, committee=committee or None,
                                         verdict=verdict or None, since=since, q=q or None, sort=sort,
                                         limit=limit, offset=offset)
     weekly = weekly_counts(rt.store, [t.id for t in rows])
@@ -120,12 +120,12 @@ def topic_page(request: Request, topic_id: str, key: ApiKey = Depends(staff), un
                reason: str = Query("", max_length=500)) -> Response:
     rt = _rt(request)
     try:
-        d = rt.office.topic(topic_id, actor_of(key), unmask=bool(unmask), reason=reason)
+        d = rt.office.views.topic(topic_id, actor_of(key), unmask=bool(unmask), reason=reason)
     except TriageError as exc:
         return _back(f"{BASE}/", err=str(exc)) if not unmask else _back(f"{BASE}/topics/{topic_id}", err=str(exc))
     t = d["topic"]
     cur = LIFECYCLE.index(t.stage) if t.stage in LIFECYCLE else 0
-    _total, others = rt.office.list_topics(status="candidate", domain=t.domain, limit=50, petitions=True)
+    _total, others = rt.office.views.list_topics(status="candidate", domain=t.domain, limit=50, petitions=True)
     return page(request, "topic.html", key, t=t, representative=d["representative"], members=d["members"],
                 decisions=d["decisions"], unmasked=bool(unmask), can_unmask=key.can_unmask,
                 similar=similar_topics(rt.store, t), others=[o for o in others if o.id != t.id],
@@ -152,7 +152,7 @@ async def decide(request: Request, topic_id: str, key: ApiKey = Depends(staff)) 
         return _back(f"{BASE}/topics/{topic_id}", err="请先勾选要拆出的留言")
     target = f"{BASE}/queue" if back == "queue" else f"{BASE}/topics/{topic_id}"
     try:
-        res = await run_in_threadpool(rt.office.decide, topic_id, action, actor_of(key), reason, **params)
+        res = await run_in_threadpool(rt.office.decisions.decide, topic_id, action, actor_of(key), reason, **params)
     except TriageError as exc:
         return _back(target, err=str(exc))
     names = {"accept": "已采纳为协商议题", "reject": "已驳回", "merge": "已合并", "split": "已拆分", "reroute": "已改派",

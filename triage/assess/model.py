@@ -73,7 +73,7 @@ def check_libraries(manifest: dict, where: Path) -> None:
                              f"{have or 'none'} is installed")
         log.warning("模型 %s 用 %s %s 保存，当前为 %s / saved with another %s", manifest.get("version"), name, was, have, name)
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "default"
 
 #: The only non-builtin types a model file may ask skops to construct.
 TRUSTED_TYPES: tuple[str, ...] = (

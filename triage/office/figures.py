@@ -1,0 +1,197 @@
+"""A topic's figures at intake: heat, scorecard, counts, keywords, label, refreshed from its members.
+
+Staff see topics between re-clusterings, so the topic a message joins is brought up to date at once
+(the same heat and judge as a re-clustering, over its members only), and every topic's recency moves
+with the store's clock. A failure here never costs a citizen their submission.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from triage.judge.route import route_topic
+from triage.office.common import OfficeService, masked_title
+from triage.store.database import Suggestion, Topic, utcnow
+from triage.topics.builder import TopicIndex, make_label
+
+log = logging.getLogger(__name__)
+
+
+def new_voice(s: Session, tid: str, row: Suggestion) -> int:
+    """1 if ``row``'s submitter has not written to this topic before (anonymous ones always count):
+    one indexed lookup, not a scan of every member."""
+    if not row.submitter:
+        return 1
+    seen = s.execute(select(Suggestion.id).where(Suggestion.topic_id == tid, Suggestion.submitter == row.submitter,
+                                                 Suggestion.id != row.id).limit(1)).first()
+    return 0 if seen else 1
+
+def submitters(s: Session, tid: str, extra: Suggestion | None = None) -> int:
+    rows = s.execute(select(Suggestion.id, Suggestion.submitter).where(Suggestion.topic_id == tid)).all()
+    people = {sub or f"_anon{sid}" for sid, sub in rows}
+    if extra is not None and extra.id not in {sid for sid, _ in rows}:
+        people.add(extra.submitter or f"_anon{extra.id}")
+    return len(people)
+
+
+class TopicFigures(OfficeService):
+    """Heat, scorecard and description of the topic a message joins; every topic's recency."""
+
+    def __init__(self, state) -> None:
+        super().__init__(state)
+        self._principle_judge = None           # built on first use (it embeds the annual plan)
+        self._heat_clock: dt.datetime | None = None   # the store clock at this worker's last re-ageing
+
+    def judge(self):
+        """The 五大原则 judge, built once (it embeds the annual plan's items)."""
+        if self._principle_judge is None:
+            from triage.judge.principles import PrincipleJudge
+
+            self._principle_judge = PrincipleJudge(encoder=self.encoder, taxonomy=self.triage.taxonomy)
+        return self._principle_judge
+
+    #: above this many members a topic's figures are refreshed at every 5 % of growth, not every message
+    REFRESH_EVERY_ABOVE = 300
+
+    def refresh_quietly(self, s: Session, t: Topic, index: TopicIndex | None) -> None:
+        """:meth:`refresh`, but a failure there never costs a citizen their submission: the
+        message is stored and the next re-clustering recomputes the topic."""
+        size = t.size or 0
+        if size > self.REFRESH_EVERY_ABOVE and size % max(1, size // 20):
+            return
+        try:
+            with s.begin_nested():
+                self.refresh(s, t, index)
+        except Exception:  # noqa: BLE001 - logged; intake goes on
+            log.exception("topic %s not refreshed at intake; the next re-clustering will", t.id)
+
+    def refresh(self, s: Session, t: Topic, index: TopicIndex | None = None) -> None:
+        """Heat, scorecard, counts, keywords, places and label of one topic from its members, the
+        moment a message joins it.
+
+        Staff see topics between re-clusterings: a topic opened at intake used to show heat 0.000, no
+        badges and no keywords until the next re-clustering, and sat at the bottom of the list however
+        many people wrote. This is the same heat and the same judge as a re-clustering
+        (:func:`triage.candidates.build_candidates`), over this topic's members only; what needs every
+        topic at once (c-TF-IDF keywords, themes, near-duplicate voices) is approximated here (the
+        topic's most frequent words; identical texts as one voice) and redone at the next re-clustering.
+        """
+        from triage.judge.rank import counts_by_age, default_heat_config, heat
+        from triage.topics.builder import Topic as TopicData
+
+        rows = s.execute(select(Suggestion.id, Suggestion.text, Suggestion.tokens, Suggestion.title,
+                                Suggestion.submitter, Suggestion.support, Suggestion.submitted_at,
+                                Suggestion.channel, Suggestion.scope, Suggestion.domain, Suggestion.places,
+                                Suggestion.place).where(Suggestion.topic_id == t.id).order_by(Suggestion.id)).all()
+        if not rows:
+            return
+        texts = [r.text or "" for r in rows]
+        data = TopicData(id=t.id, members=[str(r.id) for r in rows], size=len(rows))
+        data.submitters = len({r.submitter or f"_anon{r.id}" for r in rows})
+        data.voices = len(set(texts))
+        data.duplicates = data.size - data.voices
+        data.channels = sorted({r.channel for r in rows if r.channel})
+        data.support = int(sum(max(0, r.support or 0) for r in rows))
+        data.group_share = sum(r.scope == "group" for r in rows) / len(rows)
+        doms = Counter(r.domain for r in rows if r.domain)
+        if doms:
+            data.domain, c = doms.most_common(1)[0]
+            data.domain_share = c / len(rows)
+        data.places = [p for p, _ in Counter(p for r in rows for p in (r.places or [])).most_common(5)]
+        prim = Counter(r.place for r in rows if r.place)
+        data.place = prim.most_common(1)[0][0] if prim else None
+        data.campaign = data.size >= 3 and data.duplicates >= max(2, data.size // 2) and data.submitters <= max(2, data.size // 3)
+        place_words = set(data.places)
+        # dict.fromkeys, not set: ties among keywords keep the text order, whatever the hash seed (the
+        # label is picked by its keywords: a set made it differ from one run to the next)
+        words = Counter(w for r in rows for w in dict.fromkeys((r.tokens or "").split())
+                        if len(w) > 1 and not w.startswith("〔") and not any(w in p for p in place_words))
+        data.keywords = [w for w, _ in words.most_common(6)]
+        times = [self.sane_time(r.submitted_at) for r in rows if r.submitted_at is not None]
+        data.first_seen, data.last_seen = (min(times), max(times)) if times else (None, None)
+        centroid = None
+        if index is not None and t.id in index.ids:
+            centroid = index.En[index.ids.index(t.id)]
+        card = self.judge().judge(data, texts, [r.tokens or "" for r in rows], centroid)
+        # the same clock as a re-clustering: the newest message in the store, not the wall clock
+        now = pd.Timestamp(self.sane_time(s.execute(select(func.max(Suggestion.submitted_at))).scalar() or utcnow()))
+        hc = default_heat_config()
+        ages = np.array([(now - pd.Timestamp(x)).total_seconds() / 86400.0 for x in times]) if times else np.zeros(0)
+        this, prev = counts_by_age(ages, hc.period_days)
+        h = heat(voices=data.voices, submitters=data.submitters, support=data.support,
+                 last_seen=pd.Timestamp(data.last_seen) if data.last_seen else None, this_period=this,
+                 previous_period=prev, channels=len(data.channels), places=len(data.places),
+                 principle_score=card.score, now=now, config=hc)
+        t.size, t.submitters = data.size, data.submitters
+        t.heat, t.heat_terms = h.score, h.terms
+        t.scorecard, t.verdict = card.as_dict(), card.verdict
+        if t.pinned or t.status != "candidate":
+            return   # staff decided this topic (its route, its representative): only its figures move
+        route = route_topic(self.triage.router, data.domain, data.group_share, centroid)
+        rep = next((r for r in rows if r.id == t.representative_id), rows[0])
+        t.keywords, t.places, t.place, t.domain = data.keywords, data.places, data.place, data.domain
+        t.route_kind, t.route_reason = route.kind, route.reason
+        t.committee_id = route.id if route.kind == "committee" else None
+        t.committee = route.name if route.kind == "committee" else None
+        t.department = route.name if route.kind == "department" else None
+        t.representative_id = rep.id
+        if not t.label_locked:
+            t.label = make_label(rep.place or data.place, rep.text or "", data.keywords,
+                                 title=masked_title(rep.title, rep.text) or None)
+
+    def new_topic(self, s: Session, tid: str, row: Suggestion, a) -> Topic:
+        route = route_topic(self.triage.router, a.domain, 1.0 if a.scope == "group" else 0.0)
+        t = Topic(id=tid, label=make_label(row.place, a.text, []), keywords=[], places=list(row.places or []),
+                  place=row.place, domain=a.domain, route_kind=route.kind,
+                  committee_id=route.id if route.kind == "committee" else None,
+                  committee=route.name if route.kind == "committee" else None,
+                  department=route.name if route.kind == "department" else None, route_reason=route.reason,
+                  size=0, submitters=0, representative_id=row.id, first_seen=row.submitted_at,
+                  last_seen=row.submitted_at)
+        s.add(t)
+        s.flush()
+        return t
+
+
+    def reage_quietly(self) -> None:
+        """Every topic's recency at the store's clock, once the clock has moved a tenth of a half-life.
+
+        Intake refreshes only the topic a message joins; every other topic kept the recency of its
+        last message's day, so long-silent topics stayed on top of the staff list until a
+        re-clustering (replaying a real board through the API: 1 of the 10 issues the most citizens
+        raised in the top 20, 2 after one more re-clustering). A failure costs no submission.
+        """
+        from triage.judge.rank import default_heat_config, reage
+
+        hc = default_heat_config()
+        try:
+            with self.lock, self.store.session() as s:
+                now = self.sane_time(s.execute(select(func.max(Suggestion.submitted_at))).scalar())
+                if now is None or (self._heat_clock is not None
+                                   and now - self._heat_clock < dt.timedelta(days=hc.half_life_days / 10)):
+                    return
+                rows = s.execute(select(Topic.id, Topic.heat_terms, Topic.last_seen, Topic.updated_at)
+                                 .where(Topic.status != "merged", Topic.last_seen.is_not(None))).all()
+                changes = []
+                for r in rows:
+                    if not r.heat_terms:
+                        continue
+                    h = reage(r.heat_terms, (now - self.sane_time(r.last_seen)).total_seconds() / 86400.0, hc)
+                    changes.append({"b_id": r.id, "b_at": r.updated_at, "b_heat": h.score, "b_terms": h.terms})
+                if changes:
+                    # a topic another worker refreshed meanwhile keeps its newer figures
+                    tbl = Topic.__table__   # a Core executemany: the ORM would insist on bulk-by-primary-key
+                    s.connection().execute(
+                        update(tbl).where(tbl.c.id == bindparam("b_id"), tbl.c.updated_at == bindparam("b_at"))
+                        .values(heat=bindparam("b_heat"), heat_terms=bindparam("b_terms")), changes)
+            self._heat_clock = now
+        except Exception:  # noqa: BLE001 - logged; the next submission or re-clustering tries again
+            log.exception("re-ageing topic heat failed")
+

@@ -1,0 +1,225 @@
+"""One re-clustering of the store: read the undecided messages, cluster them, write the topics back.
+
+The computation (:func:`cluster_stored`) needs no store, so that a large store's runs in a child
+process (:func:`cluster_stored_apart`); the write is a few bulk statements under the store's write
+hold, so intake waits well under a second. When to run, and who runs, is
+:class:`triage.office.clustering.ClusteringCoordinator`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from triage.office.common import Actor, OfficeService, _naive
+from triage.office.index import TopicIndexKeeper, _encoder_from
+from triage.pipeline import Triage
+from triage.store.database import AuditEvent, Suggestion, Topic, utcnow
+
+log = logging.getLogger(__name__)
+
+#: a re-clustering's stages as its job reports them: reading, the topic stages, writing
+RECLUSTER_STEPS = 8
+
+
+class Reclustering(OfficeService):
+    """One run: the undecided topics' messages re-clustered; ids kept by membership overlap."""
+
+    def __init__(self, state, index: TopicIndexKeeper) -> None:
+        super().__init__(state)
+        self.index = index
+
+    def run(self, actor: Actor | None, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+        """``progress`` gets ``{"stage", "step", "steps", "messages", "seconds"}`` as each stage ends:
+        读取留言, the six stages of :func:`build_candidates`, 写入议题 (minutes at 100k stored messages,
+        and staff watching the job should see where it is)."""
+        t0 = time.perf_counter()
+
+        def report(stage: str, step: int, messages: int) -> None:
+            if progress is not None:
+                progress({"stage": stage, "step": step, "steps": RECLUSTER_STEPS, "messages": messages,
+                          "seconds": round(time.perf_counter() - t0, 1)})
+
+        with self.store.session() as s:
+            free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
+            msgs = self.index.messages(s, Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None))
+        report("读取留言", 1, len(msgs))
+        if msgs.empty:
+            report("无需写入（没有未决定的留言）", RECLUSTER_STEPS, 0)
+            return {"messages": 0, "topics": 0}
+        previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
+        frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
+        stored = msgs[["text", "tokens", "domain", "scope"]]
+        known = self.index.known_embeddings(msgs)
+        res = None
+        step = lambda p: report(p["stage"], p["step"] + 1, len(msgs))  # noqa: E731
+        apart = self.index.apart(len(msgs))
+        if apart is not None:
+            from triage.apart import ApartError, run_apart
+
+            try:
+                res = run_apart(cluster_stored_apart, *apart, frame, previous, stored, known, progress=step)
+            except (ApartError, OSError) as exc:   # a child that cannot start or fails: cluster here instead
+                if isinstance(exc, ApartError) and exc.killed:
+                    raise   # the out-of-memory killer, most likely: here it would take the worker too
+                log.warning("re-clustering in a child process failed, so it runs in this worker: %s", exc)
+        if res is None:
+            res = cluster_stored(self.triage, self.encoder, frame, previous, stored, known, progress=step)
+        from triage.embed.encoders import GIST_CHARS
+
+        # a message's topic embedding is its opening: a short text's own embedding, a long text's head
+        long_ = msgs["text"].str.len().to_numpy() > GIST_CHARS
+        missing = int(np.where(long_, msgs["head_embedding"].isna(), msgs["embedding"].isna()).sum())
+        if missing:
+            log.info("re-clustering embedded %d messages stored without embeddings", missing)
+        topics = res["topics"]
+        # each topic's row, worked out before intake is held
+        values = {r["topic_id"]: self._topic_values(r, res["scorecards"][r["topic_id"]])
+                  for r in topics.to_dict("records")}
+        w0 = time.perf_counter()
+        with self.lock, self.store.session() as s:
+            # Intake goes on while the clustering runs (seconds to minutes). From here to the commit
+            # no other worker may store a suggestion, so that every message of a topic about to go
+            # is seen and moved; the writes below are bulk statements, so this lasts well under a second.
+            self.store.hold_writes(s)
+            decided = s.execute(select(Topic.id).where(Topic.id.in_(list(previous)),
+                                                       Topic.pinned.is_(True) | (Topic.status != "candidate"))).scalars().all()
+            if decided:   # staff acted on one of these topics meanwhile: their decision wins; run again soon
+                log.info("re-clustering discarded: %d of its topics were decided meanwhile", len(decided))
+                return {"messages": int(len(msgs)), "topics": 0, "skipped": "decided meanwhile"}
+            # a topic id the store does not know yet gets a store-wide number (ids are shared by workers)
+            rename = {tid: (tid if tid in previous else f"T{self.store.next_value(s, 'topic'):06d}")
+                      for tid in topics["topic_id"]}
+            kept = set(rename.values())
+            dropped = [tid for tid in previous if tid not in kept]
+            topic_of: dict[int, str | None] = {int(m): rename[t] for m, t in res["topic_of"].items()}
+            # messages stored since the snapshot: in a topic that stays they stay (and count); in a
+            # topic that goes they follow most of its members
+            snapshot = set(msgs["id"].astype(int))
+            gone = set(dropped)
+            late_to: dict[str, int] = {}
+            for sid, tid in s.execute(select(Suggestion.id, Suggestion.topic_id).where(Suggestion.topic_id.is_not(None))):
+                if sid in snapshot or tid not in previous:
+                    continue
+                if tid in gone:
+                    tid = self._most_joined(previous[tid], topic_of)
+                    topic_of[sid] = tid
+                if tid:
+                    late_to[tid] = late_to.get(tid, 0) + 1
+            self._write_topics(s, {rename[tid]: v for tid, v in values.items()}, late_to)
+            before = dict(zip(msgs["id"].astype(int), msgs["topic_id"]))
+            moves = [{"id": sid, "topic_id": tid} for sid, tid in topic_of.items() if before.get(sid, "?") != tid]
+            moves += [{"id": sid, "topic_id": None} for sid, tid in before.items()
+                      if sid not in topic_of and tid in gone]
+            if moves:
+                s.execute(update(Suggestion), moves)   # bulk UPDATE by primary key
+            if dropped:
+                s.execute(delete(Topic).where(Topic.id.in_(dropped), Topic.pinned.is_(False)))
+                self.index.record_successors(s, {tid: self._most_joined(previous[tid], topic_of) for tid in dropped})
+            s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
+                             action="recluster", target_type="topics", target_id="*",
+                             detail={"messages": len(msgs), "topics": len(topics), "seconds": res["seconds"],
+                                     "moved": len(moves), "arrived_meanwhile": sum(late_to.values()),
+                                     "without_embeddings": missing, "texts_embedded": res["misses"], "apart": res.get("apart", False)}))
+            self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
+        write_s = time.perf_counter() - w0   # intake waits this long (the store's writes are held)
+        report("写入议题", RECLUSTER_STEPS, len(msgs))
+        self.index.follow_new_generation()   # rebuilt in the background
+        log.info("re-clustering: %d messages, %d topics; clustering %.1f s, writing %.1f s",
+                 len(msgs), len(topics), sum(res["seconds"].values()), write_s)
+        return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res["seconds"],
+                "write_seconds": round(write_s, 2)}
+
+
+    @staticmethod
+    def _most_joined(members: list[str], topic_of: dict[int, str | None]) -> str | None:
+        votes = Counter(topic_of.get(int(m)) for m in members)
+        votes.pop(None, None)
+        return votes.most_common(1)[0][0] if votes else None
+
+
+    @staticmethod
+    def _topic_values(r: dict[str, Any], card: dict) -> dict[str, Any]:
+        """A re-clustered topic's columns, from its row in the ranked topics and its scorecard."""
+        route = card["route"]
+        return {
+            "label": r["label"], "keywords": [k for k in str(r["keywords"]).split("、") if k],
+            "places": [p for p in str(r["places"]).split("、") if p], "place": r["place"] or None,
+            "domain": r["domain"] or None, "route_kind": route["kind"],
+            "committee_id": route["id"] if route["kind"] == "committee" else None,
+            "committee": route["name"] if route["kind"] == "committee" else None,
+            "department": route["name"] if route["kind"] == "department" else None,
+            "route_reason": route["reason"], "heat": float(r["heat"]), "heat_terms": card["heat"],
+            "scorecard": card["scorecard"], "verdict": r["verdict"], "size": int(r["size"]),
+            "submitters": int(r["submitters"]), "representative_id": int(r["representative_id"]),
+            "theme": r["theme"] or None, "first_seen": _naive(r["first_seen"]), "last_seen": _naive(r["last_seen"]),
+            "updated_at": utcnow()}
+
+    @staticmethod
+    def _write_topics(s: Session, values: dict[str, dict[str, Any]], late_to: dict[str, int]) -> None:
+        """Insert or update every re-clustered topic in a few bulk statements (intake is held meanwhile).
+
+        One ORM load and flush per topic took about 4 s at 20,000 stored messages, all of it with
+        every worker's intake waiting. A label staff locked stays theirs.
+        """
+        from sqlalchemy import insert
+
+        ids = list(values)
+        locked: dict[str, bool] = {}
+        for k in range(0, len(ids), 5000):   # bounded IN lists
+            locked.update(s.execute(select(Topic.id, Topic.label_locked).where(Topic.id.in_(ids[k:k + 5000]))).all())
+        new, free, keep_label = [], [], []
+        for tid, v in values.items():
+            row = {**v, "id": tid, "size": v["size"] + late_to.get(tid, 0)}
+            if tid not in locked:
+                new.append(row)
+            elif locked[tid]:
+                row.pop("label")
+                keep_label.append(row)
+            else:
+                free.append(row)
+        if new:
+            s.execute(insert(Topic), new)
+        for rows in (free, keep_label):
+            if rows:
+                s.execute(update(Topic), rows)   # bulk UPDATE by primary key
+
+
+
+def cluster_stored(triage: Triage, encoder, frame: pd.DataFrame, previous: dict[str, list[str]],
+                   stored: pd.DataFrame, known: dict[str, np.ndarray],
+                   progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """One re-clustering's computation (no store): topics, scorecards and each message's topic.
+
+    The service runs it in a child process on a large store (:func:`cluster_stored_apart`), so the
+    result is plain data rather than the builder itself.
+    """
+    from triage.candidates import build_candidates
+    from triage.embed.encoders import prefilled
+
+    enc = prefilled(encoder, known)
+    res = build_candidates(triage, frame, ["title", "raw_text"], encoder=enc, previous=previous, stored=stored,
+                           progress=progress)
+    return {"topics": res.topics, "scorecards": res.scorecards, "topic_of": dict(res.builder.topic_of_),
+            "seconds": res.seconds, "misses": enc.misses}
+
+
+def cluster_stored_apart(model_dir: str, taxonomy: Any, encoder_spec: str, cache: str | None,
+                         frame: pd.DataFrame, previous: dict[str, list[str]], stored: pd.DataFrame,
+                         known: dict[str, np.ndarray], progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """:func:`cluster_stored` in a fresh process: the model and encoder loaded as the worker loaded them."""
+    out = cluster_stored(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), frame, previous,
+                         stored, known, progress=progress)
+    out["apart"] = True
+    return out
+
+

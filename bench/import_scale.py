@@ -9,7 +9,7 @@ own):
 
 * **batched** — ``triage import`` as an office runs it: rows analysed in batches on every core and
   written in bulk without a topic, then one re-clustering builds every topic;
-* **per row** — the earlier path, in the same run on the first size only: ``Office.submit`` for each row
+* **per row** — the earlier path, in the same run on the first size only: ``office.intake.submit`` for each row
   (its own model calls and a topic update under the lock), then the same re-clustering.
 
 Prints rows/s, wall seconds, peak MiB and, for the batched runs, the seconds of analysis and of the

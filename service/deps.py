@@ -8,8 +8,8 @@ from fastapi import Depends, Header, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.runtime import Runtime
-from triage.office.common import Actor
 from triage.office.clustering import ClusteringCoordinator
+from triage.office.common import Actor
 from triage.office.decisions import Decisions
 from triage.office.intake import IntakeDesk
 from triage.office.office import Office

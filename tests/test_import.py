@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select
 
 from triage.office.common import Intake
-
 from triage.office.office import Office
 from triage.pipeline import Triage
 from triage.store.database import Assessment, Store, Suggestion, Topic
@@ -40,7 +39,7 @@ def test_an_import_stores_what_intake_would_and_leaves_every_row_in_a_topic(db_u
     seen: list[dict] = []
     office.history.IMPORT_BATCH = 16   # several batches on a small file
     try:
-        with caplog.at_level(logging.WARNING, logger="triage.office.office"):
+        with caplog.at_level(logging.WARNING, logger="triage.office.history"):
             res = office.history.import_frame(history, ["标题", "内容"], progress=seen.append)
         assert res == {"stored": 40, "failed": 2}
         refused = [r.getMessage() for r in caplog.records if "未导入" in r.getMessage()]
@@ -82,7 +81,7 @@ def test_a_row_too_long_with_its_title_is_refused_with_its_line_and_the_rest_is_
                           "内容": ["村里的路灯坏了半年没人修", body, "小区门口的垃圾三天没人清运"]})
     office = Office(Store(f"sqlite:///{tmp_path / 'long.db'}"), Triage.load(small_model_dir))
     try:
-        with caplog.at_level(logging.WARNING, logger="triage.office.office"):
+        with caplog.at_level(logging.WARNING, logger="triage.office.history"):
             res = office.history.import_frame(frame, ["标题", "内容"], lines=[2, 5, 9])
     finally:
         office.close()
@@ -117,7 +116,7 @@ def test_an_unreadable_time_is_refused_and_an_empty_channel_is_the_import_channe
                           "留言时间": ["上个月", "2026-03-02"], "渠道": [None, None]})
     office = Office(Store(f"sqlite:///{tmp_path / 'cells.db'}"), Triage.load(small_model_dir))
     try:
-        with caplog.at_level(logging.WARNING, logger="triage.office.office"):
+        with caplog.at_level(logging.WARNING, logger="triage.office.history"):
             assert office.history.import_frame(frame, ["内容"]) == {"stored": 1, "failed": 1}
         with office.store.session() as s:
             row = s.execute(select(Suggestion)).scalars().one()

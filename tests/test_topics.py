@@ -181,6 +181,38 @@ def test_themes_are_ranked_by_the_heat_of_all_their_places(small_model_dir):
     assert list(res.themes["heat"]) == sorted(res.themes["heat"], reverse=True)
 
 
+def test_a_topic_run_is_a_list_of_stages_that_a_caller_may_change(small_model_dir):
+    from triage.candidates import FROM_STORE, FROM_TEXT, Stage, build_candidates
+    from triage.pipeline import Triage
+
+    tri = Triage.load(small_model_dir)
+    rows = pd.DataFrame([{"id": f"m{i}", "text": t} for i, t in enumerate(LAMPS + BUS)])
+    seen: list[tuple[str, int, int]] = []
+    full = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"),
+                            progress=lambda p: seen.append((p["stage"], p["step"], p["steps"])))
+    assert [s.name for s in FROM_TEXT] == list(full.seconds) and [k for _, k, _ in seen] == list(range(1, 7))
+    assert {n for _, _, n in seen} == {6} and seen[-1][0] == "主题归并"
+    # a stage added (after clustering, before judging) sees what the stages before it added
+    clusters: list[int] = []
+    added = (*FROM_TEXT[:4], Stage("count", lambda run: clusters.append(len(run.builder.topics_))), *FROM_TEXT[4:])
+    res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stages=added)
+    assert clusters == [len(res.topics)] and list(res.seconds) == [s.name for s in added]
+    assert res.topics["topic_id"].tolist() == full.topics["topic_id"].tolist()
+    # a stage dropped: no themes
+    res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stages=FROM_TEXT[:5])
+    assert res.themes is None and len(res.topics) == len(full.topics)
+    # a re-clustering reads what intake stored instead of preparing and classifying again
+    assert [s.name for s in FROM_STORE] == [s.name for s in FROM_TEXT] and FROM_STORE[0] != FROM_TEXT[0]
+    from triage.text.normalise import clean, tokens
+
+    masked = [clean(t).text for t in rows["text"]]
+    stored = full.members.assign(text=masked, tokens=[" ".join(tokens(t)) for t in masked])[["text", "tokens", "domain", "scope"]]
+    corrected = next(d for d in tri.taxonomy.domain_names if d not in set(full.members["domain"]))
+    stored["domain"] = corrected   # as if staff corrected every message: a new classification would undo it
+    res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stored=stored)
+    assert set(res.members["domain"]) == {corrected}
+
+
 def test_topic_building_embeds_each_message_once_and_only_its_opening(shipped_model_dir):
     from triage.candidates import build_candidates
     from triage.embed.encoders import CachedEncoder

@@ -1,15 +1,19 @@
 """From messages to ranked, routed candidate topics: the composition of the topic stages.
 
-assess (domain, scope) → places → embeddings (cached) → clustering → scorecard → heat → route.
+A run is a list of stages over one :class:`TopicRun` (spaCy's pipeline is the model): prepare
+(normalise, mask, tokens) → classify (domain, scope) → places and embeddings → clustering and
+descriptions → 五大原则, heat and route → themes. A re-clustering swaps the first two for what intake
+stored (:data:`FROM_STORE`); a caller may pass its own list.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,107 +69,139 @@ def _net_support(frame: pd.DataFrame) -> pd.Series | int:
     return (likes.clip(lower=0) - against.clip(lower=0)).clip(lower=0).astype(int)
 
 
-#: how each stage of :func:`build_candidates` is named in its progress lines
+#: how each stage of a topic run is named in its progress lines
 STAGE_LABELS = {"prepare": "规范化与脱敏", "classify": "分类", "places_embed": "地点与句向量", "cluster_describe": "聚类与描述",
                 "judge_rank": "五大原则与排序", "themes": "主题归并"}
 
 
-def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
-                     now: pd.Timestamp | None = None, previous: Mapping[str, Iterable[str]] | None = None,
-                     config: TopicConfig | None = None, memory: RoutingMemory | None = None,
-                     stored: pd.DataFrame | None = None,
-                     progress: Callable[[dict], None] | None = None) -> CandidateTopics:
-    """Ranked candidate topics for the rows of ``frame``.
+@dataclass
+class TopicRun:
+    """A batch of messages on its way to ranked topics: each stage reads what the stages before it added
+    and adds its own fields, so a stage never calls back into the composition."""
 
-    ``stored`` (the service's re-clustering) gives, row for row, what intake already worked out and
-    kept: the masked ``text``, jieba ``tokens`` and the ``domain``/``scope`` (corrected by staff where
-    they corrected it); ``places``/``place`` too if given, else they are found in the text. Segmenting and classifying every stored message again at each re-clustering
-    cost about as much as the clustering itself, and would undo corrections.
+    # what the caller gives
+    triage: Any
+    frame: pd.DataFrame
+    text_columns: Sequence[str]
+    encoder: Encoder | None = None
+    now: pd.Timestamp | None = None
+    previous: Mapping[str, Iterable[str]] | None = None
+    config: TopicConfig | None = None
+    memory: RoutingMemory | None = None
+    stored: pd.DataFrame | None = None
+    # what the stages add, in order
+    prepared: pd.DataFrame | None = None      # prepare: masked texts, tokens (features) of the valid rows
+    valid: list[bool] = field(default_factory=list)
+    assessed: pd.DataFrame | None = None      # classify: the rows with domain, scope, triage_error
+    masked: list[str] = field(default_factory=list)
+    toks: list[str] = field(default_factory=list)
+    msgs: pd.DataFrame | None = None          # places_embed: one row per message, as the topic stages read it
+    good: pd.DataFrame | None = None          # ... the messages that could be assessed
+    ok: np.ndarray | None = None
+    place_finder: PlaceExtractor | None = None
+    enc: Encoder | None = None
+    emb: np.ndarray | None = None
+    builder: TopicBuilder | None = None       # cluster_describe
+    topics: pd.DataFrame | None = None        # judge_rank: ranked, with scorecards and routes
+    members: pd.DataFrame | None = None
+    cards: dict[str, dict] = field(default_factory=dict)
+    age: np.ndarray | None = None
+    heat_config: Any = None
+    themes: pd.DataFrame | None = None        # themes
 
-    ``progress`` (a job's reporter) is called as each stage ends with ``{"stage": its Chinese name,
-    "step": stages done, "steps": len(STAGE_LABELS), "messages": n, "seconds": so far}``.
-    """
-    clock = {"start": time.perf_counter()}
 
-    def lap(stage: str) -> None:
-        """Record a stage's end and say so: on a long run (a province's backlog, an import) each stage
-        is a line of progress, with its time, instead of one line at the very end."""
-        clock[stage] = time.perf_counter()
-        log.info("候选议题：%s完成（%d 条，%.1f 秒） / %s done", STAGE_LABELS.get(stage, stage), len(frame),
-                 clock[stage] - clock["start"], stage)
-        if progress is not None:
-            progress({"stage": STAGE_LABELS.get(stage, stage), "step": list(STAGE_LABELS).index(stage) + 1,
-                      "steps": len(STAGE_LABELS), "messages": len(frame),
-                      "seconds": round(clock[stage] - clock["start"], 1)})
+@dataclass(frozen=True)
+class Stage:
+    """One step of a topic run: ``run`` adds its fields to the :class:`TopicRun`."""
 
-    frame = frame.reset_index(drop=True)
-    if stored is None:
-        texts = join_columns(frame, text_columns).tolist()
-        valid = [validate_text(t) is None for t in texts]
-        # jieba once per message, on every core for large inputs
-        workers = os.cpu_count() or 1
-        prepared = triage.prepare([t for t, v in zip(texts, valid) if v], encoder=encoder, workers=workers)
-        lap("prepare")
-        assessed = triage.assess_frame(frame, text_columns, prepared=prepared, workers=workers)
-        lap("classify")
-        masked, toks = [""] * len(texts), [""] * len(texts)
-        for i, t, tk in zip(np.flatnonzero(valid), prepared["text"], prepared["tokens"]):
-            masked[i], toks[i] = t, tk
-    else:
-        stored = stored.reset_index(drop=True)
-        prepared = pd.DataFrame()
-        assessed = frame.assign(domain=stored["domain"].to_numpy(), scope=stored["scope"].to_numpy(), triage_error=None)
-        masked, toks = stored["text"].tolist(), stored["tokens"].tolist()
-        lap("prepare")
-        lap("classify")
-    ok = assessed["triage_error"].isna().to_numpy()
-    places = PlaceExtractor()
+    name: str                                 # as progress lines and ``CandidateTopics.seconds`` name it
+    run: Callable[[TopicRun], None]
+
+
+def _prepare(r: TopicRun) -> None:
+    texts = join_columns(r.frame, r.text_columns).tolist()
+    r.valid = [validate_text(t) is None for t in texts]
+    # jieba once per message, on every core for large inputs
+    r.prepared = r.triage.prepare([t for t, v in zip(texts, r.valid) if v], encoder=r.encoder, workers=os.cpu_count() or 1)
+
+
+def _classify(r: TopicRun) -> None:
+    r.assessed = r.triage.assess_frame(r.frame, r.text_columns, prepared=r.prepared, workers=os.cpu_count() or 1)
+    r.masked, r.toks = [""] * len(r.frame), [""] * len(r.frame)
+    for i, t, tk in zip(np.flatnonzero(r.valid), r.prepared["text"], r.prepared["tokens"]):
+        r.masked[i], r.toks[i] = t, tk
+
+
+def _stored_texts(r: TopicRun) -> None:
+    """The masked ``text`` and jieba ``tokens`` intake kept: segmenting every stored message again at
+    each re-clustering cost about as much as the clustering itself."""
+    r.stored = r.stored.reset_index(drop=True)
+    r.prepared = pd.DataFrame()
+    r.masked, r.toks = r.stored["text"].tolist(), r.stored["tokens"].tolist()
+
+
+def _stored_assessments(r: TopicRun) -> None:
+    """The stored ``domain``/``scope``, corrected by staff where they corrected it: classifying again
+    would undo their corrections."""
+    r.assessed = r.frame.assign(domain=r.stored["domain"].to_numpy(), scope=r.stored["scope"].to_numpy(), triage_error=None)
+
+
+def _places_embed(r: TopicRun) -> None:
+    frame, stored = r.frame, r.stored
+    r.ok = r.assessed["triage_error"].isna().to_numpy()
+    places = r.place_finder = PlaceExtractor()
     if stored is not None and {"places", "place"} <= set(stored.columns):
         names = [list(ps) for ps in stored["places"]]
         primary = [p if isinstance(p, str) and p else None for p in stored["place"]]
     else:
-        found = [places.extract(t) for t in masked]
+        found = [places.extract(t) for t in r.masked]
         names = [[p.name for p in ps] for ps in found]
         primary = [(places.primary(ps).name if ps else None) for ps in found]
     ids = _pick(frame, "id")
     msgs = pd.DataFrame({
         "id": (ids.astype(str) if ids is not None else pd.Series([f"row{i + 1}" for i in range(len(frame))])),
-        "text": masked,
-        "tokens": toks,
+        "text": r.masked,
+        "tokens": r.toks,
         "submitted_at": pd.to_datetime(_pick(frame, "submitted_at"), errors="coerce")
         if _pick(frame, "submitted_at") is not None else pd.Timestamp.now().normalize(),
         "channel": _pick(frame, "channel") if _pick(frame, "channel") is not None else "",
         "submitter": _pick(frame, "submitter") if _pick(frame, "submitter") is not None else "",
         "support": _net_support(frame),
-        "scope": assessed["scope"], "domain": assessed["domain"],
+        "scope": r.assessed["scope"], "domain": r.assessed["domain"],
         "places": names,
         "place": primary,
     })
-    title_col = next((c for c in text_columns[:1] if len(text_columns) > 1 and str(c).lower() in TITLE_COLUMNS), None)
+    cols = r.text_columns
+    title_col = next((c for c in cols[:1] if len(cols) > 1 and str(c).lower() in TITLE_COLUMNS), None)
     if title_col is not None:
         # the masked title is the masked text's first line (join_columns puts it there; masking keeps lines)
         has = frame[title_col].astype("string").fillna("").str.strip().ne("").to_numpy()
-        msgs["title"] = [t.split("\n", 1)[0] if h else "" for t, h in zip(masked, has)]
+        msgs["title"] = [t.split("\n", 1)[0] if h else "" for t, h in zip(r.masked, has)]
     if msgs["id"].duplicated().any():  # ids must be unique to track membership
         msgs["id"] = [f"{v}#{i}" if d else v for i, (v, d) in enumerate(zip(msgs["id"], msgs["id"].duplicated()))]
-    good = msgs[ok].reset_index(drop=True)
-    enc = encoder or triage.encoder or CachedEncoder(get_encoder())
+    r.msgs, r.good = msgs, msgs[r.ok].reset_index(drop=True)
+    r.enc = r.encoder or r.triage.encoder or CachedEncoder(get_encoder())
     # topics, scorecards (plan matching) and routing memory all work in one space: the embedding of
     # each message's opening (see embed.topic_embeddings); the classifier's own features, if it has
     # embedding features at all, are a different thing
-    emb = topic_embeddings(enc, good["text"].tolist())
-    lap("places_embed")
-    builder = TopicBuilder(config, places).fit(good, emb, previous)
-    lap("cluster_describe")
-    now = now if now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
-    judge = PrincipleJudge(encoder=enc, taxonomy=triage.taxonomy)
-    hc = default_heat_config()
+    r.emb = topic_embeddings(r.enc, r.good["text"].tolist())
+
+
+def _cluster_describe(r: TopicRun) -> None:
+    r.builder = TopicBuilder(r.config, r.place_finder or PlaceExtractor()).fit(r.good, r.emb, r.previous)
+
+
+def _judge_rank(r: TopicRun) -> None:
+    good, emb, builder = r.good, r.emb, r.builder
+    r.now = r.now if r.now is not None else (good["submitted_at"].max() if len(good) else pd.Timestamp.now())
+    judge = PrincipleJudge(encoder=r.enc, taxonomy=r.triage.taxonomy)
+    hc = r.heat_config = default_heat_config()
     pos = {m: i for i, m in enumerate(good["id"])}
     texts_l, tokens_l = good["text"].tolist(), good["tokens"].tolist()
     # message age in days, once: per-topic pandas date arithmetic dominated at 100k messages
-    age = ((pd.Timestamp(now) - pd.to_datetime(good["submitted_at"], errors="coerce")).dt.total_seconds()
-           / 86400.0).to_numpy(dtype=float)
-    rows, cards = [], {}
+    r.age = age = ((pd.Timestamp(r.now) - pd.to_datetime(good["submitted_at"], errors="coerce")).dt.total_seconds()
+                   / 86400.0).to_numpy(dtype=float)
+    rows = []
     for t in builder.topics_:
         idx = [pos[m] for m in t.members]
         centroid = emb[idx].mean(0)
@@ -174,9 +210,9 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         this, prev = counts_by_age(age[idx], hc.period_days)
         h = heat(voices=t.voices, submitters=t.submitters, support=t.support,
                  last_seen=t.last_seen, this_period=this, previous_period=prev, channels=len(t.channels),
-                 places=len(t.places), principle_score=card.score, now=now, config=hc)
-        route = route_topic(triage.router, t.domain, t.group_share, centroid, memory)
-        cards[t.id] = {"scorecard": card.as_dict(), "heat": h.terms, "route": route.__dict__}
+                 places=len(t.places), principle_score=card.score, now=r.now, config=hc)
+        route = route_topic(r.triage.router, t.domain, t.group_share, centroid, r.memory)
+        r.cards[t.id] = {"scorecard": card.as_dict(), "heat": h.terms, "route": route.__dict__}
         rows.append({"heat": h.score, "verdict": card.verdict, "principle_score": round(card.score, 3), "committee": route.name if route.kind == "committee" else "",
                      "department": route.name if route.kind == "department" else "", "route_reason": route.reason,
                      "principles": " ".join(f"{p.name}:{p.verdict}" for p in card.principles),
@@ -187,16 +223,61 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     if len(topics):
         topics = topics.sort_values(["heat", "size"], ascending=False, kind="stable").reset_index(drop=True)
         topics.insert(0, "rank", np.arange(1, len(topics) + 1))
-    members = assessed.copy()
-    members["topic_id"] = [builder.topic_of_.get(m) if good_ else None for m, good_ in zip(msgs["id"], ok)]
-    members["place_found"] = msgs["place"].fillna("")
-    lap("judge_rank")
-    themes = rank_themes(builder, topics, good, age, now, hc)
-    lap("themes")
+    r.topics = topics
+    members = r.assessed.copy()
+    members["topic_id"] = [builder.topic_of_.get(m) if good_ else None for m, good_ in zip(r.msgs["id"], r.ok)]
+    members["place_found"] = r.msgs["place"].fillna("")
+    r.members = members
+
+
+def _themes(r: TopicRun) -> None:
+    r.themes = rank_themes(r.builder, r.topics, r.good, r.age, r.now, r.heat_config)
+
+
+#: A run from raw texts, in order. A stage is added, dropped or swapped in such a list (and passed as
+#: ``stages``), never as a new branch inside :func:`build_candidates`.
+FROM_TEXT: tuple[Stage, ...] = (Stage("prepare", _prepare), Stage("classify", _classify),
+                                Stage("places_embed", _places_embed), Stage("cluster_describe", _cluster_describe),
+                                Stage("judge_rank", _judge_rank), Stage("themes", _themes))
+#: A re-clustering's run: what intake worked out and kept is read, not redone (see ``stored``).
+FROM_STORE: tuple[Stage, ...] = (Stage("prepare", _stored_texts), Stage("classify", _stored_assessments), *FROM_TEXT[2:])
+
+
+def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *, encoder: Encoder | None = None,
+                     now: pd.Timestamp | None = None, previous: Mapping[str, Iterable[str]] | None = None,
+                     config: TopicConfig | None = None, memory: RoutingMemory | None = None,
+                     stored: pd.DataFrame | None = None,
+                     progress: Callable[[dict], None] | None = None,
+                     stages: Sequence[Stage] | None = None) -> CandidateTopics:
+    """Ranked candidate topics for the rows of ``frame``: the stages (:data:`FROM_TEXT`, or
+    :data:`FROM_STORE` when ``stored`` is given) run in order over one :class:`TopicRun`.
+
+    ``stored`` (the service's re-clustering) gives, row for row, what intake already worked out and
+    kept: the masked ``text``, jieba ``tokens`` and the ``domain``/``scope`` (corrected by staff where
+    they corrected it); ``places``/``place`` too if given, else they are found in the text. Segmenting and classifying every stored message again at each re-clustering
+    cost about as much as the clustering itself, and would undo corrections.
+
+    ``progress`` (a job's reporter) is called as each stage ends with ``{"stage": its Chinese name,
+    "step": stages done, "steps": the number of stages, "messages": n, "seconds": so far}``.
+    """
+    stages = tuple(stages) if stages is not None else (FROM_STORE if stored is not None else FROM_TEXT)
+    run = TopicRun(triage, frame.reset_index(drop=True), text_columns, encoder, now, previous, config, memory, stored)
+    clock = {"start": time.perf_counter()}
+    for k, stage in enumerate(stages):
+        stage.run(run)
+        # each stage's end is a line of progress, with its time: on a long run (a province's backlog,
+        # an import) that says where it is, instead of one line at the very end
+        clock[stage.name] = time.perf_counter()
+        label = STAGE_LABELS.get(stage.name, stage.name)
+        log.info("候选议题：%s完成（%d 条，%.1f 秒） / %s done", label, len(run.frame),
+                 clock[stage.name] - clock["start"], stage.name)
+        if progress is not None:
+            progress({"stage": label, "step": k + 1, "steps": len(stages), "messages": len(run.frame),
+                      "seconds": round(clock[stage.name] - clock["start"], 1)})
     names = list(clock)
     seconds = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:])}
-    log.info("candidate topics for %d messages: %s", len(frame), seconds)
-    return CandidateTopics(topics, members, themes, builder, cards, seconds)
+    log.info("candidate topics for %d messages: %s", len(run.frame), seconds)
+    return CandidateTopics(run.topics, run.members, run.themes, run.builder, run.cards, seconds)
 
 
 def rank_themes(builder: TopicBuilder, topics: pd.DataFrame, good: pd.DataFrame, age: np.ndarray,

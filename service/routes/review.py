@@ -1,7 +1,7 @@
 """The staff review page: server-rendered (Jinja2, autoescaped), plain forms, no CDN.
 
 Login puts the staff key in an HttpOnly, SameSite=Strict cookie scoped to /review; every action is a
-POST that goes through :meth:`triage.office.office.Office.decide` (the same audit trail as the API) and
+POST that goes through :meth:`triage.office.decisions.Decisions.decide` (the same audit trail as the API) and
 redirects back (post/redirect/get), so a reload never repeats an action.
 """
 

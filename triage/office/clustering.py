@@ -42,9 +42,12 @@ class ClusteringCoordinator(OfficeService):
                 self._settle_timer.cancel()
                 self._settle_timer = None
 
-    def after_submission(self, index_missing: bool, auto_recluster: bool = True) -> None:
-        """Count one stored submission; re-cluster in the background when due, and (re)arm the settle run."""
+    def count_submission(self) -> None:
+        """One more submission stored by this worker since its last run began."""
         self._since += 1
+
+    def after_submission(self, index_missing: bool, auto_recluster: bool = True) -> None:
+        """Re-cluster in the background when due (or when there is no index yet), and (re)arm the settle run."""
         if auto_recluster and (self._since >= self.config.recluster_every or index_missing):
             self.soon()
         if auto_recluster:   # even then: a run already going may not hold this message
@@ -112,7 +115,6 @@ class ClusteringCoordinator(OfficeService):
         except PermissionError:
             return False
         return False
-
 
     def recluster(self, actor: Actor | None = None, only_if_due: bool = False, settle: bool = False,
                   progress: Callable[[dict], None] | None = None) -> dict[str, Any]:

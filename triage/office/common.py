@@ -26,6 +26,7 @@ from triage.pipeline import Triage
 from triage.store.database import Assessment, Store, utcnow
 from triage.text.places import PlaceExtractor
 
+
 class NotFound(TriageError):
     """No such receipt / topic / member (404)."""
 
@@ -168,7 +169,6 @@ def _assessment_row(sid: int, a) -> Assessment:
                                 "scope": [[w, round(float(v), 4)] for w, v in a.scope_evidence]})
 
 
-
 @dataclass
 class OfficeState:
     """One worker's shared state: the store, the loaded models, the topic encoder, and the lock that
@@ -204,7 +204,6 @@ class OfficeService:
         if ts is None:
             return None
         return min(max(ts, self.config.earliest), utcnow() + dt.timedelta(seconds=self.config.clock_skew_s))
-
 
     def need_reason(self, reason: str | None) -> str:
         if not reason or len(reason.strip()) < self.config.min_reason_chars:

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from triage.office.common import Actor, Conflict, InvalidRequest, NotFound, OfficeService, shown_id
 from triage.office.figures import submitters
 from triage.office.index import TopicIndexKeeper
-from triage.store.database import LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, AuditEvent, Correction, Suggestion, Topic, utcnow
+from triage.store.database import (LIFECYCLE, OUTCOME_CLASSES, PUBLISHED_STAGES, AuditEvent, Correction, Suggestion,
+                                   Topic, utcnow)
 from triage.text.normalise import normalize
 from triage.topics.builder import make_label
 

@@ -33,6 +33,7 @@ def new_voice(s: Session, tid: str, row: Suggestion) -> int:
                                                  Suggestion.id != row.id).limit(1)).first()
     return 0 if seen else 1
 
+
 def submitters(s: Session, tid: str, extra: Suggestion | None = None) -> int:
     rows = s.execute(select(Suggestion.id, Suggestion.submitter).where(Suggestion.topic_id == tid)).all()
     people = {sub or f"_anon{sid}" for sid, sub in rows}
@@ -158,7 +159,6 @@ class TopicFigures(OfficeService):
         s.add(t)
         s.flush()
         return t
-
 
     def reage_quietly(self) -> None:
         """Every topic's recency at the store's clock, once the clock has moved a tenth of a half-life.

@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from triage.assess.features import PREPARE_PARALLEL_MIN
 from triage.office.clustering import ClusteringCoordinator
-from triage.office.common import Actor, Conflict, Intake, InvalidRequest, OfficeService, _assessment_row, _cell, full_text
+from triage.office.common import (Actor, Conflict, Intake, InvalidRequest, OfficeService, _assessment_row, _cell,
+                                  full_text)
 from triage.office.intake import IntakeDesk
 from triage.pipeline import validate_text
 from triage.store.database import AuditEvent, Suggestion, Topic

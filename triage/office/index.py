@@ -92,7 +92,6 @@ class TopicIndexKeeper(OfficeService):
         finally:
             self._rebuilding.release()
 
-
     MESSAGE_COLUMNS = ("id", "text", "tokens", "submitted_at", "channel", "submitter", "support", "scope", "domain",
                         "places", "place", "topic_id", "title", "raw_text", "embedding", "head_embedding",
                         "embedding_model")
@@ -193,12 +192,11 @@ class TopicIndexKeeper(OfficeService):
                 log.warning("building the topic index in a child process failed, so it is built here: %s", exc)
         return index_from_stored(msgs, self.encoder, self.places, known), upto
 
-
     def successor(self, tid: str) -> str | None:
         """Where the members of a topic that a re-clustering dropped went (None: nowhere, or not known).
 
         Each re-clustering records, for each topic it drops, the topic most of its members joined
-        (:meth:`triage.office.reclustering.Reclustering.run`, the ``topics_redirect`` setting, read here once per generation).
+        (:meth:`record_successors`, the ``topics_redirect`` setting, read here once per generation).
         """
         gen = self.store.get_setting("topics_generation")
         if self._redirect_gen != gen:
@@ -216,7 +214,6 @@ class TopicIndexKeeper(OfficeService):
             return None
         return successor
 
-
     def record_successors(self, s: Session, successors: dict[str, str | None]) -> None:
         """Remember where each dropped topic's members went, for workers whose index still holds it
         (:meth:`successor`). Older entries are carried through this run's moves, so a worker two
@@ -231,7 +228,6 @@ class TopicIndexKeeper(OfficeService):
         if len(chain) > self.REDIRECTS_KEPT:
             chain = dict(list(chain.items())[-self.REDIRECTS_KEPT:])
         self.store.set_setting(s, "topics_redirect", chain)
-
 
 
 def index_from_stored(msgs: pd.DataFrame, encoder, places: PlaceExtractor,

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 class IntakeDesk(OfficeService):
     """Submissions from the portal, Open311 and a history import; the portal's live hints."""
 
-    def __init__(self, state, index: TopicIndexKeeper, figures: TopicFigures, clustering: ClusteringCoordinator) -> None:
+    def __init__(self, state, index: TopicIndexKeeper, figures: TopicFigures,
+                 clustering: ClusteringCoordinator) -> None:
         super().__init__(state)
         self.index, self.figures, self.clustering = index, figures, clustering
 
@@ -148,6 +149,7 @@ class IntakeDesk(OfficeService):
                     if replay is not None:
                         return (*replay, True)
                 raise
+        self.clustering.count_submission()
         self.figures.reage_quietly()
         self.clustering.after_submission(index is None, auto_recluster)
         return row, arow, False

@@ -68,11 +68,11 @@ class Office:
 
     @property
     def triage(self) -> Triage:
+        """The model of intake and re-clustering; set to a retrained one, every service reads it (shared state)."""
         return self.state.triage
 
     @triage.setter
     def triage(self, model: Triage) -> None:
-        """A retrained model, activated: every service reads it from the shared state."""
         self.state.triage = model
 
     @property

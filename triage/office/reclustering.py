@@ -39,7 +39,8 @@ class Reclustering(OfficeService):
         self.index = index
 
     def run(self, actor: Actor | None, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
-        """``progress`` gets ``{"stage", "step", "steps", "messages", "seconds"}`` as each stage ends:
+        """One run, without the lease: call it through :meth:`ClusteringCoordinator.recluster`, which takes
+        the store's lease and keeps this worker's count. ``progress`` gets ``{"stage", "step", "steps", "messages", "seconds"}`` as each stage ends:
         读取留言, the six stages of :func:`build_candidates`, 写入议题 (minutes at 100k stored messages,
         and staff watching the job should see where it is)."""
         t0 = time.perf_counter()
@@ -139,13 +140,11 @@ class Reclustering(OfficeService):
         return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res["seconds"],
                 "write_seconds": round(write_s, 2)}
 
-
     @staticmethod
     def _most_joined(members: list[str], topic_of: dict[int, str | None]) -> str | None:
         votes = Counter(topic_of.get(int(m)) for m in members)
         votes.pop(None, None)
         return votes.most_common(1)[0][0] if votes else None
-
 
     @staticmethod
     def _topic_values(r: dict[str, Any], card: dict) -> dict[str, Any]:
@@ -192,7 +191,6 @@ class Reclustering(OfficeService):
         for rows in (free, keep_label):
             if rows:
                 s.execute(update(Topic), rows)   # bulk UPDATE by primary key
-
 
 
 def cluster_stored(triage: Triage, encoder, frame: pd.DataFrame, previous: dict[str, list[str]],

@@ -80,7 +80,6 @@ class Views(OfficeService):
             out.update(status="in_review", status_text="已受理，归入候选议题，待审核")
         return out
 
-    # ================================================================ topics
     def list_topics(self, *, status: str | None = None, domain: str | None = None, committee: str | None = None,
                     verdict: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
                     q: str | None = None, sort: str = "heat", limit: int = 50, offset: int = 0,

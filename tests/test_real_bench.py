@@ -99,3 +99,23 @@ def test_encoder_bench_skips_with_the_reason_when_the_real_messages_are_absent(t
     monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
     assert bench.main([]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_place_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
+    bench = _load("real_places")
+    monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
+    assert bench.main([]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_place_scores_are_lenient_about_a_compounds_county_and_count_the_primary():
+    bench = _load("real_places")
+    gold = {"m1": {"K5区中央华府小区"}, "m2": {"东路村", "秦桥镇"}, "m3": set()}
+    found = {"m1": ["K5区", "K5区中央华府小区"], "m2": ["东路村", "镇东路"], "m3": ["抵达学校"]}
+    primary = {"m1": "K5区中央华府小区", "m2": "镇东路", "m3": "抵达学校"}
+    s = bench.score(found, primary, gold)
+    # found: 5 names, 3 within a labelled one (K5区 and the compound, 东路村); labelled: 3, 2 found
+    assert (s["found"], s["labelled"]) == (5, 3)
+    assert s["precision"] == round(3 / 5, 3) and s["recall"] == round(2 / 3, 3)
+    assert s["exact_precision"] == round(2 / 5, 3) and s["exact_recall"] == round(2 / 3, 3)
+    assert (s["primary_right"], s["with_primary"]) == (1, 3)

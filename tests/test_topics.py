@@ -195,22 +195,36 @@ def test_a_topic_run_is_a_list_of_stages_that_a_caller_may_change(small_model_di
     # a stage added (after clustering, before judging) sees what the stages before it added
     clusters: list[int] = []
     added = (*FROM_TEXT[:4], Stage("count", lambda run: clusters.append(len(run.builder.topics_))), *FROM_TEXT[4:])
-    res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stages=added)
+    seen.clear()
+    res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stages=added,
+                           progress=lambda p: seen.append((p["stage"], p["step"], p["steps"])))
     assert clusters == [len(res.topics)] and list(res.seconds) == [s.name for s in added]
+    assert seen[4] == ("count", 5, 7) and [k for _, k, _ in seen] == list(range(1, 8)) and {n for *_, n in seen} == {7}
+    with pytest.raises(ValueError):   # two stages of one name would mix up their times
+        build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stages=(*FROM_TEXT, FROM_TEXT[-1]))
     assert res.topics["topic_id"].tolist() == full.topics["topic_id"].tolist()
     # a stage dropped: no themes
     res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stages=FROM_TEXT[:5])
     assert res.themes is None and len(res.topics) == len(full.topics)
     # a re-clustering reads what intake stored instead of preparing and classifying again
-    assert [s.name for s in FROM_STORE] == [s.name for s in FROM_TEXT] and FROM_STORE[0] != FROM_TEXT[0]
+    assert [s.name for s in FROM_STORE] == [s.name for s in FROM_TEXT]
     from triage.text.normalise import clean, tokens
 
     masked = [clean(t).text for t in rows["text"]]
     stored = full.members.assign(text=masked, tokens=[" ".join(tokens(t)) for t in masked])[["text", "tokens", "domain", "scope"]]
     corrected = next(d for d in tri.taxonomy.domain_names if d not in set(full.members["domain"]))
     stored["domain"] = corrected   # as if staff corrected every message: a new classification would undo it
-    res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stored=stored)
-    assert set(res.members["domain"]) == {corrected}
+
+    def never(*_a, **_k):
+        raise AssertionError("a re-clustering must not segment or classify stored messages again")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tri, "prepare", never)
+        mp.setattr(tri, "assess_frame", never)
+        res = build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stored=stored)
+    assert set(res.members["domain"]) == {corrected} and len(res.topics) == len(full.topics)
+    with pytest.raises(ValueError):
+        build_candidates(tri, rows, ["text"], encoder=get_encoder("use"), stages=FROM_STORE)   # no stored
 
 
 def test_topic_building_embeds_each_message_once_and_only_its_opening(shipped_model_dir):

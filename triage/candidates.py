@@ -135,6 +135,12 @@ def _classify(r: TopicRun) -> None:
 def _stored_texts(r: TopicRun) -> None:
     """The masked ``text`` and jieba ``tokens`` intake kept: segmenting every stored message again at
     each re-clustering cost about as much as the clustering itself."""
+    if r.stored is None:
+        raise ValueError("FROM_STORE 需要 stored（每行已存的 text、tokens、domain、scope）/ FROM_STORE needs stored=")
+    missing = [c for c in ("text", "tokens", "domain", "scope") if c not in r.stored.columns]
+    if missing or len(r.stored) != len(r.frame):
+        raise ValueError(f"stored 应与 frame 逐行对应并含 text、tokens、domain、scope（缺 {'、'.join(missing) or '无'}，"
+                         f"{len(r.stored)} 行对 {len(r.frame)} 行）/ stored must match frame row for row")
     r.stored = r.stored.reset_index(drop=True)
     r.prepared = pd.DataFrame()
     r.masked, r.toks = r.stored["text"].tolist(), r.stored["tokens"].tolist()
@@ -261,6 +267,9 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
     "step": stages done, "steps": the number of stages, "messages": n, "seconds": so far}``.
     """
     stages = tuple(stages) if stages is not None else (FROM_STORE if stored is not None else FROM_TEXT)
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"阶段名重复：{'、'.join(sorted({n for n in names if names.count(n) > 1}))} / stage names must be unique")
     run = TopicRun(triage, frame.reset_index(drop=True), text_columns, encoder, now, previous, config, memory, stored)
     clock = {"start": time.perf_counter()}
     for k, stage in enumerate(stages):
@@ -274,8 +283,8 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
         if progress is not None:
             progress({"stage": label, "step": k + 1, "steps": len(stages), "messages": len(run.frame),
                       "seconds": round(clock[stage.name] - clock["start"], 1)})
-    names = list(clock)
-    seconds = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:])}
+    marks = list(clock)
+    seconds = {b: round(clock[b] - clock[a], 2) for a, b in zip(marks, marks[1:])}
     log.info("candidate topics for %d messages: %s", len(run.frame), seconds)
     return CandidateTopics(run.topics, run.members, run.themes, run.builder, run.cards, seconds)
 

@@ -20,6 +20,7 @@ import pandas as pd
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from triage.candidates import FROM_STORE
 from triage.office.common import Actor, OfficeService, _naive
 from triage.office.index import TopicIndexKeeper, _encoder_from
 from triage.pipeline import Triage
@@ -27,8 +28,8 @@ from triage.store.database import AuditEvent, Suggestion, Topic, utcnow
 
 log = logging.getLogger(__name__)
 
-#: a re-clustering's stages as its job reports them: reading, the topic stages, writing
-RECLUSTER_STEPS = 8
+#: a re-clustering's stages as its job reports them: reading, the topic run's stages, writing
+RECLUSTER_STEPS = len(FROM_STORE) + 2
 
 
 class Reclustering(OfficeService):
@@ -41,7 +42,7 @@ class Reclustering(OfficeService):
     def run(self, actor: Actor | None, progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
         """One run, without the lease: call it through :meth:`ClusteringCoordinator.recluster`, which takes
         the store's lease and keeps this worker's count. ``progress`` gets ``{"stage", "step", "steps", "messages", "seconds"}`` as each stage ends:
-        读取留言, the six stages of :func:`build_candidates`, 写入议题 (minutes at 100k stored messages,
+        读取留言, the stages of :data:`triage.candidates.FROM_STORE`, 写入议题 (minutes at 100k stored messages,
         and staff watching the job should see where it is)."""
         t0 = time.perf_counter()
 

@@ -52,7 +52,9 @@ _GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道�
                     "驾驶学校", "该公司", "本公司", "大酒店", "新城", "历史名城", "文化名城", "户口村", "房地产市场",
                     "廊桥", "天桥", "立交桥", "高架桥", "便桥", "危桥", "小桥", "大超市", "小超市", "大型超市",
                     "地下停车场", "公共停车场", "大商场", "停车场", "生活超市", "坐地铁", "乘地铁", "修地铁", "坐高铁",
-                    "乘高铁", "坐城铁", "乘城铁", "有限责任公司", "责任公司", "限责任公司")
+                    "乘高铁", "坐城铁", "乘城铁", "有限责任公司", "责任公司", "限责任公司",
+                    # what a road or bridge is made of, not its name (修水泥路, 变泥泞路, 六孔石拱桥)
+                    "水泥路", "烂泥路", "泥泞路", "砂石路", "泥巴路", "石拱桥", "村级公路")
 # characters before a village/town suffix that make a common word, not a name (农村, 城乡, 返乡, 信用村)
 _NOT_BEFORE_ADMIN = set("农城返回下家老山地园景辖片郊厂校都超全本该各报到去送进出因驻每邻用范通乡县市书")
 _SUFFIXES_LONGEST = sorted(_SUFFIXES + [(s, "site") for s in _SITE_AFTER], key=lambda x: -len(x[0]))
@@ -116,6 +118,10 @@ _NOT_PLACE = {
     # kinds of compound, not one: a message naming "安置小区" names no particular place
     "安置小区", "还建小区", "回迁小区", "住宅小区", "居民小区", "商品房小区", "高档小区", "新建小区", "保障房小区",
     "公租房小区", "廉租房小区", "拆迁安置小区", "开放式小区", "封闭式小区", "居民区", "安置房小区", "县医院", "市医院", "大医院", "人民医院", "中医院", "妇幼医院", "私立医院", "民办小学", "公办小学",
+    # kinds of site, named by what they are (read on the real board's place sample: bench/real_places.py)
+    "中心学校", "专科医院", "眼科专科医院", "综合医院", "三级综合医院", "高层次医院",
+    "开发商公司", "物业公司", "建筑公司", "建筑工程公司", "施工公司", "当地派出所", "商业街", "步行街", "整条街",
+    "景观桥", "生态村", "上学路", "开放性小区",
 }
 
 
@@ -216,6 +222,9 @@ _CLAUSE_POS_ONE = frozenset("uj ul uz ug ud".split())
 #: cutting a word off the front keeps a name of two characters or more and may go further
 _CLAUSE_FREQ = 1000
 _CLAUSE_FREQ_CUT = 200
+#: ... and for a verb right before the suffix (see :func:`_clause_words`): as for a whole stem, only a
+#: very common verb; at 200, on the real board, 金色摇篮幼儿园 and 心萌芽幼儿园 went with 134 fragments
+_CLAUSE_FREQ_VERB = 1000
 
 
 #: single characters that the dictionary tags otherwise (沿 as a direction, 且 as a morpheme) but that
@@ -228,6 +237,11 @@ _NAME_WORDS = frozenset("解放 前进 胜利 团结 和平 光明 红旗 建设
                         "中部 前锋 先锋 育才 求实 树人 振华 复兴 新华 人民 文化 科技".split())
 #: after 大学/中学/小学, 生 starts another word here (长郡中学生物老师, 湘潭大学生活区), not 学生
 _NOT_STUDENT = frozenset("物活态源命均产意日长成存病理育殖效前")
+#: kinds of site whose name ends in a verb and its suffix (X县教师进修学校, E市中西医结合医院)
+_VERB_KINDS = frozenset({"进修学校", "进修学院", "结合医院", "安置小区", "还建小区", "回迁小区", "保障小区", "度假酒店",
+                         "度假村", "度假区"})
+#: suffixes of organisations, which are named by their trade, often a verb (拍卖公司, 放映公司, 投资集团)
+_NAMED_BY_TRADE = frozenset({"公司", "集团"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -313,10 +327,40 @@ def _clause_words(stem: str, suffix: str) -> int | None:
             cut, junk_only = end, True   # what follows the cut is judged on its own
         elif clause and junk_only and end == len(stem):
             return None
+        elif (end == len(stem) and flag == "v" and len(word) >= 2 and n >= _CLAUSE_FREQ_VERB
+              and suffix not in _NAMED_BY_TRADE and word + suffix not in _NOT_PLACE | _VERB_KINDS):
+            # a common verb right before the suffix governs it: 告知村(委), 占用学校, 利用学校, 搬入小区
+            # are the sentence's. A kind of place named after a verb (泉塘安置小区, 教师进修学校,
+            # 中西医结合医院) stays a name, and so does a company named by its trade (彩泉拍卖公司)
+            return None
         else:
             junk_only = junk_only and clause
         pos = end
     return cut
+
+
+_ALIAS_IN_LONGER_NAME = re.compile(rf"([\u4e00-\u9fa5]{{0,3}}?)(?:{_SUFFIX_RE})")
+
+
+def _alias_stands_alone(text: str, s: int, e: int) -> bool:
+    """Whether the short form ``text[s:e]`` (a gazetteer alias: 青山 for 青山县) names that place here.
+
+    A short form is two or three common characters, and on a real city's board most of its matches were
+    inside other words: 绿水青山 (an idiom), 长江北路, 县城南门, and other places' names (白马湖公园,
+    青山铺镇, 城南郡小区, 高新安置小区). It counts only where jieba cuts it as a word of its own, and
+    where no place suffix follows within three more name characters as a word of its own (临河中学 ≠
+    临河县, 青山铺镇 ≠ 青山县; 石桥的路灯 and 石桥修路 still name 石桥镇: 的 is the sentence's, 修路 a verb).
+    """
+    a, b = max(0, s - 6), min(len(text), e + 8)
+    pos, bounds = a, {a}
+    for word in _tokenizer().lcut(text[a:b], HMM=False):
+        pos += len(word)
+        bounds.add(pos)
+    if s not in bounds or e not in bounds:
+        return False
+    ahead = _ALIAS_IN_LONGER_NAME.match(text, e)
+    return not (ahead and e + len(ahead.group(1)) in bounds
+                and not any(c in _NOT_IN_NAME or c in _NOT_NAME_START for c in ahead.group(1)))
 
 
 class PlaceExtractor:
@@ -346,8 +390,7 @@ class PlaceExtractor:
             for m in self._gaz_re.finditer(text):
                 name = m.group(0)
                 canon = self.gaz.aliases.get(name, name)
-                # an alias glued to more name characters is part of another name (临河中学 ≠ 临河县)
-                if name in self.gaz.aliases and m.end() < len(text) and re.match(_SUFFIX_RE, text[m.end():]):
+                if name in self.gaz.aliases and not _alias_stands_alone(text, m.start(), m.end()):
                     continue
                 site = next((x for x in _SITE_AFTER if text.startswith(x, m.end())), None)
                 if site and name == canon and claim(m.start(), m.end() + len(site)):

@@ -41,7 +41,7 @@ _SUFFIXES = [
 # 省/市/县/区 are left to the gazetteer: as bare suffixes they match far more words (城市, 返县, 城区)
 # than names an office does not already list.
 # A gazetteer name followed by one of these is a site inside it (石桥镇卫生院, 龙潭村卫生室).
-_SITE_AFTER = ("中心卫生院", "卫生院", "卫生室", "人民医院", "医院", "中心小学", "小学", "中学", "幼儿园", "派出所",
+_SITE_AFTER = ("中心卫生院", "卫生院", "卫生室", "人民医院", "医院", "中心学校", "中心小学", "小学", "中学", "幼儿园", "派出所",
                "敬老院", "养老院", "便民服务中心", "服务中心", "菜市场", "市场", "汽车站", "车站", "广场", "公园")
 _GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道路", "高速公路", "农资市场", "农贸市场", "批发市场",
                     "人才市场", "劳务市场", "零工市场", "文明小区", "老旧小区", "停车区",
@@ -120,7 +120,7 @@ _NOT_PLACE = {
     "公租房小区", "廉租房小区", "拆迁安置小区", "开放式小区", "封闭式小区", "居民区", "安置房小区", "县医院", "市医院", "大医院", "人民医院", "中医院", "妇幼医院", "私立医院", "民办小学", "公办小学",
     # kinds of site, named by what they are (read on the real board's place sample: bench/real_places.py)
     "中心学校", "专科医院", "眼科专科医院", "综合医院", "三级综合医院", "高层次医院",
-    "开发商公司", "物业公司", "建筑公司", "建筑工程公司", "施工公司", "当地派出所", "商业街", "步行街", "整条街",
+    "开发商公司", "建筑工程公司", "施工公司", "当地派出所", "商业街", "步行街", "整条街",
     "景观桥", "生态村", "上学路", "开放性小区",
 }
 
@@ -240,8 +240,14 @@ _NOT_STUDENT = frozenset("物活态源命均产意日长成存病理育殖效前
 #: kinds of site whose name ends in a verb and its suffix (X县教师进修学校, E市中西医结合医院)
 _VERB_KINDS = frozenset({"进修学校", "进修学院", "结合医院", "安置小区", "还建小区", "回迁小区", "保障小区", "度假酒店",
                          "度假村", "度假区"})
-#: suffixes of organisations, which are named by their trade, often a verb (拍卖公司, 放映公司, 投资集团)
-_NAMED_BY_TRADE = frozenset({"公司", "集团"})
+#: kinds of place (and kinds named after a verb): a common verb before their suffix is part of them
+_KINDS = frozenset(_NOT_PLACE | _VERB_KINDS)
+#: suffixes of organisations and markets, which are named by their trade, often a verb (拍卖公司,
+#: 放映公司, 投资集团, 古玩收藏市场)
+_NAMED_BY_TRADE = frozenset({"公司", "集团", "市场"})
+#: verbs that say what a place is for, and so name it (滨江休闲广场, 龙湖度假山庄, 开元接待宾馆)
+_PURPOSE_VERBS = frozenset("休闲 度假 接待 收藏 拍卖 维修 锻炼 实验 游乐 娱乐 健身 养老 养生 培训 展览 批发 购物 停车 "
+                           "居住 安置".split())
 
 
 @functools.lru_cache(maxsize=1)
@@ -328,7 +334,7 @@ def _clause_words(stem: str, suffix: str) -> int | None:
         elif clause and junk_only and end == len(stem):
             return None
         elif (end == len(stem) and flag == "v" and len(word) >= 2 and n >= _CLAUSE_FREQ_VERB
-              and suffix not in _NAMED_BY_TRADE and word + suffix not in _NOT_PLACE | _VERB_KINDS):
+              and suffix not in _NAMED_BY_TRADE and word not in _PURPOSE_VERBS and word + suffix not in _KINDS):
             # a common verb right before the suffix governs it: 告知村(委), 占用学校, 利用学校, 搬入小区
             # are the sentence's. A kind of place named after a verb (泉塘安置小区, 教师进修学校,
             # 中西医结合医院) stays a name, and so does a company named by its trade (彩泉拍卖公司)
@@ -337,30 +343,6 @@ def _clause_words(stem: str, suffix: str) -> int | None:
             junk_only = junk_only and clause
         pos = end
     return cut
-
-
-_ALIAS_IN_LONGER_NAME = re.compile(rf"([\u4e00-\u9fa5]{{0,3}}?)(?:{_SUFFIX_RE})")
-
-
-def _alias_stands_alone(text: str, s: int, e: int) -> bool:
-    """Whether the short form ``text[s:e]`` (a gazetteer alias: 青山 for 青山县) names that place here.
-
-    A short form is two or three common characters, and on a real city's board most of its matches were
-    inside other words: 绿水青山 (an idiom), 长江北路, 县城南门, and other places' names (白马湖公园,
-    青山铺镇, 城南郡小区, 高新安置小区). It counts only where jieba cuts it as a word of its own, and
-    where no place suffix follows within three more name characters as a word of its own (临河中学 ≠
-    临河县, 青山铺镇 ≠ 青山县; 石桥的路灯 and 石桥修路 still name 石桥镇: 的 is the sentence's, 修路 a verb).
-    """
-    a, b = max(0, s - 6), min(len(text), e + 8)
-    pos, bounds = a, {a}
-    for word in _tokenizer().lcut(text[a:b], HMM=False):
-        pos += len(word)
-        bounds.add(pos)
-    if s not in bounds or e not in bounds:
-        return False
-    ahead = _ALIAS_IN_LONGER_NAME.match(text, e)
-    return not (ahead and e + len(ahead.group(1)) in bounds
-                and not any(c in _NOT_IN_NAME or c in _NOT_NAME_START for c in ahead.group(1)))
 
 
 class PlaceExtractor:
@@ -390,7 +372,8 @@ class PlaceExtractor:
             for m in self._gaz_re.finditer(text):
                 name = m.group(0)
                 canon = self.gaz.aliases.get(name, name)
-                if name in self.gaz.aliases and not _alias_stands_alone(text, m.start(), m.end()):
+                # an alias glued to more name characters is part of another name (临河中学 ≠ 临河县)
+                if name in self.gaz.aliases and m.end() < len(text) and re.match(_SUFFIX_RE, text[m.end():]):
                     continue
                 site = next((x for x in _SITE_AFTER if text.startswith(x, m.end())), None)
                 if site and name == canon and claim(m.start(), m.end() + len(site)):

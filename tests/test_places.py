@@ -224,6 +224,16 @@ def test_a_student_is_not_a_school():
     assert names("明德中学门口拥堵") == ["明德中学"]
 
 
+def test_a_vocational_school_is_a_school_and_its_graduates_are_not():
+    # K9县职业中专 and K9县二中 are two schools of one county (a real board's 强制补课 complaints):
+    # read as only "K9县", the vocational school's complaint joined the other school's topic
+    assert names("投诉K9县职业中专强制学生补课") == ["K9县", "K9县职业中专"]
+    assert PlaceExtractor().compatible("K9县职业中专", "K9县二中") is False
+    assert names("请求解决国家统招中专毕业生的社会保险问题") == []
+    assert names("退伍军人和大中专毕业生") == []
+    assert names("取得相关专业中专学历") == []
+
+
 def test_cutting_sentence_words_keeps_the_offset_and_the_county():
     px = PlaceExtractor()
     found = px.extract("车辆承载着山水湾小区")

@@ -81,3 +81,43 @@ def test_topic_embeddings_are_the_openings_so_a_long_petition_meets_the_short_co
     assert np.allclose(out[1], enc.encode([long_[:20]])[0])
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert out[1] @ full[0] > full[1] @ full[0]
+
+
+_FORK_CHECK = """
+import numpy as np
+import triage.embed.encoders as encoders
+import triage.parallel as parallel
+from triage.parallel import can_fork
+
+assert can_fork(), "a fresh interpreter is single-threaded"
+texts = [f"{p}的路灯坏了{k}个月，晚上出行很不方便" for k, p in
+         enumerate(["幸福里小区", "东三路", "石桥镇", "临河县", "江北区", "云谷小区"] * 5)]
+enc = encoders.USEEncoder(threads=2)
+encoders.FORK_MIN_TEXTS = 10 ** 9
+alone = enc.encode(texts)
+calls = []
+real = parallel.chunked_map
+parallel.chunked_map = lambda fn, items, workers, *a: calls.append(workers) or real(fn, items, workers, *a)
+encoders.FORK_MIN_TEXTS = 10
+forked = enc.encode(texts)
+assert calls == [2], calls
+assert forked.shape == alone.shape
+# each text is embedded on its own: only BLAS's thread count may move the last float bits
+assert np.abs(forked - alone).max() < 1e-5, np.abs(forked - alone).max()
+assert not encoders._FORKED   # the inherited model is not kept past the run
+print("ok")
+"""
+
+
+def test_a_large_batch_is_embedded_in_forked_workers_with_the_same_vectors_in_order():
+    # in a fresh interpreter: this test process has other threads (tqdm's monitor), and the encoder
+    # rightly never forks a process with threads
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("需要至少 2 个核 / needs two cores")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _FORK_CHECK], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -275,3 +275,18 @@ def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch
         monkeypatch.undo()
         forget()
     assert names("车辆随意进入小区") == []
+
+
+def test_related_place_sets_are_what_asking_every_pair_says():
+    # the clustering asks about sets of names (a fast path); it must agree with the pairwise reading
+    from itertools import product
+
+    from triage.text.places import transposed
+
+    px = PlaceExtractor()
+    names = ["临河县", "石桥镇", "上庄村", "石桥镇上庄村", "云川市", "江北区", "华邦小区", "邦华小区", "东湖小区",
+             "西湖小区", "K9县", "K9县二中", "K3县二中", "A12区", "A21区", "幸福里小区", "东三路", "临河中学"]
+    sets = [frozenset(c) for c in product(names[:6], names[6:12])] + [frozenset([n]) for n in names]
+    for xs, ys in product(sets, repeat=2):
+        pairwise = any(px.compatible(x, y) is True or transposed(x, y) for x in xs for y in ys)
+        assert px.related(xs, ys) is pairwise, (xs, ys)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,6 +355,7 @@ class PlaceExtractor:
         self._gaz_re = re.compile("|".join(map(re.escape, names))) if names else None
         self._kind: dict[str, str | None] = {}
         self._compatible: dict[tuple[str, str], bool | None] = {}   # few distinct pairs, asked millions of times
+        self._within: dict[str, frozenset[str]] = {}   # a name and the gazetteer places it lies in
 
     def extract(self, text: str) -> list[Place]:
         taken = [False] * len(text)
@@ -529,6 +531,34 @@ class PlaceExtractor:
         if key not in self._compatible:
             self._compatible[key] = self._compare(a, b)
         return self._compatible[key]
+
+    def related(self, xs: Iterable[str], ys: Iterable[str]) -> bool:
+        """Whether some name of ``xs`` and some of ``ys`` are one place or nest (:meth:`compatible` is
+        True) or are one name with two characters swapped (:func:`transposed`).
+
+        The same answer as asking every pair, without asking every pair: two messages' place sets
+        are compared for each distinct pair of them that the clustering meets (about 90,000 on a
+        city's 5,000 messages), and pair by pair that was a third of the clustering's time.
+        :meth:`compatible` says True exactly when one name is the other's or one of its gazetteer
+        ancestors (sets, compared once per side) or one name holds the other (a substring test).
+        """
+        xs, ys = [x for x in xs if x], [y for y in ys if y]
+        if not xs or not ys:
+            return False
+        around_x = frozenset().union(*map(self._places_within, xs))
+        if any(y in around_x for y in ys):
+            return True
+        around_y = frozenset().union(*map(self._places_within, ys))
+        if any(x in around_y for x in xs):
+            return True
+        return any(x in y or y in x or (len(x) == len(y) and transposed(x, y)) for x in xs for y in ys)
+
+    def _places_within(self, name: str) -> frozenset[str]:
+        """The name and every gazetteer place that holds it (its chain)."""
+        out = self._within.get(name)
+        if out is None:
+            out = self._within[name] = frozenset(self.gaz.chain(name))
+        return out
 
     def _compare(self, a: str, b: str) -> bool | None:
         ca, cb = self.gaz.chain(a), self.gaz.chain(b)

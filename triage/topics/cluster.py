@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from triage.text.places import SPECIFICITY, PlaceExtractor, transposed
+from triage.text.places import SPECIFICITY, PlaceExtractor
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ class Similarity:
         if at_least:
             xs = {x for x in xs if self.places.specificity(x) >= at_least}
             ys = {y for y in ys if self.places.specificity(y) >= at_least}
-        if xs & ys:
-            return True
-        return any(self.places.compatible(x, y) is True or transposed(x, y) for x in xs for y in ys)
+        return bool(xs & ys) or self.places.related(xs, ys)
 
     def _names_within(self, place: str, mentions: frozenset[str]) -> bool:
         """Whether one of ``mentions`` is ``place`` or a place inside it."""

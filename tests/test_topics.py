@@ -374,3 +374,38 @@ def test_an_index_rebuilt_without_descriptions_is_the_same_index():
     a, b = TopicIndex(full), TopicIndex(light)
     assert a.ids == b.ids and a.count == b.count and a.place == b.place and a.mentions == b.mentions
     assert np.allclose(a.E[:len(a.ids)], b.E[:len(b.ids)]) and (a.L != b.L).nnz == 0
+
+
+def test_two_individual_petitions_clear_a_higher_bar_than_group_issues_in_batch_and_live():
+    # my pension, my purchase permit: two petitions share a topic when they ask the same thing, not
+    # because they share a policy's words; the batch clustering and the live index pay the same
+    import copy
+
+    from triage.topics.builder import TopicIndex
+
+    rows = ([{"text": t} for t in LAMPS]
+            + [{"text": t, "domain": "交通运输", "scope": "individual"} for t in BUS])
+    b = build(rows)
+    p, sim = b.points_, b.sim_
+    cost = sim.cfg.petition_pair
+    assert cost > 0 and p.petition.tolist() == [False] * 3 + [True] * 3
+    i, j = np.array([0, 0, 3, 4]), np.array([1, 3, 4, 5])   # group-group, group-petition, two petition pairs
+    plain = copy.copy(p)
+    plain.petition = None
+    assert np.allclose(sim.pairs(plain, i, j) - sim.pairs(p, i, j), [0, 0, cost, cost])
+    full = sim.matrix(p, np.arange(6))
+    assert np.allclose(full[i, j], sim.pairs(p, i, j), atol=1e-5)
+
+    index = TopicIndex(b)
+    bus = index.ids.index(b.topic_of_["m3"])
+    assert index.petitions[bus] == 3 and index.count[bus] == 3
+    probe = frame([{"text": "上庄村的公交车太少了，我家老人去镇上看病不方便", "at": "2026-10-02"}]).iloc[0]
+    args = (probe["text"], probe["tokens"], get_encoder("use").encode([probe["text"]])[0], probe["place"],
+            probe["submitted_at"], probe["places"])
+    _, as_group, _ = copy.deepcopy(index).assign(*args)
+    live = copy.deepcopy(index)
+    tid, as_petition, new = live.assign(*args, petition=True)
+    assert abs((as_group - as_petition) - cost) < 1e-6
+    if not new:   # joined: the topic's share of petitions is kept for the next message
+        k = live.ids.index(tid)
+        assert live.petitions[k] == 4 and live._pshare[k] == 1.0

@@ -85,7 +85,7 @@ class TopicIndexKeeper(OfficeService):
                     if len(late):
                         emb = self.topic_embeddings(late)
                         index.absorb(list(zip(late["topic_id"], late["tokens"], emb, late["place"],
-                                              late["submitted_at"], late["places"])))
+                                              late["submitted_at"], late["places"], late["scope"].eq("individual"))))
                 self._index, self._index_gen = index, gen
         except Exception:  # noqa: BLE001 - the old index keeps serving; the next check retries
             log.exception("rebuilding the topic index failed; the previous one stays in use")

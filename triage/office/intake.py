@@ -110,7 +110,8 @@ class IntakeDesk(OfficeService):
             tid, is_new = None, True
             if index is not None:
                 lex = an.lex if an.index is index and place == an.place else None
-                tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places, lex=lex)
+                tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places, lex=lex,
+                                                petition=a.scope == "individual")
                 if not is_new and not self._topic_exists(tid):
                     # the index predates a re-clustering that dropped this topic (its background rebuild
                     # has not landed yet): joining it would bring the dropped topic back beside the

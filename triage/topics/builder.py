@@ -128,7 +128,7 @@ class TopicBuilder:
         mentions = ([frozenset(ps) if isinstance(ps, list) else frozenset() for ps in msgs["places"]]
                     if "places" in msgs else None)
         self.points_ = Points(self.emb_, self.lex_, place, _days(msgs["submitted_at"]),
-                              list(msgs["domain"]) if "domain" in msgs else None, mentions)
+                              list(msgs["domain"]) if "domain" in msgs else None, mentions, petitions(msgs))
         labels = cluster(self.points_, self.sim_) if labels is None else np.asarray(labels)
         self.labels_ = labels
         ids = match_ids(labels, msgs["id"].tolist(), previous or {}, cfg.id_match_min_jaccard, id_prefix)
@@ -355,6 +355,13 @@ def gist_doc(tokens: str, gist_tokens: int = 20) -> str:
     """
     toks = tokens.split()
     return " ".join(toks + toks[:gist_tokens]) if toks else ""
+
+
+def petitions(msgs: pd.DataFrame) -> np.ndarray | None:
+    """Which messages are individual petitions (scope "individual"); None when no scope is known."""
+    if "scope" not in msgs:
+        return None
+    return (msgs["scope"].astype("string").fillna("") == "individual").to_numpy(dtype=bool)
 
 
 def problem_tokens(msgs: pd.DataFrame, gist_tokens: int = 20) -> list[str]:
@@ -628,11 +635,14 @@ class TopicIndex:
         self.count: list[int] = []
         self.place, self.last_day = [], []
         self.mentions: list[frozenset[str]] = []   # places the topic's messages name (most common five)
+        self.petitions: list[int] = []   # how many of each topic's messages are individual petitions
         days = b.points_.day
+        pet = b.points_.petition if b.points_.petition is not None else np.zeros(len(days), dtype=bool)
         for t in b.topics_:
             idx = [pos[m] for m in t.members]
             self.ids.append(t.id)
             self.count.append(len(idx))
+            self.petitions.append(int(pet[idx].sum()))
             self.place.append(t.place)
             self.mentions.append(frozenset(t.places))
             self.last_day.append(float(days[idx].max()))
@@ -667,6 +677,8 @@ class TopicIndex:
         self._joined: list[tuple[int, sp.csr_matrix]] = []
         self._days = np.zeros(cap)  # last_day as an array: the time term is one vector operation
         self._days[:n] = self.last_day
+        self._pshare = np.zeros(cap)  # each topic's share of individual petitions, likewise
+        self._pshare[:n] = np.asarray(self.petitions, dtype=float) / np.maximum(np.asarray(self.count, dtype=float), 1.0)
 
     def _fold(self) -> None:
         """Fold the rows kept aside into the column-major means (a few hundred at a time)."""
@@ -716,12 +728,14 @@ class TopicIndex:
 
     def assign(self, text: str, tokens: str, emb: np.ndarray, place: str | None,
                submitted_at: pd.Timestamp, places: Sequence[str] = (),
-               lex: sp.csr_matrix | None = None) -> tuple[str, float, bool]:
+               lex: sp.csr_matrix | None = None, petition: bool = False) -> tuple[str, float, bool]:
         """(topic id, similarity, is_new). Updates the index in place.
 
         ``places`` are all places named in the message (``place`` is the most specific); their
         tokens are left out of the lexical view, as in :meth:`TopicBuilder.fit`. ``lex`` is the
-        message's row from :meth:`lexical`, when already computed.
+        message's row from :meth:`lexical`, when already computed. ``petition``: the message is an
+        individual petition, which pays the clustering's ``petition_pair`` towards each petition
+        among a topic's members (the mean, as average linkage would).
         """
         cfg = self.sim.cfg
         day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
@@ -735,6 +749,8 @@ class TopicIndex:
             # mean similarity to the members (their mean vector), as average linkage measures it
             s = cfg.w_semantic * (self.E[:n] @ e) + cfg.w_lexical * self._lex_sims(lv)
             s += self.sim.time_term(self._days[:n] - day)
+            if petition and cfg.petition_pair:
+                s -= cfg.petition_pair * self._pshare[:n]
             # place term only for the best candidates (string comparisons are the slow part)
             top = np.argpartition(-s, min(20, n) - 1)[:20] if n > 20 else np.arange(n)
             for k in top:
@@ -742,35 +758,39 @@ class TopicIndex:
                 if v > best_s:
                     best, best_s = int(k), float(v)
         if best >= 0 and best_s >= cfg.threshold:
-            self._join(best, e, day, lv)
+            self._join(best, e, day, lv, petition)
             return self.ids[best], best_s, False
         tid = f"{self.prefix}{self.next:06d}"
         self.next += 1
-        self._open(tid, e, lv, place, named, day)
+        self._open(tid, e, lv, place, named, day, petition)
         return tid, float(best_s) if best >= 0 else 0.0, True
 
-    def absorb(self, rows: Sequence[tuple[str, str, np.ndarray, str | None, pd.Timestamp, Sequence[str]]]) -> None:
-        """Count messages already stored in a topic: (topic id, tokens, embedding, place, time, places).
+    def absorb(self, rows: Sequence[tuple]) -> None:
+        """Count messages already stored in a topic: (topic id, tokens, embedding, place, time, places
+        [, petition]).
 
         An index rebuilt in the background misses the messages stored while it was built; they are
         absorbed before it replaces the old one, so no topic of those seconds is forgotten. A topic
         the index does not know is opened under its stored id.
         """
         pos = {t: i for i, t in enumerate(self.ids)}
-        for tid, tokens, emb, place, submitted_at, places in rows:
+        for tid, tokens, emb, place, submitted_at, places, *rest in rows:
+            petition = bool(rest[0]) if rest else False
             place = place if isinstance(place, str) and place else None   # pandas gives NaN for a missing one
             day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
             e = np.asarray(emb, dtype=np.float32)
             if tid in pos:
-                self._join(pos[tid], e, day, self.lexical([tokens], [[*places, *([place] if place else [])]])[0])
+                self._join(pos[tid], e, day, self.lexical([tokens], [[*places, *([place] if place else [])]])[0], petition)
                 continue
             names = [*places, *([place] if place else [])]
             pos[tid] = len(self.ids)
-            self._open(tid, e, self.lexical([tokens], [names])[0], place, frozenset(names), day)
+            self._open(tid, e, self.lexical([tokens], [names])[0], place, frozenset(names), day, petition)
 
-    def _join(self, k: int, e: np.ndarray, day: float, lv: sp.csr_matrix | None = None) -> None:
+    def _join(self, k: int, e: np.ndarray, day: float, lv: sp.csr_matrix | None = None, petition: bool = False) -> None:
         if lv is not None:
             self._joined.append((k, lv))
+        self.petitions[k] += int(petition)
+        self._pshare[k] = self.petitions[k] / (self.count[k] + 1)
         c = self.count[k]
         self.E[k] = (self.E[k] * c + e) / (c + 1)
         self.En[k] = self.E[k] / (np.linalg.norm(self.E[k]) or 1)
@@ -779,7 +799,7 @@ class TopicIndex:
         self._days[k] = self.last_day[k]
 
     def _open(self, tid: str, e: np.ndarray, lv: sp.csr_matrix, place: str | None, named: frozenset[str],
-              day: float) -> None:
+              day: float, petition: bool = False) -> None:
         n = len(self.ids)
         if n >= len(self.E):
             grow = np.zeros((len(self.E), self.E.shape[1]), np.float32)
@@ -788,10 +808,13 @@ class TopicIndex:
         self.En[n] = e / (np.linalg.norm(e) or 1)
         self.ids.append(tid)
         self.count.append(1)
+        self.petitions.append(int(petition))
         self.place.append(place)
         self.mentions.append(named)
         self.last_day.append(day)
         if n >= len(self._days):
             self._days = np.concatenate([self._days, np.zeros(len(self._days) + 1)])
+            self._pshare = np.concatenate([self._pshare, np.zeros(len(self._pshare) + 1)])
         self._days[n] = day
+        self._pshare[n] = float(petition)
         self._new_lex.append(lv)

@@ -261,7 +261,7 @@ def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch
     from triage.text import places
 
     def forget() -> None:
-        for cached in (places._clause_tags, places._clause_vocabulary, places._clause_words):
+        for cached in (places._clause_tags, places._clause_vocabulary, places._clause_words, places._noun_pairs):
             cached.cache_clear()
 
     def broken():
@@ -290,3 +290,12 @@ def test_related_place_sets_are_what_asking_every_pair_says():
     for xs, ys in product(sets, repeat=2):
         pairwise = any(px.compatible(x, y) is True or transposed(x, y) for x in xs for y in ys)
         assert px.related(xs, ys) is pairwise, (xs, ys)
+
+
+def test_a_name_that_begins_with_a_calendar_word_keeps_it_and_a_road_far_or_slippery_is_none():
+    # 月 ends 三月 and begins 月湖: "A市月湖小区二期" named only A市 on a real board
+    assert names("A市月湖小区二期的传销盼打击") == ["A市", "A市月湖小区"]
+    assert names("天河小区停水") == ["天河小区"]
+    # the sentence's words stay out (numerals, 现任, 周边) and so do roads that are only far or wet
+    assert names("周边小区很吵") == [] and names("现任村支书") == [] and names("走几段路") == []
+    assert names("冬天天黑路远，家长还要来接") == [] and names("天黑路滑") == []

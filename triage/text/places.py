@@ -104,7 +104,7 @@ _LEAD_VERBS = ("建议", "希望", "要求", "反映", "呼吁", "请求", "恳�
 # "…路" words that are not roads (线路, 马路, 网路, 出路 …)
 _NOT_ROAD_END = set("线道马走出思网电门公铁水套回来去上下心里号满指修筑铺让带")
 # "…路" followed by these is another word (路灯, 路面, 路况, 路费, 路过)
-_NOT_AFTER_ROAD = set("灯面况费政由径人过牌标障基")
+_NOT_AFTER_ROAD = set("灯面况费政由径人过牌标障基远滑")
 _NOT_PLACE = {
     "生活区", "农村", "乡村", "城区", "社区", "小区", "街道", "市区", "城市", "县城", "郊区", "景区", "园区", "片区", "辖区",
     "山区", "校区", "老城区", "新城区", "城乡", "下乡", "回乡", "家乡", "老乡", "同乡", "城镇", "乡镇", "村镇",
@@ -183,6 +183,10 @@ def default_gazetteer() -> Gazetteer:
 _NEVER_STARTS = set("的了在到是和与及或我你他她它们这那哪有把被给让对为于从往向就都也还很更没不全每各本该此某其使")
 
 
+#: characters that end time expressions (三月, 两天) and begin many names (月湖, 天河, 太平)
+_CALENDAR = set("年月日天周太")
+
+
 def _starts_a_name(stem: str, k: int) -> bool:
     """Whether ``stem[k]``, a character that usually ends a name (太, 月, 周 …), here begins one: when
     it makes a dictionary word with the next character (太阳, 太子, 月湖) and the rest of the stem is
@@ -191,7 +195,14 @@ def _starts_a_name(stem: str, k: int) -> bool:
         return False
     tok = _tokenizer()
     tok.check_initialized()
-    return (tok.FREQ.get(stem[k:k + 2]) or 0) >= 50 and (tok.FREQ.get(stem[k:]) or 0) < 100
+    word = tok.FREQ.get(stem[k:k + 2]) or 0
+    if k + 2 == len(stem):
+        # the word is the whole rest of the stem (月湖 of 月湖小区): a name when it starts with a
+        # character of the calendar (三月, 两天, 每周 end there; 月湖, 天河, 天马, 太平 begin there) and
+        # is a noun that is not a common word ("A市月湖小区二期" named only A市). Other characters that
+        # never sit inside a name begin only sentence words here (现任村支书, 围观村民, 住户路)
+        return stem[k] in _CALENDAR and 50 <= word < 1000 and stem[k:] in _noun_pairs()
+    return word >= 50 and (tok.FREQ.get(stem[k:]) or 0) < 100
 
 
 def transposed(a: str, b: str) -> bool:
@@ -249,6 +260,19 @@ _NAMED_BY_TRADE = frozenset({"公司", "集团", "市场"})
 #: verbs that say what a place is for, and so name it (滨江休闲广场, 龙湖度假山庄, 开元接待宾馆)
 _PURPOSE_VERBS = frozenset("休闲 度假 接待 收藏 拍卖 维修 锻炼 实验 游乐 娱乐 健身 养老 养生 培训 展览 批发 购物 停车 "
                            "居住 安置".split())
+
+
+@functools.lru_cache(maxsize=1)
+def _noun_pairs() -> frozenset[str]:
+    """Two-character words jieba's dictionary tags as nouns or names (月湖 n, 天河 ns): one pass over
+    the dictionary file, as :func:`_clause_tags` reads it. A numeral or a sentence word that makes a
+    word with the next character (一组, 几家, 现任, 时任, 围观) is none of them."""
+    try:
+        with _tokenizer().get_dict_file() as f:
+            text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return frozenset()
+    return frozenset(re.findall(r"^(\S{2}) \d+ (?:n|ns|nz|nt|nr|nrt)$", text, re.M))
 
 
 @functools.lru_cache(maxsize=1)

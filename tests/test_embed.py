@@ -105,6 +105,15 @@ assert forked.shape == alone.shape
 # each text is embedded on its own: only BLAS's thread count may move the last float bits
 assert np.abs(forked - alone).max() < 1e-5, np.abs(forked - alone).max()
 assert not encoders._FORKED   # the inherited model is not kept past the run
+assert enc._load()._model.threads == 2   # only the workers ran single-threaded
+# the encoder may fork, then the pool may not (a thread started in between): the chunks run here,
+# and the parent's model keeps its threads
+calls.clear()
+answers = iter([True])
+parallel.can_fork = lambda: next(answers, False)
+again = enc.encode(texts)
+assert calls == [2] and np.abs(again - alone).max() < 1e-5
+assert enc._load()._model.threads == 2, enc._load()._model.threads
 print("ok")
 """
 

@@ -232,6 +232,9 @@ def test_a_vocational_school_is_a_school_and_its_graduates_are_not():
     assert names("请求解决国家统招中专毕业生的社会保险问题") == []
     assert names("退伍军人和大中专毕业生") == []
     assert names("取得相关专业中专学历") == []
+    # without its county or city, 中专 is a kind of school, not one
+    for kind in ("孩子考上中专", "初中毕业读中专", "一所职业中专", "该职业中专的学生", "公办中专和民办中专"):
+        assert names(kind) == [], kind
 
 
 def test_cutting_sentence_words_keeps_the_offset_and_the_county():
@@ -299,3 +302,5 @@ def test_a_name_that_begins_with_a_calendar_word_keeps_it_and_a_road_far_or_slip
     # the sentence's words stay out (numerals, 现任, 周边) and so do roads that are only far or wet
     assert names("周边小区很吵") == [] and names("现任村支书") == [] and names("走几段路") == []
     assert names("冬天天黑路远，家长还要来接") == [] and names("天黑路滑") == []
+    # the calendar word begins the name: the time word before it stays out
+    assert names("每天天河小区停水") == ["天河小区"] and names("一天天河路堵三次") == ["天河路"]

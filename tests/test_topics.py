@@ -409,3 +409,20 @@ def test_two_individual_petitions_clear_a_higher_bar_than_group_issues_in_batch_
     if not new:   # joined: the topic's share of petitions is kept for the next message
         k = live.ids.index(tid)
         assert live.petitions[k] == 4 and live._pshare[k] == 1.0
+
+
+def test_absorbed_stored_petitions_count_towards_their_topics_share():
+    from triage.topics.builder import TopicIndex
+
+    b = build([{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输", "scope": "individual"} for t in BUS])
+    index = TopicIndex(b)
+    lamp = index.ids.index(b.topic_of_["m0"])
+    f = frame([{"text": "北辰社区楼道灯一直不亮，我家老人摔了一跤"}]).iloc[0]
+    emb = get_encoder("use").encode([f["text"]])[0]
+    grown = [(f"T{900 + k:06d}", f["tokens"], emb, f["place"], f["submitted_at"], f["places"], True) for k in range(70)]
+    index.absorb([(index.ids[lamp], f["tokens"], emb, f["place"], f["submitted_at"], f["places"], True)] + grown)
+    assert index.petitions[lamp] == 1 and index.count[lamp] == 4 and abs(index._pshare[lamp] - 0.25) < 1e-9
+    # new topics past the buffers' first size keep their share (rows without the element: no petition)
+    assert all(index._pshare[index.ids.index(t[0])] == 1.0 for t in grown)
+    index.absorb([(index.ids[lamp], f["tokens"], emb, f["place"], f["submitted_at"], f["places"])])
+    assert index.petitions[lamp] == 1 and abs(index._pshare[lamp] - 0.2) < 1e-9

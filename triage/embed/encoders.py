@@ -98,8 +98,10 @@ class USEEncoder(Encoder):
         # very long proposals are cut to their first 512 characters (the gist is up front)
         texts = [t[:512] for t in texts]
         model = self._load()
-        workers = min(self.threads, os.cpu_count() or 1)
+        workers = min(self.threads, _usable_cores())
         if workers > 1 and len(texts) >= FORK_MIN_TEXTS:
+            from concurrent.futures.process import BrokenProcessPool
+
             from triage.parallel import can_fork, chunked_map
 
             if can_fork():
@@ -110,9 +112,11 @@ class USEEncoder(Encoder):
                 # the loaded weights through fork; each text is embedded on its own, so how the
                 # texts are cut into chunks changes no vector.
                 _ = model._model   # load the weights here, once, before forking
-                _FORKED[id(self)] = model
+                _FORKED[id(self)] = (model, os.getpid())
                 try:
                     return np.concatenate(chunked_map(_encode_single_threaded, texts, workers, id(self)))
+                except BrokenProcessPool:   # a worker died (memory): embed here instead, more slowly
+                    log.warning("句向量子进程异常退出，改为本进程计算 / an encoder worker died; embedding in-process")
                 finally:
                     _FORKED.pop(id(self), None)
         return np.asarray(model.encode(texts), dtype=np.float32)
@@ -120,14 +124,27 @@ class USEEncoder(Encoder):
 
 #: below this many texts one process embeds them sooner than forked workers start and send results back
 FORK_MIN_TEXTS = 800
-#: the loaded USE models that forked workers inherit, by encoder id, only while a fork runs
-_FORKED: dict[int, object] = {}
+#: the loaded USE models that forked workers inherit (with the parent's pid), by encoder id, only
+#: while a fork runs
+_FORKED: dict[int, tuple[object, int]] = {}
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
 
 
 def _encode_single_threaded(texts: Sequence[str], key: int) -> np.ndarray:
-    """A forked worker's share: the parent's model (inherited, not reloaded), one BLAS thread."""
-    model = _FORKED[key]
-    model._model.threads = 1   # this process's copy only
+    """A forked worker's share: the parent's model (inherited, not reloaded), one BLAS thread.
+
+    Where the pool could not fork after all (:func:`triage.parallel.chunked_map` runs the chunks in
+    the calling process then), the parent's own model keeps its threads."""
+    model, parent = _FORKED[key]
+    if os.getpid() != parent:
+        model._model.threads = 1   # this process's copy only
     return np.asarray(model.encode(list(texts)), dtype=np.float32)
 
 

@@ -50,7 +50,7 @@ _GENERIC_ENDINGS = ("农村公路", "乡村公路", "通村公路", "农村道�
                     "物业公司", "房地产公司", "开发公司", "保险公司", "电力公司", "供电公司", "自来水公司", "劳务公司",
                     "建筑公司", "装修公司", "快递公司", "网络公司", "科技公司", "有限公司", "公交公司", "出租车公司",
                     "担保公司", "贷款公司", "金融公司", "培训学校", "民办学校", "公办学校", "职业学校", "中小学校",
-                    "驾驶学校", "职业技校", "大中专", "该公司", "本公司", "大酒店", "新城", "历史名城", "文化名城", "户口村", "房地产市场",
+                    "驾驶学校", "该公司", "本公司", "大酒店", "新城", "历史名城", "文化名城", "户口村", "房地产市场",
                     "廊桥", "天桥", "立交桥", "高架桥", "便桥", "危桥", "小桥", "大超市", "小超市", "大型超市",
                     "地下停车场", "公共停车场", "大商场", "停车场", "生活超市", "坐地铁", "乘地铁", "修地铁", "坐高铁",
                     "乘高铁", "坐城铁", "乘城铁", "有限责任公司", "责任公司", "限责任公司",
@@ -183,14 +183,17 @@ def default_gazetteer() -> Gazetteer:
 _NEVER_STARTS = set("的了在到是和与及或我你他她它们这那哪有把被给让对为于从往向就都也还很更没不全每各本该此某其使")
 
 
-#: characters that end time expressions (三月, 两天) and begin many names (月湖, 天河, 太平)
+#: characters that end time expressions or are adverbs (三月, 两天, 每周, 太远) and begin many names
+#: (月湖, 天河, 周家, 太湖)
 _CALENDAR = set("年月日天周太")
 
 
 def _starts_a_name(stem: str, k: int) -> bool:
     """Whether ``stem[k]``, a character that usually ends a name (太, 月, 周 …), here begins one: when
     it makes a dictionary word with the next character (太阳, 太子, 月湖) and the rest of the stem is
-    not itself a common word (周边, 所有). "太阳山小区" lost its 太 and "月湖大市场" its 月 before."""
+    not itself a common word (周边, 所有). "太阳山小区" lost its 太 and "月湖大市场" its 月 before.
+    When that word is the whole rest of the stem, it must be an uncommon noun starting with a
+    calendar character (:data:`_CALENDAR`), and the name begins with it."""
     if stem[k] in _NEVER_STARTS or k + 2 > len(stem):
         return False
     tok = _tokenizer()
@@ -427,6 +430,10 @@ class PlaceExtractor:
                 if ch in _NOT_IN_NAME or (ch in _NOT_NAME_START and not (ch == "一" and k and stem[k - 1] in _NUMERALS)):
                     if not _starts_a_name(stem, k):
                         i = k + 1   # (五一桥, 十一中 keep their 一)
+                    elif k + 2 == len(stem) and k and (stem[k - 1] in _NOT_IN_NAME or stem[k - 1] in _NOT_NAME_START):
+                        # the calendar word that is the rest begins the name after a time word
+                        # (每天天河小区 → 天河小区), not after a name's own character (望月湖小区, 涔天河镇)
+                        i = k
             # a unit already found (A5区, 宁乡县) is the place's parent, not part of its name: the lazy
             # pattern starts before or inside it ("映A5区中央" + 华府 for "反映A5区中央华府小区")
             for k in range(i, len(stem)):
@@ -470,8 +477,12 @@ class PlaceExtractor:
                 continue  # 线路, 公里路, 28路 (a bus line), 加装路灯
             if suffix in ("大学", "中学", "小学") and text[end:end + 1] == "生" and text[end + 1:end + 2] not in _NOT_STUDENT:
                 continue  # 大学生, 小学生: who, not where (B市政府大学生人才政策 named "政府大学")
-            if suffix == "中专" and text[end:end + 2].startswith(("生", "毕", "学历")):
-                continue  # 中专生, 大中专毕业生, 中专学历: who or what degree, not where
+            if suffix == "中专" and (text[end:end + 2].startswith(("生", "毕", "学历"))
+                                   or not (units.get(m.start() + i) or units.get(s0))):
+                # 中专生, 大中专毕业生, 中专学历: who or what degree, not where; and a 中专 is one school
+                # only after its county or city (K9县职业中专), a kind of school otherwise (考上中专,
+                # 一所职业中专, 公办中专)
+                continue
             if suffix in ("村", "乡", "镇") and stem[-1] in _NOT_BEFORE_ADMIN:
                 continue
             if suffix == "乡" and text[end:end + 1] in _NOT_AFTER_TOWNSHIP:
@@ -585,6 +596,7 @@ class PlaceExtractor:
         return out
 
     def _compare(self, a: str, b: str) -> bool | None:
+        # :meth:`related` relies on this saying True only through the chain or a substring: keep them in step
         ca, cb = self.gaz.chain(a), self.gaz.chain(b)
         if a in cb or b in ca:
             return True

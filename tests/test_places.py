@@ -304,3 +304,11 @@ def test_a_name_that_begins_with_a_calendar_word_keeps_it_and_a_road_far_or_slip
     assert names("冬天天黑路远，家长还要来接") == [] and names("天黑路滑") == []
     # the calendar word begins the name: the time word before it stays out
     assert names("每天天河小区停水") == ["天河小区"] and names("一天天河路堵三次") == ["天河路"]
+
+
+def test_a_verb_that_moves_someone_somewhere_is_no_part_of_the_name_however_rare():
+    # "A3区教育局…淡淡的抵达学校" put a false place into a staff label on a real board
+    assert names("教育局仅在上周四淡淡的抵达学校") == []
+    assert names("把户口迁入小区") == [] and names("考入学校") == []
+    # names that hold such characters stay whole
+    assert names("宏达小区停电") == ["宏达小区"] and names("前进路修路") == ["前进路"]

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: Changes whenever what masking hides changes (rules, the NER, its gates), how the masked text is
 #: segmented or which places are found in it. A store records the version its masked texts, tokens and
 #: places were made with; ``triage remask`` brings older rows up to this one.
-MASKER_VERSION = "2026-12-07.7"
+MASKER_VERSION = "2026-12-07.8"
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "〔邮箱〕",

@@ -257,6 +257,9 @@ _VERB_KINDS = frozenset({"进修学校", "进修学院", "结合医院", "安置
                          "度假村", "度假区"})
 #: kinds of place (and kinds named after a verb): a common verb before their suffix is part of them
 _KINDS = frozenset(_NOT_PLACE | _VERB_KINDS)
+#: a verb ending in one of these moves someone to the place that follows (抵达学校, 驶入小区, 赶赴医院,
+#: 考入学校): the place is its object, however rare the verb, and the name is missing
+_TOWARDS = frozenset("入进达赴至")
 #: suffixes of organisations and markets, which are named by their trade, often a verb (拍卖公司,
 #: 放映公司, 投资集团, 古玩收藏市场)
 _NAMED_BY_TRADE = frozenset({"公司", "集团", "市场"})
@@ -342,7 +345,7 @@ def _clause_words(stem: str, suffix: str) -> int | None:
         # in context costs a millisecond a name, most of them this short)
         flag = tags.get(stem, "x")
         n = freq.get(stem) or 0
-        return None if flag in _CLAUSE_POS and n >= _CLAUSE_FREQ else 0
+        return None if flag in _CLAUSE_POS and (n >= _CLAUSE_FREQ or (flag == "v" and stem[-1] in _TOWARDS)) else 0
     cut, pos = 0, 0
     junk_only = True
     for word in tok.lcut(text, HMM=False):
@@ -361,7 +364,8 @@ def _clause_words(stem: str, suffix: str) -> int | None:
             cut, junk_only = end, True   # what follows the cut is judged on its own
         elif clause and junk_only and end == len(stem):
             return None
-        elif (end == len(stem) and flag == "v" and len(word) >= 2 and n >= _CLAUSE_FREQ_VERB
+        elif (end == len(stem) and flag == "v" and len(word) >= 2
+              and (n >= _CLAUSE_FREQ_VERB or word[-1] in _TOWARDS)
               and suffix not in _NAMED_BY_TRADE and word not in _PURPOSE_VERBS and word + suffix not in _KINDS):
             # a common verb right before the suffix governs it: 告知村(委), 占用学校, 利用学校, 搬入小区
             # are the sentence's. A kind of place named after a verb (泉塘安置小区, 教师进修学校,

@@ -101,6 +101,18 @@ def test_a_merge_makes_a_new_generation_so_every_index_rebuilds(office):
     assert office.store.get_setting("topics_generation") != before
 
 
+def test_a_corrected_scope_makes_a_new_generation_but_a_corrected_domain_does_not(office):
+    # the live index counts each topic's individual petitions, which a scope correction changes
+    r = _submit(office, LAMPS[:1], "a")[0]
+    tid = r.topic_id
+    member = office.views.topic(tid, STAFF)["members"][0]["id"]
+    before = office.store.get_setting("topics_generation")
+    office.decisions.decide(tid, "correct", STAFF, "领域有误", suggestion_id=member, domain="交通运输")
+    assert office.store.get_setting("topics_generation") == before
+    office.decisions.decide(tid, "correct", STAFF, "是个人诉求", suggestion_id=member, scope="individual")
+    assert office.store.get_setting("topics_generation") != before
+
+
 def test_the_coordinator_counts_submissions_and_re_clusters_when_due(office, monkeypatch):
     runs: list[str] = []
     monkeypatch.setattr(office.clustering, "soon", lambda: runs.append("soon"))

@@ -53,8 +53,10 @@ class Decisions(OfficeService):
             s.add(AuditEvent(actor=actor.name, role=actor.role, action=action, target_type="topic", target_id=tid,
                              reason=reason, detail={k: v for k, v in {**p, **detail}.items() if v is not None}))
             result = {"topic_id": tid, "action": action, **detail}
-        if action in ("merge", "split"):
-            self.index.bump_generation()    # the index must learn the new membership
+        if action in ("merge", "split") or "scope" in detail.get("changed", {}):
+            # the index must learn the new membership, or a message's corrected scope (two individual
+            # petitions pay more to share a topic: the index counts each topic's petitions)
+            self.index.bump_generation()
         return result
 
     def _do_accept(self, s: Session, t: Topic, actor: Actor) -> dict:

@@ -201,8 +201,8 @@ def _starts_a_name(stem: str, k: int) -> bool:
     word = tok.FREQ.get(stem[k:k + 2]) or 0
     if k + 2 == len(stem):
         # the word is the whole rest of the stem (月湖 of 月湖小区): a name when it starts with a
-        # character of the calendar (三月, 两天, 每周 end there; 月湖, 天河, 天马, 太平 begin there) and
-        # is a noun that is not a common word ("A市月湖小区二期" named only A市). Other characters that
+        # character of the calendar (三月, 两天, 每周 end there; 月湖, 天河, 天马, 太湖 begin there) and
+        # is a noun that is not a common word (A市月湖小区 was found as A市 alone). Other characters that
         # never sit inside a name begin only sentence words here (现任村支书, 围观村民, 住户路)
         return stem[k] in _CALENDAR and 50 <= word < 1000 and stem[k:] in _noun_pairs()
     return word >= 50 and (tok.FREQ.get(stem[k:]) or 0) < 100

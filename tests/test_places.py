@@ -264,7 +264,7 @@ def test_an_unreadable_dictionary_leaves_places_untrimmed_not_broken(monkeypatch
     from triage.text import places
 
     def forget() -> None:
-        for cached in (places._clause_tags, places._clause_vocabulary, places._clause_words, places._noun_pairs):
+        for cached in (places._dictionary_tags, places._clause_vocabulary, places._clause_words):
             cached.cache_clear()
 
     def broken():

@@ -269,24 +269,11 @@ _PURPOSE_VERBS = frozenset("休闲 度假 接待 收藏 拍卖 维修 锻炼 实
 
 
 @functools.lru_cache(maxsize=1)
-def _noun_pairs() -> frozenset[str]:
-    """Two-character words jieba's dictionary tags as nouns or names (月湖 n, 天河 ns): one pass over
-    the dictionary file, as :func:`_clause_tags` reads it. A numeral or a sentence word that makes a
-    word with the next character (一组, 几家, 现任, 时任, 围观) is none of them."""
-    try:
-        with _tokenizer().get_dict_file() as f:
-            text = f.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return frozenset()
-    return frozenset(re.findall(r"^(\S{2}) \d+ (?:n|ns|nz|nt|nr|nrt)$", text, re.M))
-
-
-@functools.lru_cache(maxsize=1)
-def _clause_tags() -> dict[str, str]:
-    """jieba's dictionary tag of every word that could be the sentence's (the tags of
-    :data:`_CLAUSE_POS`), the rest left out: one regular-expression pass over the dictionary file,
-    a fraction of the time jieba.posseg takes to load every word's tag."""
-    pattern = re.compile(r"^(\S+) \d+ (%s)$" % "|".join(sorted(_CLAUSE_POS, key=len, reverse=True)), re.M)
+def _dictionary_tags() -> tuple[dict[str, str], frozenset[str]]:
+    """What the place finder reads from jieba's dictionary file, in one read of it: the tag of every
+    word that could be the sentence's (the tags of :data:`_CLAUSE_POS`), and the two-character words
+    tagged as nouns or names. A regular-expression pass over the file is a fraction of the time
+    jieba.posseg takes to load every word's tag."""
     try:
         with _tokenizer().get_dict_file() as f:
             text = f.read().decode("utf-8")
@@ -294,9 +281,22 @@ def _clause_tags() -> dict[str, str]:
         # places are still found, only without trimming sentence words: better than no intake at all
         log.warning("无法读取 jieba 词典（%s），地名不再剔除句中词 / jieba's dictionary unreadable", exc)
         text = ""
+    pattern = re.compile(r"^(\S+) \d+ (%s)$" % "|".join(sorted(_CLAUSE_POS, key=len, reverse=True)), re.M)
     tags = {w: t for w, t in pattern.findall(text) if w not in _NAME_WORDS}
     tags.update((c, "c") for c in _FUNCTION_CHARS)
-    return tags
+    nouns = frozenset(re.findall(r"^(\S{2}) \d+ (?:n|ns|nz|nt|nr|nrt)$", text, re.M))
+    return tags, nouns
+
+
+def _noun_pairs() -> frozenset[str]:
+    """Two-character words jieba's dictionary tags as nouns or names (月湖 n, 天河 ns). A numeral or a
+    sentence word that makes a word with the next character (一组, 几家, 现任, 时任, 围观) is none of them."""
+    return _dictionary_tags()[1]
+
+
+def _clause_tags() -> dict[str, str]:
+    """jieba's dictionary tag of every word that could be the sentence's, the rest left out."""
+    return _dictionary_tags()[0]
 
 
 @functools.lru_cache(maxsize=1)

@@ -294,12 +294,12 @@ def test_admin_reads_the_configuration(api) -> None:
 
 
 # ------------------------------------------------------------------ topics
-def test_topics_are_listed_by_heat_and_filtered(api) -> None:
+def test_topics_are_listed_by_citizens_then_heat_and_filtered(api) -> None:
     r = api.client.get("/api/v1/topics", params={"limit": 100}, headers=api.h("staff"))
     items = r.json()["items"]
     assert r.json()["total"] >= len(items) > 3
-    heats = [t["heat"] for t in items]
-    assert heats == sorted(heats, reverse=True)
+    keys = [(t["submitters"], t["heat"], t["size"]) for t in items]
+    assert keys == sorted(keys, reverse=True)
     dom = items[0]["domain"]
     only = api.client.get("/api/v1/topics", params={"domain": dom}, headers=api.h("staff")).json()["items"]
     assert only and all(t["domain"] == dom for t in only)

@@ -75,3 +75,22 @@ def test_ranking_config_rejects_modifiers_that_could_make_heat_negative(tmp_path
     p.write_text("weights:\n  recency: 0.8\n  principles: 0.5\n", encoding="utf-8")
     with pytest.raises(ConfigError):
         load_heat_config(p)
+
+
+def test_a_list_puts_more_citizens_first_and_heat_decides_among_equals():
+    """A fresh problem two people raised last week has more heat than one three people raised last year,
+    but the list puts the three first; between two three-citizen topics the hotter leads."""
+    from triage.judge.rank import RANK_ORDER, rank_frame
+
+    fresh_two = h(voices=2, submitters=2, support=0, last_seen=NOW - pd.Timedelta(days=3))
+    stale_three = h(voices=3, submitters=3, support=0, last_seen=NOW - pd.Timedelta(days=365))
+    stale_three_fitter = h(voices=3, submitters=3, support=0, last_seen=NOW - pd.Timedelta(days=300))
+    assert fresh_two.score > stale_three.score
+    topics = pd.DataFrame([
+        {"topic_id": "two", "submitters": 2, "heat": fresh_two.score, "size": 2},
+        {"topic_id": "three", "submitters": 3, "heat": stale_three.score, "size": 3},
+        {"topic_id": "three-fresher", "submitters": 3, "heat": stale_three_fitter.score, "size": 3},
+    ])
+    ranked = rank_frame(topics)
+    assert list(ranked["topic_id"]) == ["three-fresher", "three", "two"]
+    assert list(ranked["rank"]) == [1, 2, 3] and RANK_ORDER[0] == "submitters"

@@ -23,7 +23,7 @@ from triage.assess.features import join_columns
 from triage.pipeline import validate_text
 from triage.text.places import PlaceExtractor
 from triage.judge.principles import PrincipleJudge
-from triage.judge.rank import counts_by_age, default_heat_config, heat
+from triage.judge.rank import RANK_ORDER, counts_by_age, default_heat_config, heat, rank_frame
 from triage.judge.route import RoutingMemory, route_topic
 from triage.io.tables import TITLE_COLUMNS
 from triage.topics.builder import TopicBuilder, TopicConfig
@@ -227,8 +227,7 @@ def _judge_rank(r: TopicRun) -> None:
                      "this_period": this, "previous_period": prev})
     topics = pd.concat([builder.topics_frame(), pd.DataFrame(rows)], axis=1)
     if len(topics):
-        topics = topics.sort_values(["heat", "size"], ascending=False, kind="stable").reset_index(drop=True)
-        topics.insert(0, "rank", np.arange(1, len(topics) + 1))
+        topics = rank_frame(topics)
     r.topics = topics
     members = r.assessed.copy()
     members["topic_id"] = [builder.topic_of_.get(m) if good_ else None for m, good_ in zip(r.msgs["id"], r.ok)]
@@ -309,7 +308,7 @@ def rank_themes(builder: TopicBuilder, topics: pd.DataFrame, good: pd.DataFrame,
         idx = [pos[m] for t in ts for m in t.members]
         this, prev = counts_by_age(age[idx], hc.period_days)
         people = {subm[k] or f"_anon{k}" for k in idx}
-        best = max(th["topics"], key=lambda t: float(info.at[t, "heat"]))
+        best = max(th["topics"], key=lambda t: tuple(float(info.at[t, c]) for c in RANK_ORDER))
         score = max(float(info.at[t, "principle_score"]) for t in th["topics"])
         h = heat(voices=sum(t.voices for t in ts), submitters=len(people), support=sum(t.support for t in ts),
                  last_seen=max(t.last_seen for t in ts),
@@ -317,7 +316,5 @@ def rank_themes(builder: TopicBuilder, topics: pd.DataFrame, good: pd.DataFrame,
                  places=len(th["places"]), principle_score=score, now=now, config=hc)
         rows.append({**th, "heat": h.score, "submitters": len(people), "committee": info.at[best, "committee"],
                      "heat_terms": "；".join(f"{k} {v['points']:.3f}" for k, v in h.terms.items())})
-    out = pd.DataFrame(rows).sort_values(["heat", "size"], ascending=False, kind="stable").reset_index(drop=True)
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
-    return out
+    return rank_frame(pd.DataFrame(rows))
 

@@ -286,13 +286,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from triage.candidates import build_candidates
 
     res = build_candidates(tri, table.frame, resolve_text_columns(table.frame, None), encoder=_encoder(args))
-    print(f"\n候选议题（按热度排序，共 {len(res.topics)} 个；{len(res.themes)} 个跨地点主题）")
+    print(f"\n候选议题（按群众人数、再按热度排序，共 {len(res.topics)} 个；{len(res.themes)} 个跨地点主题）")
     for _, r in res.topics.head(args.top).iterrows():
         print(f"{r['rank']:>3}. 热度 {r['heat']:.3f} · {r['label']} · {r['size']} 条/{r['submitters']} 人 · "
               f"{r['verdict']} → {r['committee'] or r['department']}")
         print(f"     关键词：{r['keywords']}；{r['principles']}")
     if len(res.themes):
-        print("\n跨地点主题（同一问题在多个地点，按热度排序）")
+        print("\n跨地点主题（同一问题在多个地点，按群众人数、再按热度排序）")
         for _, r in res.themes.head(args.top).iterrows():
             print(f"{r['rank']:>3}. 热度 {r['heat']:.3f} · {r['label']} · {len(r['topics'])} 个议题 · "
                   f"{'、'.join(r['places']) or '地点不详'} · {r['size']} 条/{r['submitters']} 人 → {r['committee']}")

@@ -27,13 +27,13 @@ def topic_out(t: Topic) -> dict:
     return {k: getattr(t, k) for k in TOPIC_FIELDS}
 
 
-@router.get("/topics", response_model=TopicList, summary="候选议题列表（按热度排序）")
+@router.get("/topics", response_model=TopicList, summary="候选议题列表（按群众人数、再按热度排序）")
 def list_topics(status: Literal["candidate", "accepted", "rejected", "merged"] | None = None,
                 domain: str | None = None, committee: str | None = None, verdict: str | None = None,
                 since: IsoDateTime | None = Query(None, description="最后一条留言不早于（ISO 8601）"),
                 until: IsoDateTime | None = Query(None, description="第一条留言不晚于（ISO 8601）"),
                 q: str | None = Query(None, max_length=100, description="标签或任一成员留言（脱敏后）包含"),
-                sort: Literal["heat", "size", "recent"] = "heat",
+                sort: Literal["heat", "size", "recent"] = Query("heat", description="heat：群众人数优先、人数相同按热度；size：留言数；recent：最近留言"),
                 limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),
                 petitions: bool = Query(False, description="也列出个人诉求（转部门办理的议题）；多位群众反映的同一诉求总在列表中"),
                 key: ApiKey = Depends(require(*STAFF)), views: Views = Depends(office_views)) -> dict:

@@ -349,3 +349,20 @@ def test_growth_campaign_and_petition_backlog_trigger_once_each(rt) -> None:
     with rt.store.session() as s:
         got = {(a.trigger, a.topic_id or a.payload.get("department")) for a in s.execute(select(Alert)).scalars()}
     assert got == {("growth", "T000101"), ("campaign", "T000102"), ("backlog", "人社局")}
+
+
+def test_a_committee_digest_lists_its_topics_most_citizens_first_then_by_heat(rt) -> None:
+    """The digest's top topics are in the order of every other list (RANK_ORDER), not by heat alone."""
+    from triage.office.alerts import committee_digest
+
+    with rt.store.session() as s:
+        s.add_all([Topic(id="T000201", label="甲 · 两人", status="candidate", committee_id="c-order", heat=0.30,
+                         size=2, submitters=2),
+                   Topic(id="T000202", label="乙 · 三人", status="candidate", committee_id="c-order", heat=0.20,
+                         size=3, submitters=3),
+                   Topic(id="T000203", label="丙 · 三人更热", status="candidate", committee_id="c-order", heat=0.25,
+                         size=3, submitters=3)])
+    until = dt.datetime.utcnow()
+    with rt.store.session() as s:
+        d = committee_digest(s, "c-order", until - dt.timedelta(days=7), until, "http://x")
+    assert [t["topic_id"] for t in d["topics"]] == ["T000203", "T000202", "T000201"]

@@ -112,7 +112,8 @@ def test_topics_writes_ranked_topics_members_and_themes(tmp_path, small_model_di
     topics = pd.read_csv(out)
     members = pd.read_csv(tmp_path / "topics.members.csv", dtype=str, keep_default_na=False)
     assert topics["rank"].tolist() == list(range(1, len(topics) + 1))
-    assert topics["heat"].is_monotonic_decreasing
+    keys = list(zip(topics["submitters"], topics["heat"], topics["size"]))
+    assert keys == sorted(keys, reverse=True)          # distinct citizens first, then heat
     assert {"label", "keywords", "places", "verdict", "principles", "heat_terms", "representative"} <= set(topics.columns)
     assert members["id"].tolist() == ["a1", "a2", "a3", "b1", "b2", "c1", "c2"]
     ids = dict(zip(members["id"], members["topic_id"]))

@@ -22,7 +22,7 @@ def test_migrations_create_every_table_at_the_newest_revision(store: Store) -> N
     assert {"suggestions", "assessments", "topics", "audit_log", "api_keys", "jobs", "corrections",
             "settings", "counters", "leases", "alembic_version"} <= tables
     with store.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
 
 
 def test_the_migrations_match_the_models(store: Store) -> None:
@@ -62,7 +62,7 @@ def test_upgrading_from_0001_keeps_rows_adds_empty_embeddings_and_indexes_them_f
                           " '', 'none')"))
     new = Store(url)   # upgrades to the newest revision
     with new.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
         row = c.execute(text("SELECT raw_text, embedding, embedding_model, search_doc FROM suggestions")).one()
         # the rows stored before full-text search are in its index
         found = c.execute(text("SELECT rowid FROM suggestion_fts WHERE suggestion_fts MATCH '\"路灯\"'")).all()

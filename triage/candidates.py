@@ -290,7 +290,8 @@ def build_candidates(triage, frame: pd.DataFrame, text_columns: Sequence[str], *
 
 def rank_themes(builder: TopicBuilder, topics: pd.DataFrame, good: pd.DataFrame, age: np.ndarray,
                 now: pd.Timestamp, hc) -> pd.DataFrame:
-    """Themes (the same problem at several places) ranked by the heat of all their messages.
+    """Themes (the same problem at several places) ranked like topics: distinct citizens across all their
+    messages first, then the heat of all their messages.
 
     A county-level office often takes the theme, not one village's topic, as its consultation
     topic; its heat counts every voice across places, its principle fit is its best topic's.

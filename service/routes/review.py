@@ -196,7 +196,7 @@ def export(request: Request, key: ApiKey = Depends(staff), ids: list[str] = Quer
             topics = [t for t in (s.get(Topic, i) for i in ids[:500]) if t is not None]
         else:
             topics = list(s.execute(select(Topic).where(Topic.status == (status or "accepted"))
-                                    .order_by(*(getattr(Topic, c).desc() for c in RANK_ORDER)).limit(500)).scalars())
+                                    .order_by(*(getattr(Topic, c).desc() for c in RANK_ORDER), Topic.id).limit(500)).scalars())
         reps: dict[str, list[str]] = {}
         for t in topics:
             members = s.execute(select(Suggestion).where(Suggestion.topic_id == t.id)

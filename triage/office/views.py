@@ -85,7 +85,7 @@ class Views(OfficeService):
                     verdict: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
                     q: str | None = None, sort: str = "heat", limit: int = 50, offset: int = 0,
                     petitions: bool = False) -> tuple[int, list[Topic]]:
-        """Topics, hottest first. Individual petitions (routed to a department) stay out of the list
+        """Topics, most distinct citizens first, then hottest (``sort="heat"``). Individual petitions (routed to a department) stay out of the list
         unless ``petitions``: they belong in the 个人诉求 view by department, and on a real board they
         outnumber group issues. A petition that many different citizens raise (twenty workers owed
         wages by one employer) is a group issue by the 群众性 test and stays in."""

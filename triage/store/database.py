@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, and_,
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, and_,
                         create_engine, delete, event, func, literal_column, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -161,6 +161,8 @@ class Correction(Base):
 
 class Topic(Base):
     __tablename__ = "topics"
+    # every list of topics is ordered by (submitters, heat, size), descending: triage.judge.rank.RANK_ORDER
+    __table_args__ = (Index("ix_topics_rank", "submitters", "heat", "size"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     label: Mapped[str] = mapped_column(Text, default="")
     label_locked: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -84,12 +84,12 @@ def test_a_list_puts_more_citizens_first_and_heat_decides_among_equals():
 
     fresh_two = h(voices=2, submitters=2, support=0, last_seen=NOW - pd.Timedelta(days=3))
     stale_three = h(voices=3, submitters=3, support=0, last_seen=NOW - pd.Timedelta(days=365))
-    stale_three_fitter = h(voices=3, submitters=3, support=0, last_seen=NOW - pd.Timedelta(days=300))
+    stale_three_fresher = h(voices=3, submitters=3, support=0, last_seen=NOW - pd.Timedelta(days=300))
     assert fresh_two.score > stale_three.score
     topics = pd.DataFrame([
         {"topic_id": "two", "submitters": 2, "heat": fresh_two.score, "size": 2},
         {"topic_id": "three", "submitters": 3, "heat": stale_three.score, "size": 3},
-        {"topic_id": "three-fresher", "submitters": 3, "heat": stale_three_fitter.score, "size": 3},
+        {"topic_id": "three-fresher", "submitters": 3, "heat": stale_three_fresher.score, "size": 3},
     ])
     ranked = rank_frame(topics)
     assert list(ranked["topic_id"]) == ["three-fresher", "three", "two"]

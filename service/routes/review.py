@@ -23,7 +23,7 @@ from service import charts
 from service.deps import actor_of
 from service.runtime import Runtime
 from triage.errors import TriageError
-from triage.judge.rank import RANK_ORDER, TERM_LABELS
+from triage.judge.rank import TERM_LABELS, rank_order_by
 from triage.office.review import needs_review, overview, petitions_by_department, similar_topics, sparkline_points, weekly_counts
 from triage.store.database import LIFECYCLE, ApiKey, Suggestion, Topic
 
@@ -196,7 +196,7 @@ def export(request: Request, key: ApiKey = Depends(staff), ids: list[str] = Quer
             topics = [t for t in (s.get(Topic, i) for i in ids[:500]) if t is not None]
         else:
             topics = list(s.execute(select(Topic).where(Topic.status == (status or "accepted"))
-                                    .order_by(*(getattr(Topic, c).desc() for c in RANK_ORDER), Topic.id).limit(500)).scalars())
+                                    .order_by(*rank_order_by(Topic), Topic.id).limit(500)).scalars())
         reps: dict[str, list[str]] = {}
         for t in topics:
             members = s.execute(select(Suggestion).where(Suggestion.topic_id == t.id)

@@ -19,7 +19,7 @@ messages into the top 20 and none of the ten problems the most citizens raised
 
 **The order of a list** is :data:`RANK_ORDER`: distinct citizens first, then heat (support, recency,
 growth, fit), then posts. Heat alone still let a fresh problem two people raised last week outrank one
-three people raised last year (a modifier takes up to 70 % of reach, one more citizen adds 21 %): on a
+three people raised last year (recency alone takes up to 30 % of reach, the modifiers together 70 %; one more citizen adds 21 %): on a
 real city board three two-citizen topics of the last month sat in the top 20 above three-citizen
 problems. Heat orders topics *within* one number of citizens, and staff read both on every row
 ("3 位群众 · 热度 0.23" above "2 位群众 · 热度 0.28"); a period filter gives what is hot this month.
@@ -61,6 +61,12 @@ def rank_frame(topics: pd.DataFrame) -> pd.DataFrame:
         out = out.drop(columns="rank")
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     return out
+
+
+def rank_order_by(model) -> tuple:
+    """The same order as SQL ``ORDER BY`` clauses on a mapped class with those columns (the store's
+    ``Topic``), for ``select(...).order_by(*rank_order_by(Topic), Topic.id)``."""
+    return tuple(getattr(model, c).desc() for c in RANK_ORDER)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import case, func, or_, select, update
 
 from triage.errors import TriageError
-from triage.judge.rank import RANK_ORDER, TERM_LABELS
+from triage.judge.rank import TERM_LABELS, rank_order_by
 from triage.store.database import Alert, AuditEvent, Delivery, Store, Subscription, Suggestion, Topic, utcnow
 from triage.text.normalise import clean
 
@@ -583,7 +583,7 @@ def committee_digest(s, committee: str | None, since: dt.datetime, until: dt.dat
     q = select(Topic).where(Topic.status.in_(("candidate", "accepted")), Topic.route_kind == "committee")
     if committee:
         q = q.where(or_(Topic.committee_id == committee, Topic.committee == committee))
-    top = s.execute(q.order_by(*(getattr(Topic, c).desc() for c in RANK_ORDER), Topic.id).limit(limit)).scalars().all()
+    top = s.execute(q.order_by(*rank_order_by(Topic), Topic.id).limit(limit)).scalars().all()
     decided = set(s.execute(select(AuditEvent.target_id).where(AuditEvent.target_type == "topic", AuditEvent.at >= since,
                                                                AuditEvent.action.in_(("accept", "reject")))).scalars())
     tids = [t.id for t in top]

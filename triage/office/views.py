@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from triage.judge.rank import RANK_ORDER
+from triage.judge.rank import rank_order_by
 from triage.office.common import Actor, Forbidden, NotFound, OfficeService, masked_title, shown_id
 from triage.store.database import PUBLISHED_STAGES, ApiKey, Assessment, AuditEvent, Suggestion, Topic
 
@@ -110,7 +110,7 @@ class Views(OfficeService):
             # search never finds a topic by a citizen's phone number or name.
             members = select(Suggestion.topic_id).where(self.store.text_matches(q), Suggestion.topic_id.is_not(None))
             stmt = stmt.where(Topic.label.contains(q, autoescape=True) | Topic.id.in_(members))
-        order = {"heat": tuple(getattr(Topic, c).desc() for c in RANK_ORDER),   # citizens first, then heat
+        order = {"heat": rank_order_by(Topic),   # citizens first, then heat
                  "size": (Topic.size.desc(), Topic.heat.desc()),
                  "recent": (Topic.last_seen.desc(),)}[sort]
         with self.store.session() as s:

@@ -312,3 +312,17 @@ def test_a_verb_that_moves_someone_somewhere_is_no_part_of_the_name_however_rare
     assert names("把户口迁入小区") == [] and names("考入学校") == []
     # names that hold such characters stay whole
     assert names("宏达小区停电") == ["宏达小区"] and names("前进路修路") == ["前进路"]
+
+
+def test_places_of_many_texts_are_the_same_on_forked_workers_as_in_one_process():
+    """A topic run reads every message's places on every core from PARALLEL_MIN texts: the names and
+    primaries must not depend on how the texts were cut into chunks."""
+    from triage.text.places import PARALLEL_MIN, PlaceExtractor
+
+    stems = ["北辰社区楼道灯坏了", "上庄村到镇上的公交太少", "滨江路夜市油烟太大", "临河中学一个班七十多人",
+             "石桥镇卫生院缺医生", "幸福里小区门口占道经营", "没有地点的一句话"]
+    texts = [f"{stems[k % len(stems)]}，第{k}次反映" for k in range(PARALLEL_MIN + 40)]
+    one = PlaceExtractor().names_and_primary(texts, workers=1)
+    two = PlaceExtractor().names_and_primary(texts, workers=2)
+    assert one == two and len(one[0]) == len(texts)
+    assert "北辰社区" in one[0][0] and one[1][0] == "北辰社区" and one[1][6] is None

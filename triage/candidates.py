@@ -160,9 +160,7 @@ def _places_embed(r: TopicRun) -> None:
         names = [list(ps) for ps in stored["places"]]
         primary = [p if isinstance(p, str) and p else None for p in stored["place"]]
     else:
-        found = [places.extract(t) for t in r.masked]
-        names = [[p.name for p in ps] for ps in found]
-        primary = [(places.primary(ps).name if ps else None) for ps in found]
+        names, primary = places.names_and_primary(r.masked, workers=os.cpu_count() or 1)
     ids = _pick(frame, "id")
     msgs = pd.DataFrame({
         "id": (ids.astype(str) if ids is not None else pd.Series([f"row{i + 1}" for i in range(len(frame))])),

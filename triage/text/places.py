@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -530,6 +530,21 @@ class PlaceExtractor:
                 return s
         return None
 
+    def names_and_primary(self, texts: Sequence[str], workers: int = 1) -> tuple[list[list[str]], list[str | None]]:
+        """Every text's place names (in order) and its primary place, on ``workers`` forked processes
+        for at least :data:`PARALLEL_MIN` texts.
+
+        A topic run read the places of every message in one process after preparing them on every
+        core: about 0.7 ms a message, 3.7 s of the real 5,227-message board's run on one core of two.
+        """
+        texts = list(texts)
+        if workers > 1 and len(texts) >= PARALLEL_MIN:
+            from triage.parallel import chunked_map
+
+            parts = chunked_map(_names_and_primary, texts, workers, self)
+            return [n for p in parts for n in p[0]], [q for p in parts for q in p[1]]
+        return _names_and_primary(texts, self)
+
     def primary(self, places: list[Place]) -> Place | None:
         """The most specific place (ties: the first mentioned).
 
@@ -626,3 +641,18 @@ class PlaceExtractor:
             if sa == sb and a[-1] in _ADMIN_LEVEL and b[-1] in _ADMIN_LEVEL:
                 return False
         return None
+
+
+#: below this many texts one process reads their places sooner than forked workers start
+PARALLEL_MIN = 500
+
+
+def _names_and_primary(texts: Sequence[str], finder: PlaceExtractor) -> tuple[list[list[str]], list[str | None]]:
+    """One chunk of :meth:`PlaceExtractor.names_and_primary` (a forked worker's share, or all of it)."""
+    names, primary = [], []
+    for t in texts:
+        found = finder.extract(t)
+        names.append([p.name for p in found])
+        best = finder.primary(found)
+        primary.append(best.name if best else None)
+    return names, primary

@@ -338,11 +338,15 @@ def _strip_places(tokens: str, places: Sequence[str]) -> str:
     names = [p.lower() for p in places if isinstance(p, str) and p]
     if not tokens:
         return ""
+    # one substring test against the names joined by a character no token holds, instead of one per
+    # name: the same answer (a token lies inside the joined string only inside one name), and half a
+    # million generator steps fewer on a 5,000-message board
+    joined = "\x00".join(names)
     return " ".join(t for t in tokens.split()
                     if not PLACE_CODE_RE.fullmatch(t)
                     and ((len(t) < 2 and not t.isascii())
                          or (t in SITE_KINDS and any(p.endswith(t) for p in names))
-                         or not any(t in p for p in names)))
+                         or t not in joined))
 
 
 def gist_doc(tokens: str, gist_tokens: int = 20) -> str:
@@ -563,12 +567,17 @@ def make_label(place: str | None, text: str, keywords: Sequence[str], max_len: i
         best = max(enumerate(clauses), key=lambda kc: score(*kc))[1]
         if place:  # the place leads the label already; take it out with the words that hang on it
             best = re.sub(r"([省市县区])\1", r"\1", best)   # "L10县县金域华府": a doubled unit character
-            cut = re.sub(rf"(?:住在|位于|家住|在){re.escape(place)}(?:的|这边|那边|那个|这个|里)?|{re.escape(place)}"
-                         r"(?:的|这边|那边|那个|这个)?", "", best).strip(" 的")
-            # …unless what follows was bound to it ("A7县段环城…", "E12市内网吧"): then the place stays
-            m = re.search(re.escape(place), best)
-            bound = m is not None and best[m.end():m.end() + 1] in _BOUND_AFTER_PLACE
-            best = best if bound else cut
+            if place not in best:
+                # nothing to take out: compiling the pattern below for every place (thousands on a
+                # city's board, beyond the re module's cache) took a second of a 5,000-message run
+                best = best.strip(" 的")
+            else:
+                cut = re.sub(rf"(?:住在|位于|家住|在){re.escape(place)}(?:的|这边|那边|那个|这个|里)?|{re.escape(place)}"
+                             r"(?:的|这边|那边|那个|这个)?", "", best).strip(" 的")
+                # …unless what follows was bound to it ("A7县段环城…", "E12市内网吧"): then the place stays
+                end = best.find(place) + len(place)
+                bound = best[end:end + 1] in _BOUND_AFTER_PLACE
+                best = best if bound else cut
         best = _LEAD.sub("", best).strip(" 的")
         if len(best) > max_len:
             best = best[:max_len] + "…"

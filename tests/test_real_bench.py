@@ -119,3 +119,10 @@ def test_place_scores_are_lenient_about_a_compounds_county_and_count_the_primary
     assert s["precision"] == round(3 / 5, 3) and s["recall"] == round(2 / 3, 3)
     assert s["exact_precision"] == round(2 / 5, 3) and s["exact_recall"] == round(2 / 3, 3)
     assert (s["primary_right"], s["with_primary"]) == (1, 3)
+
+
+def test_segmenter_bench_skips_with_the_reason_when_the_real_messages_are_absent(tmp_path, monkeypatch, capsys):
+    bench = _load("real_segmenter")
+    monkeypatch.setattr(bench, "REAL", tmp_path / "no-realdata")
+    assert bench.main([]) == 0
+    assert "skipped" in capsys.readouterr().out

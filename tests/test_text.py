@@ -358,3 +358,23 @@ def test_prepositions_offices_and_anonymised_names_stay(text):
 def test_a_number_in_brackets_after_its_phone_word_is_masked():
     m = clean("给了管理股的电话(4219399)，工作时间")
     assert "4219399" not in m.text and m.kinds == ["landline"]
+
+
+def test_the_rust_route_gives_jiebas_own_words_on_our_corpus():
+    """The tokenizer takes each clause's best route from jieba-next and keeps the rest jieba's: the
+    shipped model's vocabulary and every mask depend on the words being the same as jieba's own."""
+    import jieba
+    import pandas as pd
+
+    from triage.config import corpora_dir
+    from triage.text.lexicon import tokenizer
+
+    tok = tokenizer()
+    assert tok._route is not None, "jieba-next is a dependency: the fast route should be on"
+    plain = jieba.Tokenizer()
+    plain.load_userdict(str(corpora_dir() / "userdict.txt"))
+    texts = pd.read_csv(corpora_dir() / "suggestions.csv", dtype=str)["text"].fillna("").head(800).tolist()
+    texts += ["每月1500--1800元，A7县长龙街道3栋2单元", "Wi-Fi信号差 iPhone15 〔电话〕 E12市内网吧"]
+    for t in texts:
+        assert tok.lcut(t) == plain.lcut(t), t
+        assert tok.lcut(t, HMM=False) == plain.lcut(t, HMM=False), t

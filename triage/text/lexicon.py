@@ -8,7 +8,9 @@ Masking (:mod:`triage.text.normalise`), the name NER (:mod:`triage.text.names`) 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+import os
 
 from triage.config import corpora_dir
 
@@ -35,14 +37,69 @@ TITLES = ("书记", "主任", "局长", "县长", "市长", "区长", "镇长", 
 
 @functools.lru_cache(maxsize=1)
 def tokenizer():
-    """A private jieba Tokenizer with the civic user dictionary (not jieba's global instance)."""
+    """A private jieba Tokenizer with the civic user dictionary (not jieba's global instance), whose
+    routes come from jieba-next's Rust dictionary where that is installed (:func:`_routed_class`)."""
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
-    tok = jieba.Tokenizer()
+    tok = _routed_class()()
     userdict = corpora_dir() / "userdict.txt"
     if userdict.exists():
         tok.load_userdict(str(userdict))
     else:  # pragma: no cover - only when a custom TRIAGE_CORPORA lacks it
         log.warning("userdict not found at %s; segmenting with jieba's default dictionary", userdict)
+    tok.use_fast_route()
     return tok
+
+
+class _Ends(list):
+    """A clause's best route as jieba-next computes it: for each position, where its word ends."""
+
+
+@functools.lru_cache(maxsize=1)
+def _routed_class():
+    """``jieba.Tokenizer`` whose best route through a clause is computed in Rust.
+
+    jieba spends about two thirds of its time on each clause's DAG and the dynamic programming over
+    it (``get_DAG``, ``calc``), in Python. jieba-next's ``PrefixDict`` does the same over a copy of
+    this tokenizer's own dictionary (user words included). Everything else stays jieba's: the blocks,
+    the HMM for unknown words and how single characters are buffered for it. So the words are
+    jieba's, which the shipped model's vocabulary and every mask depend on: on the real messages
+    (``bench/real_segmenter.py``) and in ``tests/test_text.py`` both give the same words.
+    ``TRIAGE_FAST_ROUTE=0`` or a missing jieba-next keeps jieba's own route.
+    """
+    import jieba
+
+    class RoutedTokenizer(jieba.Tokenizer):
+        _route = None
+
+        def use_fast_route(self) -> bool:
+            if os.environ.get("TRIAGE_FAST_ROUTE", "1") == "0":
+                return False
+            try:
+                from jieba_next import jieba_next_rust
+            except ImportError:   # pragma: no cover - the wheel is a dependency; other platforms may lack it
+                log.info("jieba-next is not installed; jieba computes its own routes")
+                return False
+            self.check_initialized()
+            self._route = jieba_next_rust.PrefixDict(self.FREQ, float(self.total))
+            return True
+
+        def get_DAG(self, sentence):
+            if self._route is None:
+                return super().get_DAG(sentence)
+            return _Ends(self._route.get_dag_and_calc(sentence))
+
+        def calc(self, sentence, DAG, route):
+            if not isinstance(DAG, _Ends):
+                return super().calc(sentence, DAG, route)
+            # jieba's cut reads only where each word ends (route[x][1])
+            route.update(zip(range(len(DAG)), zip(itertools.repeat(0.0), DAG)))
+            route[len(sentence)] = (0, 0)
+
+        def cut(self, sentence, cut_all=False, HMM=True, use_paddle=False):
+            if (cut_all or use_paddle) and self._route is not None:
+                raise ValueError("cut_all / paddle are not used here: the routed tokenizer gives routes, not DAGs")
+            return super().cut(sentence, cut_all=cut_all, HMM=HMM, use_paddle=use_paddle)
+
+    return RoutedTokenizer

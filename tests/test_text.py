@@ -378,3 +378,23 @@ def test_the_rust_route_gives_jiebas_own_words_on_our_corpus():
     for t in texts:
         assert tok.lcut(t) == plain.lcut(t), t
         assert tok.lcut(t, HMM=False) == plain.lcut(t, HMM=False), t
+
+
+def test_a_word_added_after_the_rust_route_is_built_is_still_found():
+    """The Rust dictionary is a copy taken once: a tokenizer whose dictionary changes later goes back
+    to jieba's own route rather than miss the new word."""
+    import jieba
+
+    from triage.config import corpora_dir
+    from triage.text.lexicon import _routed_class
+
+    tok = _routed_class()()
+    tok.load_userdict(str(corpora_dir() / "userdict.txt"))
+    assert tok.use_fast_route() and tok._route is not None
+    plain = jieba.Tokenizer()
+    plain.load_userdict(str(corpora_dir() / "userdict.txt"))
+    for t in (tok, plain):
+        t.add_word("北辰新新小区", 100000)
+    assert tok._route is None
+    assert tok.lcut("北辰新新小区的路灯坏了") == plain.lcut("北辰新新小区的路灯坏了")
+    assert "北辰新新小区" in tok.lcut("北辰新新小区的路灯坏了")

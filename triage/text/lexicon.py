@@ -52,6 +52,10 @@ def tokenizer():
     return tok
 
 
+#: how many dictionary words jieba-next's Rust dictionary keeps starting at one position
+RUST_MAX_ENDS = 12
+
+
 class _Ends(list):
     """A clause's best route as jieba-next computes it: for each position, where its word ends."""
 
@@ -82,8 +86,25 @@ def _routed_class():
                 log.info("jieba-next is not installed; jieba computes its own routes")
                 return False
             self.check_initialized()
+            # the Rust dictionary keeps at most RUST_MAX_ENDS words starting at one position; a
+            # dictionary with a longer chain of nested words (only a custom user dictionary could
+            # have one) would lose words there, so it keeps jieba's own route
+            longest = max((sum(1 for k in range(1, len(w) + 1) if self.FREQ.get(w[:k])) for w, f in self.FREQ.items()
+                           if f and len(w) > RUST_MAX_ENDS), default=0)
+            if longest > RUST_MAX_ENDS:
+                log.warning("词典中有超过 %d 层嵌套的词，分词不用 Rust 路径 / a word nests %d dictionary words; "
+                            "jieba computes its own routes", RUST_MAX_ENDS, longest)
+                return False
             self._route = jieba_next_rust.PrefixDict(self.FREQ, float(self.total))
             return True
+
+        def add_word(self, word, freq=None, tag=None):
+            # the Rust dictionary is a copy of FREQ when the route was switched on: a word added or
+            # removed later (del_word and suggest_freq come here too) goes back to jieba's own route
+            super().add_word(word, freq, tag)
+            if self._route is not None:
+                log.info("词典已改动，分词改用 jieba 自身路径 / the dictionary changed; jieba computes its own routes")
+                self._route = None
 
         def get_DAG(self, sentence):
             if self._route is None:

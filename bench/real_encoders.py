@@ -1,13 +1,15 @@
 """Sentence encoders on real messages, beside the lexical-only figures, in one run: is an encoder worth it?
 
-    python bench/real_encoders.py                      # lexical only, hashing, USE (the shipped default)
+    python bench/real_encoders.py                      # lexical only, hashing, USE float and int8
     python bench/real_encoders.py --st /path/to/model  # also a local sentence-transformers directory
     python bench/real_encoders.py --skip domain        # only speed and topics
 
 Reads ``../shared/realdata/`` and the team's topic gold (``bench/realdata_labels/topics_*.csv``, ids
 only); never copies a message anywhere. Exits 0 with the reason when the folder is absent.
 
-For each backend (``triage.embed.encoders.get_encoder``):
+For each backend (``triage.embed.encoders.get_encoder``; USE twice: ``use:float``, the package's numpy
+pass, and ``use:int8``, its convolutions in 8 bits, the default where the CPU has VNNI; the log gives
+the cosine between their vectors of the dev messages):
 
 * **speed and memory** — a child process per backend loads it and embeds 1,000 real messages'
   openings (the 120 characters topics embed) after a warm-up: openings/s, and the child's peak
@@ -52,15 +54,23 @@ log = logging.getLogger("bench.real_encoders")
 SPEED_SCRIPT = """
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from triage.embed.encoders import get_encoder
+from triage.embed.encoders import USEEncoder, get_encoder
 texts = json.load(open(sys.argv[3], encoding="utf-8"))
-enc = get_encoder(sys.argv[2])
+spec = sys.argv[2]
+enc = USEEncoder(backend=spec[4:]) if spec.startswith("use:") else get_encoder(spec)
 enc.encode(texts[:10])
 t0 = time.perf_counter()
 enc.encode(texts)
 secs = time.perf_counter() - t0
 print(json.dumps({"per_s": len(texts) / secs, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+def encoder_for(spec: str):
+    """``use:int8`` / ``use:float``: USE with that backend (``use`` alone is the default, by CPU)."""
+    from triage.embed.encoders import USEEncoder, get_encoder
+
+    return USEEncoder(backend=spec[4:]) if spec.startswith("use:") else get_encoder(spec)
 
 
 def speed(spec: str, texts: list[str]) -> dict:
@@ -83,7 +93,6 @@ def domain_rows(dev: pd.DataFrame, specs: list[str]) -> list[dict]:
     from sklearn.svm import LinearSVC
 
     from triage.assess.baseline import plain_words
-    from triage.embed.encoders import get_encoder
     from triage.text.normalise import normalize
 
     texts = [normalize(t) for t in dev["text"]]
@@ -93,7 +102,7 @@ def domain_rows(dev: pd.DataFrame, specs: list[str]) -> list[dict]:
     embs = {}
     for spec in specs:
         t0 = time.perf_counter()
-        embs[spec] = get_encoder(spec).encode([t[:512] for t in texts])
+        embs[spec] = encoder_for(spec).encode([t[:512] for t in texts])
         log.info("domain: %s embedded %d messages in %.0f s", spec, len(texts), time.perf_counter() - t0)
 
     def run(extra: np.ndarray | None, weight: float) -> float:
@@ -109,6 +118,10 @@ def domain_rows(dev: pd.DataFrame, specs: list[str]) -> list[dict]:
             scores.append(f1_score(y[te], svm.predict(sp.hstack(xte).tocsr()), average="macro"))
         return float(np.mean(scores))
 
+    if {"use:int8", "use:float"} <= set(embs):
+        cos = (embs["use:int8"] * embs["use:float"]).sum(axis=1)
+        log.info("domain: USE int8 vs float on %d messages (first 512 characters): cosine min %.5f, 1st "
+                 "percentile %.5f, mean %.6f", len(cos), cos.min(), np.percentile(cos, 1), cos.mean())
     rows = [{"backend": "lexical only", "domain_macro_f1": round(run(None, 0), 4)}]
     for spec in specs:
         fused = {w: round(run(embs[spec], w), 4) for w in (0.5, 1.0, 2.0)}
@@ -124,7 +137,7 @@ def topic_rows(specs: list[str], work: Path) -> list[dict]:
     from triage.candidates import build_candidates
     from triage.cli import _people_columns
     from triage.topics.cluster import SimilarityConfig
-    from triage.embed.encoders import CachedEncoder, get_encoder
+    from triage.embed.encoders import CachedEncoder
     from triage.pipeline import Triage
     from triage.io.tables import read_table, resolve_text_columns
     from triage.topics.builder import TopicConfig
@@ -149,7 +162,7 @@ def topic_rows(specs: list[str], work: Path) -> list[dict]:
     runs = [("lexical only", "hashing", TopicConfig(similarity=SimilarityConfig(w_semantic=0.0, w_lexical=1.0)))]
     runs += [(spec, spec, None) for spec in specs]
     for name, spec, cfg in runs:
-        enc = CachedEncoder(get_encoder(spec))
+        enc = CachedEncoder(encoder_for(spec))
         stored = pickle.loads(stored_path.read_bytes()) if stored_path.exists() else None
         t0 = time.perf_counter()
         res = build_candidates(tri, frame, cols, encoder=enc, config=cfg, stored=stored)
@@ -184,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {REAL} is absent (the real messages live beside the project, never in it)")
         return 0
     skip = set(filter(None, args.skip.split(",")))
-    specs = ["hashing", "use"] + ([args.st] if args.st else [])
+    specs = ["hashing", "use:float", "use:int8"] + ([args.st] if args.st else [])
     dev = pd.read_csv(REAL / DEV, dtype=str, keep_default_na=False)
     from triage.text.normalise import normalize
 
@@ -208,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             if c in frame.columns]
     print("\ndomain: plain TF-IDF + LinearSVC alone (lexical only) or fused with the embedding at weights 0.5 / 1 / 2")
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for row in frame[cols].fillna("").itertuples(index=False):
+    for row in frame[cols].astype(object).fillna("").itertuples(index=False):
         print("| " + " | ".join(str(v) for v in row) + " |")
     print(json.dumps(list(table.values()), ensure_ascii=False, default=str))
     return 0

@@ -118,7 +118,8 @@ print("ok")
 """
 
 
-def test_a_large_batch_is_embedded_in_forked_workers_with_the_same_vectors_in_order():
+@pytest.mark.parametrize("backend", ["int8", "float"])
+def test_a_large_batch_is_embedded_in_forked_workers_with_the_same_vectors_in_order(backend):
     # in a fresh interpreter: this test process has other threads (tqdm's monitor), and the encoder
     # rightly never forks a process with threads
     import subprocess
@@ -128,5 +129,5 @@ def test_a_large_batch_is_embedded_in_forked_workers_with_the_same_vectors_in_or
         pytest.skip("需要至少 2 个核 / needs two cores")
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", _FORK_CHECK], cwd=root, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(root)})
+                         env={**os.environ, "PYTHONPATH": str(root), "TRIAGE_USE_BACKEND": backend})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

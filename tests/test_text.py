@@ -374,10 +374,31 @@ def test_the_rust_route_gives_jiebas_own_words_on_our_corpus():
     plain = jieba.Tokenizer()
     plain.load_userdict(str(corpora_dir() / "userdict.txt"))
     texts = pd.read_csv(corpora_dir() / "suggestions.csv", dtype=str)["text"].fillna("").head(800).tolist()
-    texts += ["每月1500--1800元，A7县长龙街道3栋2单元", "Wi-Fi信号差 iPhone15 〔电话〕 E12市内网吧"]
+    texts += ["每月1500--1800元，A7县长龙街道3栋2单元", "Wi-Fi信号差 iPhone15 〔电话〕 E12市内网吧",
+              # characters the HMM has no emission score for in some state: jieba's own Viterbi reads them
+              "董塅家的汚染了覌光，爆嗮的路面", "鲲鹏饕餮魑魅魍魉", "甲乙丙丁戊己庚辛壬癸"]
     for t in texts:
         assert tok.lcut(t) == plain.lcut(t), t
         assert tok.lcut(t, HMM=False) == plain.lcut(t, HMM=False), t
+        assert tok.lcut_for_search(t) == plain.lcut_for_search(t), t
+
+
+def test_the_rust_viterbi_gives_jiebas_hmm_words_and_respects_forced_splits(monkeypatch):
+    """The HMM's Viterbi runs in Rust where every character has jieba's emission scores; the words,
+    and a word jieba was told to split (``finalseg.add_force_split``), stay jieba's."""
+    from jieba import finalseg
+
+    from triage.text import lexicon
+
+    _, known, _ = lexicon._hmm_tables()
+    runs = ["张伟明", "李晓华来了", "刘德华张学友", "塅家", "覌光台", "abc王五123", "鲁家垅冲"]
+    for run in runs:
+        assert list(lexicon._hmm_words(run)) == list(finalseg.cut(run)), run
+    assert any(known.issuperset(r) for r in runs) and not all(known.issuperset(r) for r in runs)
+    word = next(w for w in finalseg.cut("李晓华来了") if len(w) > 1)
+    monkeypatch.setattr(finalseg, "Force_Split_Words", {word})
+    assert list(lexicon._hmm_words("李晓华来了")) == list(finalseg.cut("李晓华来了"))
+    assert word not in list(lexicon._hmm_words("李晓华来了"))
 
 
 def test_a_word_added_after_the_rust_route_is_built_is_still_found():

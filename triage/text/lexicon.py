@@ -118,9 +118,93 @@ def _routed_class():
             route.update(zip(range(len(DAG)), zip(itertools.repeat(0.0), DAG)))
             route[len(sentence)] = (0, 0)
 
+        def _Tokenizer__cut_DAG(self, sentence):   # jieba's private __cut_DAG (cut with HMM), by its mangled name
+            """jieba's cut of one block with the HMM, walking the Rust route: runs of single characters
+            are buffered and, unless the run is a dictionary word, read by the HMM (:func:`_hmm_words`),
+            exactly as jieba's own ``__cut_DAG`` does."""
+            if self._route is None:
+                yield from super()._Tokenizer__cut_DAG(sentence)
+                return
+            ends = self._route.get_dag_and_calc(sentence)
+            freq = self.FREQ
+            x, n, run = 0, len(sentence), -1
+            while x < n:
+                y = ends[x] + 1
+                if y - x == 1:
+                    if run < 0:
+                        run = x
+                else:
+                    if run >= 0:
+                        yield from _single_run(sentence[run:x], freq)
+                        run = -1
+                    yield sentence[x:y]
+                x = y
+            if run >= 0:
+                yield from _single_run(sentence[run:], freq)
+
         def cut(self, sentence, cut_all=False, HMM=True, use_paddle=False):
             if (cut_all or use_paddle) and self._route is not None:
                 raise ValueError("cut_all / paddle are not used here: the routed tokenizer gives routes, not DAGs")
             return super().cut(sentence, cut_all=cut_all, HMM=HMM, use_paddle=use_paddle)
 
     return RoutedTokenizer
+
+
+def _single_run(run: str, freq: dict[str, int]):
+    """A run of single-character words, as jieba yields it: one character alone, a dictionary word
+    character by character, anything else through the HMM."""
+    if len(run) == 1:
+        yield run
+    elif freq.get(run):
+        yield from run
+    else:
+        yield from _hmm_words(run)
+
+
+@functools.lru_cache(maxsize=1)
+def _hmm_tables():
+    """jieba's HMM tables, the characters all four states can emit, and jieba-next's Rust Viterbi."""
+    from jieba import finalseg
+    from jieba_next.jieba_next_rust import _viterbi
+
+    emit = finalseg.emit_P
+    known = frozenset(emit["B"]) & frozenset(emit["M"]) & frozenset(emit["E"]) & frozenset(emit["S"])
+    return finalseg, known, _viterbi
+
+
+def _hmm_words(text: str):
+    """``jieba.finalseg.cut(text)``, with the Viterbi in Rust where that gives jieba's own path.
+
+    The Rust Viterbi takes jieba's tables and finds the same path and score wherever every
+    character has an emission score in all four states (217,178 of 227,931 HMM calls on the real
+    messages, all identical); where one has not, jieba scores it -3.14e100 and the two break the
+    resulting ties differently, so jieba's own Viterbi reads that block. Six times faster on the
+    real messages' HMM calls; jieba-next's own ``cut`` is not used (its tables differ from jieba's).
+    """
+    finalseg, known, rust_viterbi = _hmm_tables()
+    for blk in finalseg.re_han.split(text):
+        if not finalseg.re_han.match(blk):
+            yield from (x for x in finalseg.re_skip.split(blk) if x)
+            continue
+        viterbi = rust_viterbi if known.issuperset(blk) else finalseg.viterbi
+        _prob, states = viterbi(blk, "BMES", finalseg.start_P, finalseg.trans_P, finalseg.emit_P)
+        begin = nexti = 0
+        for i, state in enumerate(states):
+            if state == "B":
+                begin = i
+            elif state == "E":
+                word = blk[begin:i + 1]
+                nexti = i + 1
+                if word in finalseg.Force_Split_Words:
+                    yield from word
+                else:
+                    yield word
+            elif state == "S":
+                nexti = i + 1
+                yield blk[i]
+        if nexti < len(blk):
+            word = blk[nexti:]
+            if word in finalseg.Force_Split_Words:
+                yield from word
+            else:
+                yield word

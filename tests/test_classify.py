@@ -122,3 +122,16 @@ def test_an_old_manifest_keeps_its_cue_counts_and_ngram_ranges():
     cfg = feature_config_from_manifest(old)
     assert cfg.cue_features and cfg.word_ngrams == (1, 2) and cfg.cue_columns == ("cue_personal", "cue_remedy")
     assert not feature_config_from_manifest({**old, "cue_features": False}).cue_features
+
+
+def test_a_loaded_model_keeps_its_weights_feature_major_with_the_same_probabilities(features_and_labels):
+    """At load the weights are stored so that ``coef_.T`` is C-ordered (scipy copied the whole matrix
+    on every call otherwise); the probabilities are bit-for-bit those of the usual layout."""
+    X, y, _ = features_and_labels
+    fitted = TextClassifier(TextClassifierConfig()).fit(X, y)
+    usual = fitted.predict_proba(X[:8])
+    assert fitted.model_.coef_.flags["C_CONTIGUOUS"]
+    loaded = TextClassifier.from_fitted(fitted.model_, TextClassifierConfig())
+    assert loaded.model_.coef_.T.flags["C_CONTIGUOUS"]
+    assert np.array_equal(loaded.predict_proba(X[:8]), usual)
+    assert loaded.evidence(X[:2], list(loaded.classes_[[0, 0]]), np.array([f"f{i}" for i in range(X.shape[1])]))

@@ -208,6 +208,22 @@ def calibrated_linear(classes: np.ndarray, coef: np.ndarray, intercept: np.ndarr
     return m
 
 
+def _weights_by_feature(model) -> None:
+    """Store a loaded linear model's weights feature-major (Fortran order), the same numbers.
+
+    Its margins are ``X @ coef_.T`` on sparse rows; scipy multiplies by a C-ordered right-hand side
+    and copied the whole (classes × 83,000 features) matrix into that order on every call: 3.9 ms of
+    the three models' 4 ms for a batch of 8 messages, the portal's live hint and each intake batch.
+    With ``coef_.T`` already C-ordered there is no copy (0.45 ms) and the products are bit-identical.
+    Only at load: a model being saved keeps its usual layout.
+    """
+    inner = model.calibrated_classifiers_[0].estimator if isinstance(model, CalibratedClassifierCV) else model
+    for m in {id(model): model, id(inner): inner}.values():
+        coef = getattr(m, "coef_", None)
+        if isinstance(coef, np.ndarray) and coef.ndim == 2:
+            m.coef_ = np.asfortranarray(coef)
+
+
 def folds(y: np.ndarray, groups: np.ndarray | None, n: int, seed: int) -> list:
     _, counts = np.unique(y, return_counts=True)
     n = max(2, min(n, int(counts.min()) if len(counts) else 2))
@@ -279,6 +295,7 @@ class TextClassifier:
     def from_fitted(cls, model, config: TextClassifierConfig) -> "TextClassifier":
         self = cls(config)
         self.model_ = model
+        _weights_by_feature(model)
         return self._fitted()
 
     def _fitted(self) -> "TextClassifier":

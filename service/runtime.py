@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from triage.assess.model import DEFAULT_MODEL_DIR
 from triage.office.common import OfficeConfig
+from triage.office.intake import Submission
 from triage.office.office import Office
 from triage.pipeline import Triage
 from triage.store.database import ApiKey, Store, home_dir
@@ -164,6 +165,8 @@ class Runtime:
         self.classify_fast = MicroBatcher(lambda texts: self.office.intake.classify(texts, full=False))
         self.classify_full = MicroBatcher(lambda texts: self.office.intake.classify(texts, full=True), max_texts=16)
         self.analyse = MicroBatcher(lambda texts: self.office.intake.analyse(texts), max_texts=32)
+        # intake's group commit: the submissions analysed meanwhile are written in one transaction
+        self.store_submissions = MicroBatcher(lambda items: self.office.intake.submit_many(items), max_texts=64)
         self.office.warm()
         from triage.assess.retrain import RetrainConfig
 
@@ -178,6 +181,14 @@ class Runtime:
         if self.settings.alerts_interval_s > 0:
             self._alerts_thread = threading.Thread(target=self._alert_loop, name="triage-alerts", daemon=True)
             self._alerts_thread.start()
+
+    async def submit(self, item: Submission) -> tuple:
+        """Store one analysed submission in the next group commit: (row, assessment, replayed), or
+        raise the error that refused it (only its own: the rest of its group is stored)."""
+        outcome = (await self.store_submissions([item]))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def _alert_loop(self) -> None:
         """Every worker runs the same loop: the outbox decides each alert once and a claim sends it once."""
@@ -195,7 +206,7 @@ class Runtime:
         if self._alerts_thread is not None:
             self._alerts_thread.join(30)
         self.office.close()
-        for b in (self.classify_fast, self.classify_full, self.analyse):
+        for b in (self.classify_fast, self.classify_full, self.analyse, self.store_submissions):
             b.close()
         self.probe.shutdown(wait=True)
         self.store.engine.dispose()

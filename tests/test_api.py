@@ -172,6 +172,32 @@ def test_concurrent_retries_with_one_key_store_one_suggestion(api) -> None:
     assert count(api) == n + 1
 
 
+def test_concurrent_submissions_are_stored_in_groups_each_answered_on_its_own(api, monkeypatch) -> None:
+    groups: list[int] = []
+    real = api.rt.office.intake.submit_many
+
+    def counted(items, *args, **kwargs):
+        groups.append(len(items))
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(api.rt.office.intake, "submit_many", counted)
+    n = count(api)
+    bodies = [{"text": f"建议在第{k}中学门口增设减速带和人行横道", "submitter": f"g{k}"} for k in range(10)]
+    bodies.insert(4, {"text": "……"})   # refused on its own: the others are stored
+    out: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda k=k, b=b: out.__setitem__(
+        k, api.client.post("/api/v1/suggestions", json=b, headers=api.h("staff")))) for k, b in enumerate(bodies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out[4].status_code == 422
+    good = [out[k] for k in range(len(bodies)) if k != 4]
+    assert all(r.status_code == 201 and r.json()["topic_id"] for r in good)
+    assert len({r.json()["receipt"] for r in good}) == 10 and count(api) == n + 10
+    assert sum(groups) == 10   # the refused text never reached the store
+
+
 def test_the_same_idempotency_key_from_two_portals_is_two_suggestions(api) -> None:
     body = {"text": "建议在幸福村村口增设公交候车亭"}
     a = api.client.post("/api/v1/suggestions", json=body, headers=api.h("portal", **{"Idempotency-Key": "k"}))

@@ -9,7 +9,7 @@ from service.deps import ALL, intake_desk, office_views, require, runtime
 from service.runtime import Runtime
 from service.schemas import ClassifyIn, ClassifyOut, ReceiptOut, SuggestionIn, SuggestionOut
 from triage.office.common import Intake, InvalidRequest, full_text
-from triage.office.intake import IntakeDesk
+from triage.office.intake import IntakeDesk, Submission
 from triage.office.views import Views
 from triage.pipeline import validate_text
 from triage.store.database import ApiKey
@@ -51,7 +51,7 @@ async def submit(body: SuggestionIn, response: Response, key: ApiKey = Depends(r
             raise InvalidRequest(reason)
         # concurrent submissions share one model call (the sentence encoder batches well)
         analysed = (await rt.analyse([full_text(data)]))[0]
-        row, arow, replayed = await run_in_threadpool(desk.submit, data, key, idempotency_key, True, analysed)
+        row, arow, replayed = await rt.submit(Submission(data, key, idempotency_key, analysed))
     else:
         (row, arow), replayed = replay, True
     if replayed:

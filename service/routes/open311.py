@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 from service.deps import office, runtime
 from service.runtime import Runtime
 from triage.office.common import Intake, NotFound, full_text
+from triage.office.intake import Submission
 from triage.office.office import Office
 from triage.pipeline import MAX_CHARS, validate_text
 
@@ -125,7 +126,7 @@ async def create_request(request: Request, off: Office = Depends(office), rt: Ru
         if reason is not None:
             raise Open311Error(400, f"description 无法受理：{reason}")
         analysed = (await rt.analyse([full_text(data)]))[0]   # shared model calls, as the JSON intake
-        row, _a, _replayed = await run_in_threadpool(off.intake.submit, data, key, idem, True, analysed)
+        row, _a, _replayed = await rt.submit(Submission(data, key, idem, analysed))
     else:
         (row, _a), _replayed = replay, True
     if not _replayed:

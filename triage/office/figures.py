@@ -8,6 +8,7 @@ with the store's clock. A failure here never costs a citizen their submission.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from collections import Counter
 
@@ -61,11 +62,17 @@ class TopicFigures(OfficeService):
     #: above this many members a topic's figures are refreshed at every 5 % of growth, not every message
     REFRESH_EVERY_ABOVE = 300
 
-    def refresh_quietly(self, s: Session, t: Topic, index: TopicIndex | None) -> None:
+    def refresh_quietly(self, s: Session, t: Topic, index: TopicIndex | None, grew_from: int | None = None) -> None:
         """:meth:`refresh`, but a failure there never costs a citizen their submission: the
-        message is stored and the next re-clustering recomputes the topic."""
+        message is stored and the next re-clustering recomputes the topic.
+
+        ``grew_from`` is the topic's size before this batch of submissions (default: one less): a
+        large topic is refreshed when its growth crosses a multiple of its 5 % step, so a batch that
+        adds several members at once does not step over the multiple."""
         size = t.size or 0
-        if size > self.REFRESH_EVERY_ABOVE and size % max(1, size // 20):
+        before = size - 1 if grew_from is None else grew_from
+        step = max(1, size // 20)
+        if size > self.REFRESH_EVERY_ABOVE and size // step == before // step:
             return
         try:
             with s.begin_nested():
@@ -112,9 +119,13 @@ class TopicFigures(OfficeService):
         place_words = set(data.places)
         # dict.fromkeys, not set: ties among keywords keep the text order, whatever the hash seed (the
         # label is picked by its keywords: a set made it differ from one run to the next)
-        words = Counter(w for r in rows for w in dict.fromkeys((r.tokens or "").split())
-                        if len(w) > 1 and not w.startswith("〔") and not any(w in p for p in place_words))
-        data.keywords = [w for w, _ in words.most_common(6)]
+        # count every word, then walk them from the most frequent, skipping the short ones, the masks
+        # and the places' parts, until six: a dozen words are tested, not every occurrence against
+        # every place (a third of a busy topic's refresh). The sort is stable, so ties keep the text order.
+        seen = Counter(w for r in rows for w in dict.fromkeys((r.tokens or "").split()))
+        data.keywords = list(itertools.islice(
+            (w for w, _ in seen.most_common()
+             if len(w) > 1 and not w.startswith("〔") and not any(w in p for p in place_words)), 6))
         times = [self.sane_time(r.submitted_at) for r in rows if r.submitted_at is not None]
         data.first_seen, data.last_seen = (min(times), max(times)) if times else (None, None)
         centroid = None

@@ -21,7 +21,8 @@ from triage.assess.features import PREPARE_PARALLEL_MIN
 from triage.office.clustering import ClusteringCoordinator
 from triage.office.common import (Actor, Conflict, Intake, InvalidRequest, OfficeService, _assessment_row, _cell,
                                   full_text)
-from triage.office.intake import IntakeDesk
+from triage.errors import TriageError
+from triage.office.intake import IntakeDesk, Submission
 from triage.pipeline import validate_text
 from triage.store.database import AuditEvent, Suggestion, Topic
 
@@ -89,6 +90,8 @@ class History(OfficeService):
     #: rows analysed and written together by :meth:`import_frame`: twice the size at which preparing
     #: texts spreads over processes, so a batch with a few refused rows still runs on every core
     IMPORT_BATCH = 2 * PREPARE_PARALLEL_MIN
+    #: rows placed in topics per transaction where staff have decided topics (see :meth:`import_frame`)
+    PLACE_GROUP = 64
 
     def import_frame(self, frame: pd.DataFrame, text_columns: list[str],
                      progress: Callable[[dict], None] | None = None,
@@ -153,12 +156,18 @@ class History(OfficeService):
                 batch.append((i, data, submitted))
             analysed = self.intake.analyse([full_text(d) for _, d, _ in batch], workers=workers) if batch else []
             if decided:
-                for (i, data, _), an in zip(batch, analysed):
-                    try:
-                        self.intake.submit(data, auto_recluster=False, analysed=an)
-                        stored += 1
-                    except InvalidRequest as exc:
-                        refuse(i, str(exc))
+                # placed as intake places them, a group per transaction (short: intake may share the lock)
+                for g in range(0, len(batch), self.PLACE_GROUP):
+                    group = list(zip(batch[g:g + self.PLACE_GROUP], analysed[g:g + self.PLACE_GROUP]))
+                    outcomes = self.intake.submit_many([Submission(data, analysed=an) for (_i, data, _t), an in group],
+                                                       auto_recluster=False)
+                    for ((i, _d, _t), _an), outcome in zip(group, outcomes):
+                        if isinstance(outcome, tuple):
+                            stored += 1
+                        elif isinstance(outcome, TriageError):
+                            refuse(i, str(outcome))
+                        else:
+                            raise outcome
             else:
                 keep = []
                 for (i, data, submitted), an in zip(batch, analysed):

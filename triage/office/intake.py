@@ -9,23 +9,41 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from triage.office.clustering import ClusteringCoordinator
 from triage.office.common import (Analysed, Conflict, Intake, InvalidRequest, OfficeService, _assessment_row, _blob,
                                   _naive, body_hash, full_text, new_receipt)
 from triage.office.figures import TopicFigures, new_voice
+from triage.errors import TriageError
 from triage.office.index import TopicIndexKeeper
 from triage.pipeline import validate_text
 from triage.store.database import ApiKey, Assessment, Suggestion, Topic, utcnow
 from triage.text.normalise import normalize
+from triage.topics.builder import TopicIndex
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Submission:
+    """One submission of a group (:meth:`IntakeDesk.submit_many`); ``analysed`` when already analysed."""
+
+    data: Intake
+    key: ApiKey | None = None
+    idempotency_key: str | None = None
+    analysed: Analysed | None = None
+
+
+#: what became of one submission: (row, assessment, replayed), or the error that refused it
+Outcome = tuple[Suggestion, Assessment, bool] | Exception
 
 
 class IntakeDesk(OfficeService):
@@ -88,72 +106,140 @@ class IntakeDesk(OfficeService):
         """Store one suggestion with its assessment and topic; (row, assessment, replayed).
 
         Retrying with the same ``Idempotency-Key`` and body returns the first result; the same key
-        with a different body is a conflict. Everything is written in one transaction.
+        with a different body is a conflict. Everything is written in one transaction. One
+        submission of :meth:`submit_many`, whose error is raised here.
         """
-        bh = body_hash(data)
-        idem = f"{key.id if key else 0}:{idempotency_key}" if idempotency_key else None
-        if idem:
-            replay = self._replay(idem, bh)
-            if replay is not None:
-                return (*replay, True)
-        reason = validate_text(data.text) or validate_text(full_text(data))
-        if reason is not None:
-            raise InvalidRequest(reason)
-        an = analysed or self.analyse([full_text(data)])[0]
-        a, emb, tokens = an.assessment, an.emb, an.tokens
-        if a.error:
-            raise InvalidRequest(a.error)
-        _given, place, places = self._places_of(data, an)
-        submitted = self.admissible_time(data.submitted_at)
+        outcome = self.submit_many([Submission(data, key, idempotency_key, analysed)], auto_recluster)[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def submit_many(self, items: Sequence[Submission], auto_recluster: bool = True) -> list[Outcome]:
+        """Store several suggestions in one transaction (a group commit); each one's outcome in order:
+        (row, assessment, replayed), or the error that refused it (nothing of it is stored).
+
+        The service gathers the submissions that arrive while the previous group is being written
+        (service/batching.py): one lock, one transaction and one commit for all of them, and each
+        topic's figures refreshed once for the group instead of once per message. That per-message
+        store work (about 20 ms, most of it the refresh) bounded intake at about 35 submissions/s.
+
+        Each message is written inside its own savepoint, so one that the database refuses (a
+        concurrent retry with the same ``Idempotency-Key`` that won the race: it is answered as a
+        replay) costs only itself; the rest are committed. An error of the database itself (it is
+        down or locked) refuses the whole group, and every caller gets it to retry.
+        """
+        outcomes: list[Outcome | None] = [None] * len(items)
+        todo: list[tuple[int, Submission, str, str | None]] = []
+        for k, it in enumerate(items):
+            bh = body_hash(it.data)
+            idem = f"{it.key.id if it.key else 0}:{it.idempotency_key}" if it.idempotency_key else None
+            try:
+                replay = self._replay(idem, bh) if idem else None
+                if replay is not None:
+                    outcomes[k] = (*replay, True)
+                    continue
+                reason = validate_text(it.data.text) or validate_text(full_text(it.data))
+                if reason is not None:
+                    raise InvalidRequest(reason)
+            except TriageError as exc:   # a refused one: a conflicting key, an unreadable text
+                outcomes[k] = exc
+                continue
+            todo.append((k, it, bh, idem))
+        missing = [it for _k, it, _bh, _idem in todo if it.analysed is None]
+        fresh = iter(self.analyse([full_text(it.data) for it in missing]) if missing else [])
+        ready: list[tuple[int, Submission, str, str | None, Analysed, dt.datetime]] = []
+        for k, it, bh, idem in todo:
+            an = it.analysed or next(fresh)
+            try:
+                if an.assessment.error:
+                    raise InvalidRequest(an.assessment.error)
+                ready.append((k, it, bh, idem, an, self.admissible_time(it.data.submitted_at)))
+            except InvalidRequest as exc:
+                outcomes[k] = exc
+        if not ready:
+            return outcomes
+        refused: dict[int, tuple[DBAPIError | None, str, str | None]] = {}
         with self.lock:
             index = self.index.current()
-            tid, is_new = None, True
-            if index is not None:
-                lex = an.lex if an.index is index and place == an.place else None
-                tid, _, is_new = index.assign(a.text, tokens, emb, place, pd.Timestamp(submitted), places, lex=lex,
-                                                petition=a.scope == "individual")
-                if not is_new and not self._topic_exists(tid):
-                    # the index predates a re-clustering that dropped this topic (its background rebuild
-                    # has not landed yet): joining it would bring the dropped topic back beside the
-                    # topic its members went to. Follow them there; rebuilding the index here, under
-                    # the lock, stalled every submission of this worker for the rebuild's length.
-                    successor = self.index.successor(tid)
-                    if successor is None:
-                        is_new = True   # its members were left without a topic: this one opens one
-                    else:
-                        tid = successor
-            try:
-                with self.store.session() as s:
-                    if is_new:
-                        real = f"T{self.store.next_value(s, 'topic'):06d}"
-                        if index is not None and tid is not None:
-                            index.ids[index.ids.index(tid)] = real
-                        tid = real
-                    row = self.suggestion_row(data, an, submitted, key=key, idem=idem, bh=bh)
-                    s.add(row)
-                    s.flush()
-                    arow = _assessment_row(row.id, a)
-                    s.add(arow)
+            with self.store.write_session() as s:
+                grew: dict[str, int] = {}   # topic id -> its size before this group
+                written: set[str] = set()   # the idempotency keys this group has stored
+                for k, it, bh, idem, an, submitted in ready:
+                    if idem in written:   # a retry within the group: answered from the first, once committed
+                        refused[k] = (None, bh, idem)
+                        continue
+                    try:
+                        with s.begin_nested():
+                            outcomes[k] = (*self._store_one(s, index, it, an, submitted, idem, bh, grew), False)
+                        if idem:
+                            written.add(idem)
+                    except (IntegrityError, DataError) as exc:
+                        refused[k] = (exc, bh, idem)
+                for tid, before in grew.items():
                     topic = s.get(Topic, tid)
-                    if topic is None:   # a new topic, or one this worker opened in a failed transaction
-                        topic = self.figures.new_topic(s, tid, row, a)
-                    row.topic_id = topic.id
-                    topic.size = (topic.size or 0) + 1
-                    topic.last_seen = max(topic.last_seen or submitted, submitted)
-                    topic.first_seen = min(topic.first_seen or submitted, submitted)
-                    topic.submitters = (topic.submitters or 0) + new_voice(s, topic.id, row)
-                    topic.updated_at = utcnow()
-                    self.figures.refresh_quietly(s, topic, index)
-            except IntegrityError:
-                if idem:  # a concurrent retry with the same key won the race
-                    replay = self._replay(idem, bh)
-                    if replay is not None:
-                        return (*replay, True)
-                raise
-        self.clustering.count_submission()
-        self.figures.reage_quietly()
-        self.clustering.after_submission(index is None, auto_recluster)
-        return row, arow, False
+                    if topic is not None:   # None: opened by a message whose savepoint was rolled back
+                        self.figures.refresh_quietly(s, topic, index, grew_from=before)
+        for k, (exc, bh, idem) in refused.items():
+            # a concurrent retry with the same key won the race (another worker, or this group): the
+            # winner's answer, or a conflict where the winner's body differs
+            try:
+                replay = self._replay(idem, bh) if idem else None
+            except Conflict as conflict:
+                outcomes[k] = conflict
+                continue
+            outcomes[k] = (*replay, True) if replay is not None else exc   # (exc is None only with a replay)
+        stored = sum(1 for o in outcomes if isinstance(o, tuple) and not o[2])
+        for _ in range(stored):
+            self.clustering.count_submission()
+        if stored:
+            self.figures.reage_quietly()
+            self.clustering.after_submission(index is None, auto_recluster)
+        return outcomes
+
+    def _store_one(self, s: Session, index: TopicIndex | None, it: Submission, an: Analysed,
+                   submitted: dt.datetime, idem: str | None, bh: str, grew: dict[str, int]
+                   ) -> tuple[Suggestion, Assessment]:
+        """One message of a group: its topic in this worker's index, its rows, its topic's counts
+        (the figures are refreshed once the group is written)."""
+        a = an.assessment
+        _given, place, places = self._places_of(it.data, an)
+        tid, is_new = None, True
+        if index is not None:
+            lex = an.lex if an.index is index and place == an.place else None
+            tid, _, is_new = index.assign(a.text, an.tokens, an.emb, place, pd.Timestamp(submitted), places, lex=lex,
+                                            petition=a.scope == "individual")
+            if not is_new and s.get(Topic, tid) is None:
+                # the index predates a re-clustering that dropped this topic (its background rebuild
+                # has not landed yet): joining it would bring the dropped topic back beside the
+                # topic its members went to. Follow them there; rebuilding the index here, under
+                # the lock, stalled every submission of this worker for the rebuild's length.
+                successor = self.index.successor(tid)
+                if successor is None:
+                    is_new = True   # its members were left without a topic: this one opens one
+                else:
+                    tid = successor
+        if is_new:
+            real = f"T{self.store.next_value(s, 'topic'):06d}"
+            if index is not None and tid is not None:
+                index.ids[index.ids.index(tid)] = real
+            tid = real
+        row = self.suggestion_row(it.data, an, submitted, key=it.key, idem=idem, bh=bh)
+        s.add(row)
+        s.flush()
+        arow = _assessment_row(row.id, a)
+        s.add(arow)
+        topic = s.get(Topic, tid)
+        if topic is None:   # a new topic, or one this worker opened in a failed transaction
+            topic = self.figures.new_topic(s, tid, row, a)
+        grew.setdefault(topic.id, topic.size or 0)
+        row.topic_id = topic.id
+        topic.size = (topic.size or 0) + 1
+        topic.last_seen = max(topic.last_seen or submitted, submitted)
+        topic.first_seen = min(topic.first_seen or submitted, submitted)
+        topic.submitters = (topic.submitters or 0) + new_voice(s, topic.id, row)
+        topic.updated_at = utcnow()
+        s.flush()   # a refusal surfaces here, inside this message's savepoint
+        return row, arow
 
     def admissible_time(self, when: dt.datetime | None) -> dt.datetime:
         """The submission time as stored (naive UTC; now when not given), or InvalidRequest with why."""
@@ -197,10 +283,6 @@ class IntakeDesk(OfficeService):
             domain=a.domain, scope=a.scope, route_kind=a.route.kind, route_name=a.route.name,
             embedding=_blob(an.full), head_embedding=_blob(an.head),
             embedding_model=self.encoder.name if an.full is not None or an.head is not None else None)
-
-    def _topic_exists(self, tid: str) -> bool:
-        with self.store.session() as s:
-            return s.execute(select(Topic.id).where(Topic.id == tid)).first() is not None
 
     def _replay(self, idem: str, bh: str) -> tuple[Suggestion, Assessment] | None:
         with self.store.session() as s:

@@ -434,6 +434,20 @@ class Store:
         finally:
             s.close()
 
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """:meth:`session` for a group of writes, each in its own savepoint (intake's group commit).
+
+        On SQLite the transaction takes the write lock at once (``BEGIN IMMEDIATE``): the driver
+        otherwise begins a transaction only at the first INSERT or UPDATE, so a savepoint opened
+        before it would begin, and at its release commit, a transaction of its own (each message
+        committed alone, not the group). Taking the lock first also means that the group waits for
+        another worker's write (``busy_timeout``) before it reads anything, not midway."""
+        with self.session() as s:
+            if self.dialect == "sqlite":
+                s.execute(text("BEGIN IMMEDIATE"))
+            yield s
+
     def ping(self) -> bool:
         """Whether the database answers, on a connection of its own: under load every pooled
         connection may be busy, and a readiness probe must not wait in that queue (it timed out at

@@ -1,0 +1,168 @@
+"""Intake's group commit (IntakeDesk.submit_many): several submissions in one transaction, each with
+its own outcome, on SQLite and on PostgreSQL.
+
+What a group must keep of one-at-a-time intake: the same topics and figures, a refused message that
+costs only itself, a repeated Idempotency-Key answered as a replay, and all or nothing when the
+database itself fails.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from tests.conftest import _drop_postgres, _postgres_url
+from triage.embed.encoders import get_encoder
+from triage.office.common import Conflict, Intake, InvalidRequest
+from triage.office.intake import Submission
+from triage.office.office import Office
+from triage.pipeline import Triage
+from triage.store.database import Store, Suggestion, Topic
+
+TEXTS = ["北辰社区3栋楼道灯坏了一个月没人修", "北辰社区3栋的楼道灯还是不亮，晚上老人摔倒", "南湖公园东门的公共厕所太脏了",
+         "北辰社区楼道灯坏了请尽快维修", "南湖公园东门厕所没有人打扫，气味很大", "希望在滨江小学门口增设红绿灯",
+         "滨江小学门口没有红绿灯，孩子过马路危险", "北辰社区楼道灯坏了请尽快维修"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_office(request, tmp_path, small_model_dir):
+    """A factory of fresh offices (each on its own empty database) of the parametrised kind."""
+    made: list[tuple[Office, str | None]] = []
+
+    def make() -> Office:
+        if request.param == "sqlite":
+            url, pg = f"sqlite:///{tmp_path / f'g{len(made)}.db'}", None
+        else:
+            url = pg = _postgres_url()
+            if url is None:
+                pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database test): PostgreSQL tests skipped")
+        off = Office(Store(url), Triage.load(small_model_dir), encoder=get_encoder("hashing"))
+        off.config.recluster_every = 10_000
+        made.append((off, pg))
+        return off
+
+    yield make
+    for off, pg in made:
+        off.close()
+        off.store.engine.dispose()
+        if pg:
+            _drop_postgres(pg)
+
+
+def _topics(office: Office) -> list[tuple]:
+    """Every topic's membership (by text and submitter) and its figures, comparable across stores."""
+    with office.store.session() as s:
+        out = []
+        for t in s.execute(select(Topic).order_by(Topic.id)).scalars():
+            members = s.execute(select(Suggestion.text, Suggestion.submitter).where(Suggestion.topic_id == t.id)
+                                .order_by(Suggestion.id)).all()
+            out.append((tuple(map(tuple, members)), t.size, t.submitters, round(t.heat, 9), t.keywords, t.label,
+                        t.verdict, t.domain, t.route_kind, t.place))
+        return out
+
+
+def test_a_group_gives_the_same_topics_and_figures_as_one_at_a_time(make_office):
+    one, group = make_office(), make_office()
+    items = [Intake(text=t, submitter=f"u{k % 5}") for k, t in enumerate(TEXTS)]
+    for data in items:
+        one.intake.submit(data, auto_recluster=False)
+    outcomes = group.intake.submit_many([Submission(d) for d in items[:3]], auto_recluster=False)
+    outcomes += group.intake.submit_many([Submission(d) for d in items[3:]], auto_recluster=False)
+    assert all(isinstance(o, tuple) and o[2] is False for o in outcomes)
+    assert len({o[0].receipt for o in outcomes}) == len(items)
+    assert _topics(group) == _topics(one)
+    assert any(len(t[0]) > 1 for t in _topics(group))   # the test means something: messages did join topics
+
+
+def test_a_refused_message_costs_only_itself_and_a_repeated_key_in_the_group_is_a_replay(make_office):
+    office = make_office()
+    outcomes = office.intake.submit_many([
+        Submission(Intake(text=TEXTS[0]), idempotency_key="k1"),
+        Submission(Intake(text="……")),                                  # nothing a model can read
+        Submission(Intake(text=TEXTS[0]), idempotency_key="k1"),        # the same request again: a replay
+        Submission(Intake(text=TEXTS[2]), idempotency_key="k1"),        # the same key, another body
+        Submission(Intake(text=TEXTS[5])),
+    ], auto_recluster=False)
+    first, bad, again, conflict, last = outcomes
+    assert first[2] is False and last[2] is False
+    assert isinstance(bad, InvalidRequest) and isinstance(conflict, Conflict)
+    assert again[2] is True and again[0].receipt == first[0].receipt
+    with office.store.session() as s:
+        assert s.execute(select(func.count()).select_from(Suggestion)).scalar_one() == 2
+        assert s.execute(select(func.sum(Topic.size))).scalar_one() == 2
+
+
+def test_a_key_stored_by_another_worker_meanwhile_is_answered_as_a_replay_and_the_rest_is_stored(make_office,
+                                                                                                 monkeypatch):
+    office = make_office()
+    winner, _a, _r = office.intake.submit(Intake(text=TEXTS[0]), idempotency_key="k9", auto_recluster=False)
+    # the race: this worker looked for the key before the other worker's row was committed
+    real_replay, calls = office.intake._replay, []
+
+    def late(idem, bh):
+        calls.append(idem)
+        return None if len(calls) == 1 else real_replay(idem, bh)
+
+    monkeypatch.setattr(office.intake, "_replay", late)
+    raced, fresh = office.intake.submit_many([Submission(Intake(text=TEXTS[0]), idempotency_key="k9"),
+                                              Submission(Intake(text=TEXTS[5]))], auto_recluster=False)
+    assert raced[2] is True and raced[0].receipt == winner.receipt   # the database refused it: a replay
+    assert fresh[2] is False
+    with office.store.session() as s:
+        assert s.execute(select(func.count()).select_from(Suggestion)).scalar_one() == 2
+
+
+def test_a_database_failure_refuses_the_whole_group_and_stores_none_of_it(make_office, monkeypatch):
+    office = make_office()
+    real = office.intake._store_one
+    seen: list[int] = []
+
+    def fail_second(*args, **kwargs):
+        seen.append(1)
+        if len(seen) == 2:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(office.intake, "_store_one", fail_second)
+    with pytest.raises(OperationalError):
+        office.intake.submit_many([Submission(Intake(text=t)) for t in TEXTS[:3]], auto_recluster=False)
+    with office.store.session() as s:   # the first message's savepoint was released, but not committed
+        assert s.execute(select(func.count()).select_from(Suggestion)).scalar_one() == 0
+        assert s.execute(select(func.count()).select_from(Topic)).scalar_one() == 0
+    monkeypatch.setattr(office.intake, "_store_one", real)
+    ok = office.intake.submit_many([Submission(Intake(text=t)) for t in TEXTS[:3]], auto_recluster=False)
+    assert all(isinstance(o, tuple) for o in ok)   # and the retry is stored
+
+
+def test_requests_that_arrive_while_a_group_is_written_form_the_next_group():
+    """The batcher behind the group commit: the busier the service, the larger the groups."""
+    import asyncio
+    import threading
+
+    from service.batching import MicroBatcher
+
+    release, sizes = threading.Event(), []
+
+    def write(items):
+        sizes.append(len(items))
+        release.wait(10)   # the first group is slow to write
+        return [f"ok:{x}" if x != "bad" else ValueError(x) for x in items]
+
+    batcher = MicroBatcher(write, max_texts=64)
+
+    async def main():
+        first = asyncio.create_task(batcher(["a"]))
+        await asyncio.sleep(0.1)   # the first group is being written ...
+        rest = [asyncio.create_task(batcher([x])) for x in ("b", "bad", "c", "d")]
+        await asyncio.sleep(0.1)   # ... while four more arrive
+        release.set()
+        return await first, await asyncio.gather(*rest)
+
+    try:
+        first, rest = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert sizes == [1, 4]
+    assert first == ["ok:a"] and [r[0] for r in rest][0::2] == ["ok:b", "ok:c"]
+    assert isinstance(rest[1][0], ValueError)   # each caller gets its own outcome, the error only its own

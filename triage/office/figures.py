@@ -197,6 +197,7 @@ class TopicFigures(OfficeService):
                     h = reage(r.heat_terms, (now - self.sane_time(r.last_seen)).total_seconds() / 86400.0, hc)
                     changes.append({"b_id": r.id, "b_at": r.updated_at, "b_heat": h.score, "b_terms": h.terms})
                 if changes:
+                    changes.sort(key=lambda c: c["b_id"])   # row locks in id order, as intake's groups take them
                     # a topic another worker refreshed meanwhile keeps its newer figures
                     tbl = Topic.__table__   # a Core executemany: the ORM would insist on bulk-by-primary-key
                     s.connection().execute(

@@ -15,17 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from triage.office.clustering import ClusteringCoordinator
 from triage.office.common import (Analysed, Conflict, Intake, InvalidRequest, OfficeService, _assessment_row, _blob,
                                   _naive, body_hash, full_text, new_receipt)
 from triage.office.figures import TopicFigures, new_voice
-from triage.errors import TriageError
 from triage.office.index import TopicIndexKeeper
 from triage.pipeline import validate_text
-from triage.store.database import ApiKey, Assessment, Suggestion, Topic, utcnow
+from triage.store.database import ApiKey, Assessment, StoreError, Suggestion, Topic, utcnow
 from triage.text.normalise import normalize
 from triage.topics.builder import TopicIndex
 
@@ -44,6 +43,25 @@ class Submission:
 
 #: what became of one submission: (row, assessment, replayed), or the error that refused it
 Outcome = tuple[Suggestion, Assessment, bool] | Exception
+
+
+@dataclass(eq=False)
+class _Placed:
+    """One submission of a group on its way into the store (see :meth:`IntakeDesk.submit_many`)."""
+
+    k: int                       # its place in the group
+    it: Submission
+    bh: str                      # its body's hash
+    idem: str | None             # its idempotency key as stored
+    an: Analysed
+    submitted: dt.datetime
+    tid: str | None = None       # its topic: the index's id, then the store's
+    is_new: bool = True
+    same_as: "_Placed | None" = None   # joins the topic that this earlier message of the group opens
+
+    def __post_init__(self) -> None:
+        given = normalize(self.it.data.place).strip() if self.it.data.place else None
+        self.place, self.places = IntakeDesk.with_given(given, self.an.place, self.an.places)
 
 
 class IntakeDesk(OfficeService):
@@ -116,17 +134,24 @@ class IntakeDesk(OfficeService):
 
     def submit_many(self, items: Sequence[Submission], auto_recluster: bool = True) -> list[Outcome]:
         """Store several suggestions in one transaction (a group commit); each one's outcome in order:
-        (row, assessment, replayed), or the error that refused it (nothing of it is stored).
+        (row, assessment, replayed), or the error that refused it (nothing of it is stored). Never
+        raises: every error belongs to the submissions it refused.
 
         The service gathers the submissions that arrive while the previous group is being written
         (service/batching.py): one lock, one transaction and one commit for all of them, and each
         topic's figures refreshed once for the group instead of once per message. That per-message
         store work (about 20 ms, most of it the refresh) bounded intake at about 35 submissions/s.
 
-        Each message is written inside its own savepoint, so one that the database refuses (a
-        concurrent retry with the same ``Idempotency-Key`` that won the race: it is answered as a
-        replay) costs only itself; the rest are committed. An error of the database itself (it is
-        down or locked) refuses the whole group, and every caller gets it to retry.
+        * Each message is placed in its topic by this worker's index first; the new topics' ids are
+          then reserved in a committed transaction of their own (:meth:`Store.reserve_values`), so a
+          group that fails later never hands an id out twice.
+        * Each message's rows are written inside its own savepoint: one the database or a bug refuses
+          costs only itself (a concurrent retry with the same ``Idempotency-Key`` that won the race
+          is answered as a replay); the rest are committed.
+        * The topics' rows are then updated in id order, the one order every group takes their
+          locks in (on PostgreSQL two groups taking them in arrival order deadlocked). A deadlock
+          with another writer retries the group's write; any other error of the database itself
+          (it is down or locked) refuses the group's writes, and each of its callers gets it.
         """
         outcomes: list[Outcome | None] = [None] * len(items)
         todo: list[tuple[int, Submission, str, str | None]] = []
@@ -141,105 +166,175 @@ class IntakeDesk(OfficeService):
                 reason = validate_text(it.data.text) or validate_text(full_text(it.data))
                 if reason is not None:
                     raise InvalidRequest(reason)
-            except TriageError as exc:   # a refused one: a conflicting key, an unreadable text
+            except Exception as exc:  # noqa: BLE001 - a refused one (a conflicting key, an unreadable text), or the database down
                 outcomes[k] = exc
                 continue
             todo.append((k, it, bh, idem))
         missing = [it for _k, it, _bh, _idem in todo if it.analysed is None]
-        fresh = iter(self.analyse([full_text(it.data) for it in missing]) if missing else [])
-        ready: list[tuple[int, Submission, str, str | None, Analysed, dt.datetime]] = []
+        try:
+            fresh = iter(self.analyse([full_text(it.data) for it in missing]) if missing else [])
+        except Exception as exc:  # noqa: BLE001 - the model failed: those waiting for it get why
+            for k, it, _bh, _idem in todo:
+                if it.analysed is None:
+                    outcomes[k] = exc
+            todo = [x for x in todo if x[1].analysed is not None]
+            fresh = iter([])
+        ready: list[_Placed] = []
         for k, it, bh, idem in todo:
             an = it.analysed or next(fresh)
             try:
                 if an.assessment.error:
                     raise InvalidRequest(an.assessment.error)
-                ready.append((k, it, bh, idem, an, self.admissible_time(it.data.submitted_at)))
+                ready.append(_Placed(k, it, bh, idem, an, self.admissible_time(it.data.submitted_at)))
             except InvalidRequest as exc:
                 outcomes[k] = exc
-        if not ready:
-            return outcomes
-        refused: dict[int, tuple[DBAPIError | None, str, str | None]] = {}
-        with self.lock:
-            index = self.index.current()
-            with self.store.write_session() as s:
-                grew: dict[str, int] = {}   # topic id -> its size before this group
-                written: set[str] = set()   # the idempotency keys this group has stored
-                for k, it, bh, idem, an, submitted in ready:
-                    if idem in written:   # a retry within the group: answered from the first, once committed
-                        refused[k] = (None, bh, idem)
-                        continue
-                    try:
-                        with s.begin_nested():
-                            outcomes[k] = (*self._store_one(s, index, it, an, submitted, idem, bh, grew), False)
-                        if idem:
-                            written.add(idem)
-                    except (IntegrityError, DataError) as exc:
-                        refused[k] = (exc, bh, idem)
-                for tid, before in grew.items():
-                    topic = s.get(Topic, tid)
-                    if topic is not None:   # None: opened by a message whose savepoint was rolled back
-                        self.figures.refresh_quietly(s, topic, index, grew_from=before)
-        for k, (exc, bh, idem) in refused.items():
+        index = None
+        refused: dict[int, tuple[Exception | None, _Placed]] = {}
+        if ready:
+            with self.lock:
+                try:
+                    index = self.index.current()
+                    placed = self._place(index, ready, outcomes)
+                    self._write(index, placed, outcomes, refused)
+                except Exception as exc:  # noqa: BLE001 - the database is down or locked: each caller gets it
+                    log.warning("intake: a group of %d not stored (%s)", len(ready), type(exc).__name__)
+                    for p in ready:
+                        if outcomes[p.k] is None:
+                            outcomes[p.k] = exc
+        for k, (exc, p) in refused.items():
             # a concurrent retry with the same key won the race (another worker, or this group): the
             # winner's answer, or a conflict where the winner's body differs
             try:
-                replay = self._replay(idem, bh) if idem else None
-            except Conflict as conflict:
-                outcomes[k] = conflict
+                replay = self._replay(p.idem, p.bh) if p.idem else None
+            except Exception as err:  # noqa: BLE001 - a Conflict, or the database gone since
+                outcomes[k] = err
                 continue
-            outcomes[k] = (*replay, True) if replay is not None else exc   # (exc is None only with a replay)
+            outcomes[k] = ((*replay, True) if replay is not None else exc or StoreError(
+                "同一 Idempotency-Key 的首次提交未能保存，请重试 / the first request with this key was not stored; retry"))
         stored = sum(1 for o in outcomes if isinstance(o, tuple) and not o[2])
-        for _ in range(stored):
-            self.clustering.count_submission()
         if stored:
-            self.figures.reage_quietly()
-            self.clustering.after_submission(index is None, auto_recluster)
-        return outcomes
+            try:   # the rows are committed: what follows must not turn their callers' answers into errors
+                for _ in range(stored):
+                    self.clustering.count_submission()
+                self.figures.reage_quietly()
+                self.clustering.after_submission(index is None, auto_recluster)
+            except Exception:  # noqa: BLE001 - logged; the next submission or the settle run tries again
+                log.exception("intake: after-submission work failed; the messages are stored")
+        return outcomes   # type: ignore[return-value] - every slot is filled above
 
-    def _store_one(self, s: Session, index: TopicIndex | None, it: Submission, an: Analysed,
-                   submitted: dt.datetime, idem: str | None, bh: str, grew: dict[str, int]
-                   ) -> tuple[Suggestion, Assessment]:
-        """One message of a group: its topic in this worker's index, its rows, its topic's counts
-        (the figures are refreshed once the group is written)."""
-        a = an.assessment
-        _given, place, places = self._places_of(it.data, an)
-        tid, is_new = None, True
-        if index is not None:
-            lex = an.lex if an.index is index and place == an.place else None
-            tid, _, is_new = index.assign(a.text, an.tokens, an.emb, place, pd.Timestamp(submitted), places, lex=lex,
-                                            petition=a.scope == "individual")
-            if not is_new and s.get(Topic, tid) is None:
-                # the index predates a re-clustering that dropped this topic (its background rebuild
-                # has not landed yet): joining it would bring the dropped topic back beside the
-                # topic its members went to. Follow them there; rebuilding the index here, under
-                # the lock, stalled every submission of this worker for the rebuild's length.
-                successor = self.index.successor(tid)
-                if successor is None:
-                    is_new = True   # its members were left without a topic: this one opens one
+    def _place(self, index: TopicIndex | None, ready: list["_Placed"], outcomes: list) -> list["_Placed"]:
+        """Each message's topic in this worker's index (which this updates), and real ids for the
+        topics the group opens: where the index's topic was dropped by a re-clustering whose index
+        has not landed yet, its successor (rebuilding the index here, under the lock, stalled every
+        submission of this worker for the rebuild's length); where it has none, a new topic."""
+        placed: list[_Placed] = []
+        for p in ready:
+            try:
+                if index is not None:
+                    a = p.an.assessment
+                    lex = p.an.lex if p.an.index is index and p.place == p.an.place else None
+                    p.tid, _, p.is_new = index.assign(a.text, p.an.tokens, p.an.emb, p.place, pd.Timestamp(p.submitted),
+                                                      p.places, lex=lex, petition=a.scope == "individual")
+                placed.append(p)
+            except Exception as exc:  # noqa: BLE001 - a bug on one message costs only that message
+                log.exception("intake: a message could not be placed in a topic")
+                outcomes[p.k] = exc
+        joined = {p.tid for p in placed if not p.is_new}
+        if joined:
+            with self.store.session() as s:
+                have = set(s.execute(select(Topic.id).where(Topic.id.in_(joined))).scalars())
+        else:
+            have = set()
+        opener: dict[str | None, _Placed] = {}   # the index's id of a topic this group opens -> its first message
+        for p in placed:
+            if p.tid in opener and p.tid is not None:   # joins a topic opened earlier in this group
+                p.same_as = opener[p.tid]
+            elif p.is_new:
+                opener[p.tid if p.tid is not None else f"_{p.k}"] = p
+            elif p.tid not in have:
+                successor = self.index.successor(p.tid)
+                if successor is None:   # its members were left without a topic: this one opens one
+                    p.is_new = True
+                    opener[p.tid] = p
                 else:
-                    tid = successor
-        if is_new:
-            real = f"T{self.store.next_value(s, 'topic'):06d}"
-            if index is not None and tid is not None:
-                index.ids[index.ids.index(tid)] = real
-            tid = real
-        row = self.suggestion_row(it.data, an, submitted, key=it.key, idem=idem, bh=bh)
-        s.add(row)
-        s.flush()
-        arow = _assessment_row(row.id, a)
-        s.add(arow)
-        topic = s.get(Topic, tid)
-        if topic is None:   # a new topic, or one this worker opened in a failed transaction
-            topic = self.figures.new_topic(s, tid, row, a)
-        grew.setdefault(topic.id, topic.size or 0)
-        row.topic_id = topic.id
-        topic.size = (topic.size or 0) + 1
-        topic.last_seen = max(topic.last_seen or submitted, submitted)
-        topic.first_seen = min(topic.first_seen or submitted, submitted)
-        topic.submitters = (topic.submitters or 0) + new_voice(s, topic.id, row)
-        topic.updated_at = utcnow()
-        s.flush()   # a refusal surfaces here, inside this message's savepoint
-        return row, arow
+                    p.tid = successor
+        news = list(opener.items())
+        for (index_id, p), value in zip(news, self.store.reserve_values("topic", len(news))):
+            real = f"T{value:06d}"
+            if index is not None and p.tid is not None:
+                index.ids[index.ids.index(index_id)] = real
+            p.tid, p.is_new = real, True
+        for p in placed:
+            if p.same_as is not None:
+                p.tid = p.same_as.tid
+        return placed
+
+    def _write(self, index: TopicIndex | None, placed: list["_Placed"], outcomes: list,
+               refused: dict[int, tuple[Exception | None, "_Placed"]]) -> None:
+        """Write a placed group in one transaction (see :meth:`submit_many`); a deadlock retries it."""
+        for attempt in range(3):
+            done: dict[int, tuple[Suggestion, Assessment]] = {}
+            failed: dict[int, tuple[Exception | None, _Placed]] = {}
+            try:
+                with self.store.write_session() as s:
+                    written: set[str] = set()   # the idempotency keys this group has stored
+                    for p in placed:
+                        if p.idem in written:   # a retry within the group: answered from the first, once committed
+                            failed[p.k] = (None, p)
+                            continue
+                        try:
+                            with s.begin_nested():
+                                row = self.suggestion_row(p.it.data, p.an, p.submitted, key=p.it.key, idem=p.idem,
+                                                          bh=p.bh)
+                                s.add(row)
+                                s.flush()
+                                arow = _assessment_row(row.id, p.an.assessment)
+                                s.add(arow)
+                                s.flush()   # a refusal surfaces here, inside this message's savepoint
+                        except OperationalError:
+                            raise   # the database itself: the group's transaction is gone
+                        except Exception as exc:  # noqa: BLE001 - this message only (a key that raced, a bad value)
+                            if not isinstance(exc, IntegrityError):
+                                log.exception("intake: a message was refused by the database")
+                            failed[p.k] = (exc, p)
+                            continue
+                        if p.idem:
+                            written.add(p.idem)
+                        done[p.k] = (row, arow)
+                    self._update_topics(s, index, [p for p in placed if p.k in done], done)
+            except OperationalError as exc:
+                if self.store.is_transient(exc) and attempt < 2:
+                    log.info("intake: the group's write met a deadlock; writing it again")
+                    continue
+                raise
+            for k, rows in done.items():
+                outcomes[k] = (*rows, False)
+            refused.update(failed)
+            return
+
+    def _update_topics(self, s: Session, index: TopicIndex | None, placed: list["_Placed"],
+                       done: dict[int, tuple[Suggestion, Assessment]]) -> None:
+        """Open, count and refresh the group's topics, in id order (the order of their row locks)."""
+        members: dict[str, list[_Placed]] = {}
+        for p in placed:
+            members.setdefault(p.tid, []).append(p)
+        grew: dict[str, tuple[Topic, int]] = {}
+        for tid in sorted(members):
+            topic = s.get(Topic, tid)
+            if topic is None:   # a new topic, or one this worker opened in a failed transaction
+                first = members[tid][0]
+                topic = self.figures.new_topic(s, tid, done[first.k][0], first.an.assessment)
+            grew[tid] = (topic, topic.size or 0)
+            for p in members[tid]:
+                row = done[p.k][0]
+                row.topic_id = topic.id
+                topic.size = (topic.size or 0) + 1
+                topic.last_seen = max(topic.last_seen or p.submitted, p.submitted)
+                topic.first_seen = min(topic.first_seen or p.submitted, p.submitted)
+                topic.submitters = (topic.submitters or 0) + new_voice(s, topic.id, row)
+            topic.updated_at = utcnow()
+        for topic, before in grew.values():
+            self.figures.refresh_quietly(s, topic, index, grew_from=before)
 
     def admissible_time(self, when: dt.datetime | None) -> dt.datetime:
         """The submission time as stored (naive UTC; now when not given), or InvalidRequest with why."""

@@ -467,17 +467,37 @@ class Store:
             return False
 
     # ---------------------------------------------------------------- counters, settings
-    def next_value(self, s: Session, name: str) -> int:
-        """A database-wide sequence (topic ids), safe across workers."""
-        row = s.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1)
+    def reserve_values(self, name: str, n: int) -> list[int]:
+        """``n`` values of the sequence ``name``, taken in a transaction of their own and committed at
+        once, like a database sequence: a later rollback of the caller's work leaves a gap, never a
+        value handed out twice (intake's group commit takes its new topics' ids this way: a topic id
+        rolled back and taken again by another worker had this worker's index file messages into
+        that worker's unrelated topic)."""
+        if n <= 0:
+            return []
+        with self.session() as s:
+            last = self.next_value(s, name, n)
+        return list(range(last - n + 1, last + 1))
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """A database error that a retry of the same transaction may pass: PostgreSQL's deadlock and
+        serialisation failures (SQLSTATE class 40), which roll the victim's transaction back."""
+        orig = getattr(exc, "orig", None)
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+        return str(code).startswith("40")
+
+    def next_value(self, s: Session, name: str, step: int = 1) -> int:
+        """A database-wide sequence (topic ids), safe across workers: its value after adding ``step``."""
+        row = s.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + step)
                         .returning(Counter.value)).scalar_one_or_none()
         if row is None:
             try:
                 with s.begin_nested():   # two workers may both open the first topic at once
-                    s.add(Counter(name=name, value=1))
-                return 1
+                    s.add(Counter(name=name, value=step))
+                return step
             except IntegrityError:
-                return self.next_value(s, name)
+                return self.next_value(s, name, step)
         return int(row)
 
     #: a running job's worker beats this often; a beat older than JOB_STALE_S means the worker is gone

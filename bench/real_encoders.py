@@ -8,7 +8,7 @@ Reads ``../shared/realdata/`` and the team's topic gold (``bench/realdata_labels
 only); never copies a message anywhere. Exits 0 with the reason when the folder is absent.
 
 For each backend (``triage.embed.encoders.get_encoder``; USE twice: ``use:float``, the package's numpy
-pass, and ``use:int8``, its convolutions in 8 bits, the default where the CPU has VNNI; the log gives
+pass, and ``use:int8``, its convolutions in integers, the default where the CPU has AVX2; the log gives
 the cosine between their vectors of the dev messages):
 
 * **speed and memory** — a child process per backend loads it and embeds 1,000 real messages'

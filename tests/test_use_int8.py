@@ -20,8 +20,8 @@ from triage.text.normalise import normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 
-needs_vnni = pytest.mark.skipif(not use_int8.int8_suits_this_cpu(),
-                                reason="此 CPU 无 VNNI，默认用浮点计算 / no VNNI on this CPU: the float pass is the default here")
+needs_avx2 = pytest.mark.skipif(not use_int8.int8_suits_this_cpu(),
+                                reason="此 CPU 无 AVX2，默认用浮点计算 / no AVX2 on this CPU: the float pass is the default here")
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,58 @@ def openings() -> list[str]:
     return texts[::7][:300]
 
 
+def _build_script():
+    """models/encoders/build_use_int8.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_use_int8", use_int8.MODEL_DIR / "build_use_int8.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_avx2
+def test_the_integer_products_are_exact_at_the_extremes_on_this_cpu():
+    """The graph's activations reach 1..127 (around 64) and its weights -127..127: without VNNI, AVX2
+    sums each pair of byte products into 16 bits with saturation, and 8-bit activations (up to 255)
+    were clipped there. At the largest values the graph can feed it, onnxruntime's product must be
+    the exact one on whatever CPU runs this, or machines would compute different vectors."""
+    pytest.importorskip("onnx", reason="onnx 只在重建时需要（dev 依赖） / onnx is needed only to rebuild the file")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    build = _build_script()
+    ACT_LEVELS, ACT_ZERO = build.ACT_LEVELS, build.ACT_ZERO   # noqa: N806 - the script's constants
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])], "product",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, 256]),
+         helper.make_tensor_value_info("b", TensorProto.INT8, [256, 768]),
+         helper.make_tensor_value_info("za", TensorProto.UINT8, []),
+         helper.make_tensor_value_info("zb", TensorProto.INT8, [])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [None, 768])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    lo, hi = ACT_ZERO - ACT_LEVELS, ACT_ZERO + ACT_LEVELS
+    for trial in range(6):
+        a = rng.integers(lo, hi + 1, (64, 256)).astype(np.uint8)
+        b = rng.integers(-127, 128, (256, 768)).astype(np.int8)
+        if trial % 2:   # every pair at the extremes, of one sign and of the other
+            a[:] = hi if trial != 3 else lo
+            b[:] = np.where(rng.random(b.shape) < 0.5, 127, -127).astype(np.int8)
+            b[:, : 768 // 2] = 127
+        got = sess.run(None, {"a": a, "b": b, "za": np.array(ACT_ZERO, np.uint8), "zb": np.array(0, np.int8)})[0]
+        assert np.array_equal(got, (a.astype(np.int64) - ACT_ZERO) @ b.astype(np.int64)), trial
+
+
 @pytest.fixture(scope="module")
 def both(openings):
     return USEEncoder(backend="int8", threads=1), USEEncoder(backend="float", threads=1)
 
 
-@needs_vnni
+@needs_avx2
 def test_int8_vectors_stay_within_cosine_0999_of_the_float_pass(both, openings):
     q, f = both
     vq, vf = q.encode(openings), f.encode(openings)
@@ -162,12 +208,7 @@ def test_the_shipped_file_is_the_one_the_manifest_names():
 def test_the_build_script_makes_the_shipped_file_from_the_installed_wheel(tmp_path):
     """The shipped file is reproducible: the script, run on the installed wheel, writes the same bytes."""
     pytest.importorskip("onnx", reason="onnx 只在重建时需要（dev 依赖） / onnx is needed only to rebuild the file")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_use_int8", use_int8.MODEL_DIR / "build_use_int8.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    made = module.build(tmp_path)
+    made = _build_script().build(tmp_path)
     shipped = json.loads(use_int8.MANIFEST.read_text(encoding="utf-8"))
     assert made["sha256"] == shipped["sha256"]
     assert made["source"] == shipped["source"]

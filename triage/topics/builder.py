@@ -684,6 +684,11 @@ class TopicIndex:
         self._l_count = np.asarray(self.count, dtype=np.float64)   # members behind each mean row
         self._new_lex: list[sp.csr_matrix] = []
         self._joined: list[tuple[int, sp.csr_matrix]] = []
+        # the rows kept aside, stacked as far as the last message read them (both lists only grow
+        # until a fold): stacking up to 256 one-row matrices again for every message was most of a
+        # submission's topic assignment
+        self._new_stack: sp.csr_matrix | None = None
+        self._joined_stack: sp.csr_matrix | None = None
         self._days = np.zeros(cap)  # last_day as an array: the time term is one vector operation
         self._days[:n] = self.last_day
         self._pshare = np.zeros(cap)  # each topic's share of individual petitions, likewise
@@ -703,6 +708,15 @@ class TopicIndex:
             cnt = cnt + more
         self.Lc, self._l_count = sp.csr_matrix(L).tocsc(), cnt
         self._new_lex, self._joined = [], []
+        self._new_stack = self._joined_stack = None
+
+    @staticmethod
+    def _stacked(rows: list[sp.csr_matrix], done: sp.csr_matrix | None) -> sp.csr_matrix:
+        """``rows`` as one matrix, reusing ``done``, the stack of their first rows."""
+        have = 0 if done is None else done.shape[0]
+        if have == len(rows):
+            return done
+        return sp.vstack(([done] if have else []) + rows[have:], format="csr")
 
     def _lex_sims(self, lv: sp.csr_matrix) -> np.ndarray:
         """The message's mean lexical similarity to each topic's members (its dot product with their
@@ -718,12 +732,14 @@ class TopicIndex:
         cols, vals = lv.indices, lv.data
         base = np.asarray(self.Lc[:, cols] @ vals).ravel() if self.Lc.shape[0] else np.zeros(0)
         if self._new_lex:
-            base = np.concatenate([base, np.asarray(sp.vstack(self._new_lex)[:, cols] @ vals).ravel()])
+            self._new_stack = self._stacked(self._new_lex, self._new_stack)
+            base = np.concatenate([base, np.asarray(self._new_stack[:, cols] @ vals).ravel()])
         if self._joined:
             n = len(base)
             cnt = np.concatenate([self._l_count, np.ones(n - len(self._l_count))])
             owner = np.array([k for k, _ in self._joined])
-            dots = np.asarray(sp.vstack([r for _, r in self._joined])[:, cols] @ vals).ravel()
+            self._joined_stack = self._stacked([r for _, r in self._joined], self._joined_stack)
+            dots = np.asarray(self._joined_stack[:, cols] @ vals).ravel()
             more = np.bincount(owner, minlength=n)
             base = (cnt * base + np.bincount(owner, weights=dots, minlength=n)) / (cnt + more)
         return base

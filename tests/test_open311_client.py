@@ -93,20 +93,21 @@ def test_a_range_over_ninety_days_is_refused_as_the_spec_says(live) -> None:
 
 def test_a_slow_open311_submission_does_not_stall_the_workers_other_requests(live, monkeypatch) -> None:
     """Open311 intake ran the blocking submit on the event loop: every other request of the worker
-    waited for it. It now takes the JSON intake's path (thread pool, shared model calls)."""
+    waited for it. It now takes the JSON intake's path (shared model calls, then the group commit's
+    writer thread)."""
     import threading
     import time
 
     off = live.rt.office
-    real = off.intake.submit
+    real = off.intake.submit_many
     entered = threading.Event()
 
-    def slow_submit(*a, **kw):
+    def slow_write(*a, **kw):
         entered.set()
-        time.sleep(2.0)   # a database under load, or a long text through the models
+        time.sleep(2.0)   # a database under load
         return real(*a, **kw)
 
-    monkeypatch.setattr(off.intake, "submit", slow_submit)
+    monkeypatch.setattr(off.intake, "submit_many", slow_write)
     code = live.client.get_service_list()[0]["service_code"]
     done: dict = {}
     t = threading.Thread(target=lambda: done.update(r=httpx.post(

@@ -2,7 +2,8 @@
 
 Idempotent (an ``Idempotency-Key`` replays the first answer); the topic comes from this worker's
 index, and the topic's figures are refreshed at once. The model work (segmenting, masking, the
-sentence encoder) is batched by :meth:`IntakeDesk.analyse`, outside the index lock.
+sentence encoder) is batched by :meth:`IntakeDesk.analyse`, outside the index lock; the writes are
+batched too (:meth:`IntakeDesk.submit_many`, a group commit with an outcome per submission).
 """
 
 from __future__ import annotations

@@ -61,8 +61,7 @@ class _Placed:
     same_as: "_Placed | None" = None   # joins the topic that this earlier message of the group opens
 
     def __post_init__(self) -> None:
-        given = normalize(self.it.data.place).strip() if self.it.data.place else None
-        self.place, self.places = IntakeDesk.with_given(given, self.an.place, self.an.places)
+        _given, self.place, self.places = IntakeDesk._places_of(self.it.data, self.an)
 
 
 class IntakeDesk(OfficeService):

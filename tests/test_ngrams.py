@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from triage.assess.ngrams import NgramCounter, fast_transformer
+from triage.assess.ngrams import NgramCounter, count_char_wb, counts_char_wb_supported, fast_transformer
 
 ODD = ["", "a", "İstanbul ＡＢＣ Abc", "  多个   空格\n\n换行\t制表", "😡😡😡 emoji", "x" * 7, "没有 见过 的 词",
        "〔手机号〕 联系", "\udcff坏字节"]
@@ -36,6 +36,35 @@ def test_the_counter_reproduces_the_fitted_vectorizer_bit_for_bit(corpus, kind):
     unseen = docs[len(docs) // 2:] + ODD
     assert NgramCounter.supports(vec)
     _same(vec.transform(unseen), NgramCounter(vec).transform(unseen))
+
+
+@pytest.mark.parametrize("ngram_range,lowercase", [((2, 3), True), ((1, 3), False), ((1, 1), True), ((3, 3), True)])
+def test_char_wb_fit_counts_are_scikit_learns(corpus, ngram_range, lowercase):
+    """The topics' lexical fit (character n-grams inside words): the same sorted vocabulary and the
+    same count matrix as CountVectorizer's, bit for bit, odd texts included (one-character words,
+    astral characters, runs of whitespace, a lone surrogate, empty documents)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from triage.text.normalise import tokens
+
+    docs = [" ".join(tokens(t)) for t in (corpus["title"] + "\n" + corpus["text"]).tolist()[:300]] + ODD
+    docs += ["A b", "Ab  CD\u3000x ＡＢ", "𠀀𠀁 x 𠀀", "的 的 的"]
+    cv = CountVectorizer(analyzer="char_wb", ngram_range=ngram_range, lowercase=lowercase, dtype=np.float32)
+    expected = cv.fit_transform(docs).tocsr()
+    expected.sort_indices()
+    terms, counts = count_char_wb(docs, ngram_range, lowercase, np.float32)
+    assert terms == cv.get_feature_names_out().tolist()
+    _same(expected, counts)
+
+
+def test_char_wb_fit_applies_only_where_it_is_exact():
+    ok = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), max_df=0.5)
+    assert counts_char_wb_supported(ok)
+    for bad in (TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)),     # a padded word can be shorter
+                TfidfVectorizer(analyzer="char_wb", max_features=10),        # scikit-learn's own cut
+                TfidfVectorizer(analyzer="char", ngram_range=(2, 3)),
+                TfidfVectorizer(analyzer="char_wb", strip_accents="unicode")):
+        assert not counts_char_wb_supported(bad)
 
 
 def test_vectorizers_it_cannot_reproduce_keep_scikit_learns_transform():

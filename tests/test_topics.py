@@ -243,14 +243,21 @@ def test_topic_building_embeds_each_message_once_and_only_its_opening(shipped_mo
     assert enc.misses <= len(rows) + len(default_plan().items)
 
 
-def test_parallel_tfidf_fit_equals_the_serial_fit():
+@pytest.mark.parametrize("analyzer", ["char_wb", "word"])
+def test_the_topics_tfidf_fit_equals_scikit_learns(analyzer):
+    """Character n-grams are counted with array operations, words by forked workers: either way the
+    matrix, the vocabulary and later transforms are scikit-learn's own, and its errors too."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from triage.topics import builder as T
 
     docs = [f"{w} 楼道 灯 坏了 {i}" for i, w in enumerate(["北辰", "上庄", "公交", "班次", "电梯"] * 40)]
-    mk = lambda: TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True, max_df=0.5,
-                                 dtype=np.float32)
+    if analyzer == "char_wb":
+        mk = lambda: TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True, max_df=0.5,
+                                     dtype=np.float32)
+    else:
+        mk = lambda: TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True, max_df=0.5,
+                                     dtype=np.float32)
     serial = mk()
     a = serial.fit_transform(docs)
     par = mk()
@@ -262,6 +269,12 @@ def test_parallel_tfidf_fit_equals_the_serial_fit():
     assert par.vocabulary_ == serial.vocabulary_
     assert abs(a - b).max() == 0
     assert abs(serial.transform(docs[:5]) - par.transform(docs[:5])).max() == 0
+    for bad in (["", " "], ["楼道 灯"] * 3):   # nothing to count; every term in more than half the documents
+        with pytest.raises(ValueError) as ours:
+            T.fit_tfidf(mk(), bad)
+        with pytest.raises(ValueError) as theirs:
+            mk().fit_transform(bad)
+        assert str(ours.value) == str(theirs.value)
 
 
 def test_heat_counts_citizens_not_posts_with_the_boards_own_column_names(small_model_dir):
@@ -427,3 +440,40 @@ def test_absorbed_stored_petitions_count_towards_their_topics_share():
     assert all(index._pshare[index.ids.index(t[0])] == 1.0 for t in grown)
     index.absorb([(index.ids[lamp], f["tokens"], emb, f["place"], f["submitted_at"], f["places"])])
     assert index.petitions[lamp] == 1 and abs(index._pshare[lamp] - 0.2) < 1e-9
+
+
+def test_a_place_leaves_a_label_as_the_pattern_took_it_out():
+    """make_label takes a place and the words hanging on it out without compiling a pattern per place:
+    the same text as the regular expression it replaced, on random texts built from those words."""
+    import random
+    import re
+
+    from triage.topics.builder import _drop_place
+
+    def pattern(text: str, place: str) -> str:
+        return re.sub(rf"(?:住在|位于|家住|在){re.escape(place)}(?:的|这边|那边|那个|这个|里)?|{re.escape(place)}"
+                      r"(?:的|这边|那边|那个|这个)?", "", text)
+
+    rng = random.Random(7)
+    pieces = list("住在位于家的这边那个里市区.*(") + ["在", "住在", "这个", "那边"]
+    for _ in range(20000):
+        place = "".join(rng.choice(["X", "市", "区", ".", "*", "(", "X市", "在", "的"]) for _ in range(rng.randint(1, 3)))
+        text = "".join(rng.choice(pieces + [place, place]) for _ in range(rng.randint(0, 14)))
+        assert _drop_place(text, place) == pattern(text, place), (text, place)
+
+
+def test_candidate_search_in_threads_finds_what_one_thread_finds():
+    import scipy.sparse as sp
+
+    from triage.topics.cluster import scored_candidates
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(700, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    lex = sp.random(700, 300, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    blocks = rng.choice(["a", "b", "c"], size=700).tolist()
+    for bl in (None, blocks):
+        one = scored_candidates(emb, lex, 5, 3, bl, chunk=64, threads=1)
+        two = scored_candidates(emb, lex, 5, 3, bl, chunk=64, threads=2)
+        for x, y in zip(one, two):
+            assert np.array_equal(x, y)

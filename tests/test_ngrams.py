@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from triage.assess.ngrams import NgramCounter, count_char_wb, counts_char_wb_supported, fast_transformer
+from triage.assess.ngrams import (NgramCounter, char_ngram_counts, count_char_wb, counts_char_wb_supported,
+                                  fast_transformer)
 
 ODD = ["", "a", "İstanbul ＡＢＣ Abc", "  多个   空格\n\n换行\t制表", "😡😡😡 emoji", "x" * 7, "没有 见过 的 词",
        "〔手机号〕 联系", "\udcff坏字节"]
@@ -55,6 +56,21 @@ def test_char_wb_fit_counts_are_scikit_learns(corpus, ngram_range, lowercase):
     terms, counts = count_char_wb(docs, ngram_range, lowercase, np.float32)
     assert terms == cv.get_feature_names_out().tolist()
     _same(expected, counts)
+
+
+@pytest.mark.parametrize("ngram_range", [(2, 3), (1, 2), (3, 3)])
+def test_char_ngram_counts_are_scikit_learns_up_to_the_order_of_columns(corpus, ngram_range):
+    """Near-duplicates are found on these counts: the same documents' similarities (the Gram matrix,
+    exact integers) and the same column totals as CountVectorizer(analyzer="char"), odd texts included."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    docs = (corpus["title"] + "\n" + corpus["text"]).tolist()[:300] + ODD + ["ab", "A\n\nb  c\td", "𠀀𠀁x"]
+    ours = char_ngram_counts(docs, ngram_range)
+    theirs = CountVectorizer(analyzer="char", ngram_range=ngram_range).fit_transform(docs).tocsr().astype(np.float64)
+    assert ours.shape == theirs.shape
+    assert np.array_equal((ours @ ours.T).toarray(), (theirs @ theirs.T).toarray())
+    assert sorted(np.asarray(ours.sum(0)).ravel()) == sorted(np.asarray(theirs.sum(0)).ravel())
+    assert np.array_equal(np.asarray(ours.sum(1)).ravel(), np.asarray(theirs.sum(1)).ravel())
 
 
 def test_char_wb_fit_applies_only_where_it_is_exact():

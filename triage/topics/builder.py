@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 
+from triage.assess.ngrams import char_ngram_counts
 from triage.topics.cluster import Points, Similarity, SimilarityConfig, cluster
 from triage.text.places import SITE_KINDS, PlaceExtractor
 from triage.text.normalise import PLACE_CODE_RE
@@ -175,15 +177,14 @@ class TopicBuilder:
         # the citizen's own title (masked like the text), where the input had a title column
         titles = msgs["title"].fillna("").astype(str).to_numpy(dtype=object) if "title" in msgs else None
         self.lengths_ = lengths
-        dupvec = HashingVectorizer(analyzer="char", ngram_range=(2, 3), n_features=2 ** 18,
-                                   alternate_sign=False, norm="l2")
         out: list[Topic] = []
         groups = _label_groups(labels)
         # near-duplicates only matter inside a topic: singletons (most topics at scale) are not vectorised
         in_multi = np.concatenate([g for g in groups if len(g) > 1] or [np.zeros(0, int)])
         at = np.full(n, -1)
         at[in_multi] = np.arange(len(in_multi))
-        dv = _transform(dupvec, text[in_multi].tolist(), self.workers) if len(in_multi) else None
+        # near-duplicates: cosine of character 2-3-gram counts (each n-gram its own column, no hashing)
+        dv = normalize(char_ngram_counts(text[in_multi].tolist(), (2, 3))) if len(in_multi) else None
         voices = _voices(dv, [at[g] if len(g) > 1 else g for g in groups], cfg.duplicate_threshold) if n else []
         reps = self._representatives(groups, scope) if n else []
         for idx, nvoices, rep in zip(groups, voices, reps):
@@ -453,19 +454,6 @@ def _weigh_counts(vec: TfidfVectorizer, vocab: list[str], counts: sp.csr_matrix)
     return out
 
 
-def _transform_chunk(docs: Sequence[str], vec) -> sp.csr_matrix:
-    return vec.transform(docs).tocsr()
-
-
-def _transform(vec, docs: Sequence[str], workers: int = 1) -> sp.csr_matrix:
-    """A stateless vectoriser's ``transform`` (hashing), over forked workers for large inputs."""
-    from triage.parallel import can_fork, chunked_map
-
-    if workers <= 1 or len(docs) < PARALLEL_MIN_TEXTS or not can_fork():
-        return vec.transform(docs).tocsr()
-    return sp.vstack(chunked_map(_transform_chunk, list(docs), workers, vec)).tocsr()
-
-
 def _l2(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return (v / n if n else v).astype(np.float32)
@@ -477,17 +465,22 @@ def _l2_sparse(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.diags(1.0 / n) @ m
 
 
-def _voices(dv: sp.csr_matrix, groups: Sequence[np.ndarray], threshold: float, batch_rows: int = 2048) -> list[int]:
+def _voices(dv: sp.csr_matrix, groups: Sequence[np.ndarray], threshold: float, batch_rows: int = 2048,
+            threads: int = 2) -> list[int]:
     """Voices per topic: members whose texts are near-identical (char 2-3-gram cosine) are one voice.
 
     Topics are processed in batches of about ``batch_rows`` messages: one sparse product and one
     connected-components call per batch, with pairs across topics masked out, instead of several
-    scipy calls per topic (tens of thousands of topics at 100k messages).
+    scipy calls per topic (tens of thousands of topics at 100k messages). Batches run on ``threads``
+    threads (scipy's sparse product releases the GIL); each batch's answer is its own.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from scipy.sparse.csgraph import connected_components
 
     out = [1] * len(groups)
     multi = [g for g, idx in enumerate(groups) if len(idx) > 1]
+    batches: list[list[int]] = []
     k = 0
     while k < len(multi):
         batch = [multi[k]]
@@ -497,15 +490,23 @@ def _voices(dv: sp.csr_matrix, groups: Sequence[np.ndarray], threshold: float, b
             batch.append(multi[k])
             rows += len(groups[multi[k]])
             k += 1
+        batches.append(batch)
+
+    def count(batch: list[int]) -> np.ndarray:
         idx = np.concatenate([groups[g] for g in batch])
+        rows = len(idx)
         owner = np.repeat(np.arange(len(batch)), [len(groups[g]) for g in batch])
         sim = (dv[idx] @ dv[idx].T).tocoo()
         keep = (sim.data >= threshold) & (owner[sim.row] == owner[sim.col])
         adj = sp.csr_matrix((np.ones(int(keep.sum())), (sim.row[keep], sim.col[keep])), shape=(rows, rows))
         comp = connected_components(adj, directed=False)[1]
         distinct = np.unique(np.stack([owner, comp], axis=1), axis=0)[:, 0]  # (topic, voice) pairs
-        for b, cnt in enumerate(np.bincount(distinct, minlength=len(batch))):
-            out[batch[b]] = int(cnt)
+        return np.bincount(distinct, minlength=len(batch))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, os.cpu_count() or 1))) as pool:
+        for batch, counts in zip(batches, pool.map(count, batches)):
+            for b, cnt in enumerate(counts):
+                out[batch[b]] = int(cnt)
     return out
 
 

@@ -211,15 +211,19 @@ class Similarity:
     def matrix(self, p: Points, idx: np.ndarray) -> np.ndarray:
         """Dense combined similarity among a (small) set of messages."""
         e = p.emb[idx]
-        lx = p.lex[idx]
-        s = self.cfg.w_semantic * (e @ e.T) + self.cfg.w_lexical * (lx @ lx.T).toarray()
+        s = self.cfg.w_semantic * (e @ e.T) + self.cfg.w_lexical * _gram(p.lex[idx])
         codes, keys = p.place_codes()
         ci = codes[idx]
         known = ci >= 0
         if known.any():
             uniq, inv = np.unique(ci[known], return_inverse=True)
             ks = [keys[u] for u in uniq.tolist()]
-            table = np.array([[self.place_term(a[0], b[0], a[1], b[1]) for b in ks] for a in ks])
+            # the place term is symmetric: the upper triangle is worked out, the lower one mirrors it
+            # (a large component names hundreds of distinct places)
+            table = np.zeros((len(ks), len(ks)))
+            for r, a in enumerate(ks):
+                table[r, r:] = [self.place_term(a[0], b[0], a[1], b[1]) for b in ks[r:]]
+            table = np.triu(table) + np.triu(table, 1).T
             inv = inv.ravel()
             s[np.ix_(known, known)] += table[np.ix_(inv, inv)]
         d = p.day[idx]
@@ -228,6 +232,19 @@ class Similarity:
             pe = p.petition[idx]
             s -= self.cfg.petition_pair * (pe[:, None] & pe[None, :])
         return s
+
+
+def _gram(lx: sp.csr_matrix, threads: int = 2, min_rows: int = 512) -> np.ndarray:
+    """``(lx @ lx.T).toarray()``, its row blocks on ``threads`` threads for a large component: scipy's
+    sparse product releases the GIL, and each row's products are the same whoever computes them."""
+    workers = max(1, min(threads, os.cpu_count() or 1))
+    if workers == 1 or lx.shape[0] < min_rows:
+        return (lx @ lx.T).toarray()
+    lt = lx.T.tocsr()
+    step = -(-lx.shape[0] // workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda s: (lx[s:s + step] @ lt).toarray(), range(0, lx.shape[0], step)))
+    return np.vstack(parts)
 
 
 def scored_candidates(emb: np.ndarray, lex: sp.csr_matrix, k_sem: int, k_lex: int,

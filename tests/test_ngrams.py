@@ -8,7 +8,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from triage.assess.ngrams import (NgramCounter, char_ngram_counts, count_char_wb, counts_char_wb_supported,
-                                  fast_transformer)
+                                  fast_transformer, word_counts)
 
 ODD = ["", "a", "İstanbul ＡＢＣ Abc", "  多个   空格\n\n换行\t制表", "😡😡😡 emoji", "x" * 7, "没有 见过 的 词",
        "〔手机号〕 联系", "\udcff坏字节"]
@@ -71,6 +71,23 @@ def test_char_ngram_counts_are_scikit_learns_up_to_the_order_of_columns(corpus, 
     assert np.array_equal((ours @ ours.T).toarray(), (theirs @ theirs.T).toarray())
     assert sorted(np.asarray(ours.sum(0)).ravel()) == sorted(np.asarray(theirs.sum(0)).ravel())
     assert np.array_equal(np.asarray(ours.sum(1)).ravel(), np.asarray(theirs.sum(1)).ravel())
+
+
+def test_word_counts_are_scikit_learns(corpus):
+    """The topics' keywords count words (``\\S+``): the same sorted names and counts as CountVectorizer."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from triage.text.normalise import tokens
+
+    docs = [" ".join(tokens(t)) for t in corpus["text"].tolist()[:300]] + ODD + ["A a Ä\u3000\x1cb\x85c", ""]
+    cv = CountVectorizer(token_pattern=r"\S+", lowercase=False)
+    expected = cv.fit_transform(docs).tocsr()
+    expected.sort_indices()
+    names, counts = word_counts(docs)
+    assert names.tolist() == cv.get_feature_names_out().tolist()
+    _same(expected, counts)
+    with pytest.raises(ValueError):
+        word_counts(["", "  "])
 
 
 def test_char_wb_fit_applies_only_where_it_is_exact():

@@ -304,3 +304,25 @@ def char_ngram_counts(docs: Iterable[str], ngram_range: tuple[int, int], lowerca
     X = sp.coo_matrix((np.ones(len(r), dtype=dtype), (r, c)), shape=(len(texts), first)).tocsr()
     X.sum_duplicates()
     return X
+
+
+def word_counts(docs: Iterable[str]) -> tuple[np.ndarray, sp.csr_matrix]:
+    """``CountVectorizer(token_pattern=r"\\S+", lowercase=False)``'s fit on ``docs``: its sorted feature
+    names and its count matrix, with a hash table of the words instead of a dict lookup per word
+    (``\\S+`` finds exactly the words ``str.split`` makes: both stop at ``str.isspace`` characters).
+    Raises scikit-learn's ValueError when there is no word at all."""
+    split = [d.split() for d in docs]
+    lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    words = [w for ws in split for w in ws]
+    if not words:
+        raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+    codes, uniq = pd.factorize(np.array(words, dtype=object), sort=False)
+    order = np.argsort(uniq, kind="stable")   # distinct strings, compared as Python compares them
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq), dtype=np.int64)
+    rows = np.repeat(np.arange(len(split), dtype=np.int64), lengths)
+    X = sp.coo_matrix((np.ones(len(words), dtype=np.int64), (rows, rank[codes])),
+                      shape=(len(split), len(uniq))).tocsr()
+    X.sum_duplicates()
+    X.sort_indices()
+    return np.asarray(uniq[order], dtype=object), X

@@ -49,7 +49,7 @@ def test_char_wb_fit_counts_are_scikit_learns(corpus, ngram_range, lowercase):
     from triage.text.normalise import tokens
 
     docs = [" ".join(tokens(t)) for t in (corpus["title"] + "\n" + corpus["text"]).tolist()[:300]] + ODD
-    docs += ["A b", "Ab  CD\u3000x ＡＢ", "𠀀𠀁 x 𠀀", "的 的 的"]
+    docs += ["A b", "Ab  CD\u3000x ＡＢ", "𠀀𠀁 x 𠀀", "的 的 的", "灯\x00坏 \x00", "İ ẞ K"]
     cv = CountVectorizer(analyzer="char_wb", ngram_range=ngram_range, lowercase=lowercase, dtype=np.float32)
     expected = cv.fit_transform(docs).tocsr()
     expected.sort_indices()
@@ -94,6 +94,8 @@ def test_char_wb_fit_applies_only_where_it_is_exact():
     ok = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), max_df=0.5)
     assert counts_char_wb_supported(ok)
     for bad in (TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)),     # a padded word can be shorter
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(0, 2)),
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 2)),
                 TfidfVectorizer(analyzer="char_wb", max_features=10),        # scikit-learn's own cut
                 TfidfVectorizer(analyzer="char", ngram_range=(2, 3)),
                 TfidfVectorizer(analyzer="char_wb", strip_accents="unicode")):

@@ -269,12 +269,15 @@ def test_the_topics_tfidf_fit_equals_scikit_learns(analyzer):
     assert par.vocabulary_ == serial.vocabulary_
     assert abs(a - b).max() == 0
     assert abs(serial.transform(docs[:5]) - par.transform(docs[:5])).max() == 0
-    for bad in (["", " "], ["楼道 灯"] * 3):   # nothing to count; every term in more than half the documents
+    # nothing to count; every term in more than half the documents; not a list of texts; a missing text
+    for bad in (["", " "], ["楼道 灯"] * 3, "楼道 灯 坏了", ["楼道 灯", np.nan]):
         with pytest.raises(ValueError) as ours:
             T.fit_tfidf(mk(), bad)
         with pytest.raises(ValueError) as theirs:
             mk().fit_transform(bad)
         assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ValueError):   # scikit-learn's parameter check (an InvalidParameterError)
+        T.fit_tfidf(TfidfVectorizer(analyzer=analyzer, max_df=1.5), docs)
 
 
 def test_heat_counts_citizens_not_posts_with_the_boards_own_column_names(small_model_dir):
@@ -460,6 +463,7 @@ def test_a_place_leaves_a_label_as_the_pattern_took_it_out():
         place = "".join(rng.choice(["X", "市", "区", ".", "*", "(", "X市", "在", "的"]) for _ in range(rng.randint(1, 3)))
         text = "".join(rng.choice(pieces + [place, place]) for _ in range(rng.randint(0, 14)))
         assert _drop_place(text, place) == pattern(text, place), (text, place)
+    assert _drop_place("上庄村的路灯", "") == "上庄村的路灯"
 
 
 def test_candidate_search_in_threads_finds_what_one_thread_finds():

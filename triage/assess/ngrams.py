@@ -194,8 +194,8 @@ def counts_char_wb_supported(vec: TfidfVectorizer) -> bool:
     ``char_wb`` analyzer with its default preprocessing, n-grams of at most three characters (a padded
     word is never shorter than that, so scikit-learn's short-word rule never applies) and no cap on
     the number of features (its cut is left to scikit-learn)."""
-    _, max_n = vec.ngram_range
-    return (vec.analyzer == "char_wb" and max_n <= 3 and vec.preprocessor is None and vec.strip_accents is None
+    min_n, max_n = vec.ngram_range
+    return (vec.analyzer == "char_wb" and 1 <= min_n <= max_n <= 3 and vec.preprocessor is None and vec.strip_accents is None
             and vec.stop_words is None and vec.tokenizer is None and not vec.binary and vec.input == "content"
             and vec.max_features is None and vec.vocabulary is None)
 
@@ -251,8 +251,9 @@ def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: 
         for k in range(n - 1, -1, -1):
             ids[:, k] = rest % base
             rest //= base
-        text = chars[ids - 1]
-        terms.extend(np.frombuffer(text.tobytes(), dtype=f"<U{n}").tolist())
+        # decoded as UTF-32, not viewed as numpy strings: those drop a trailing U+0000
+        flat = chars[ids - 1].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+        terms.extend(flat[k:k + n] for k in range(0, len(flat), n))
     order = sorted(range(len(terms)), key=terms.__getitem__)
     rank = np.empty(len(terms), dtype=np.int64)
     rank[np.asarray(order, dtype=np.int64)] = np.arange(len(terms), dtype=np.int64)

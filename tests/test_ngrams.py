@@ -56,6 +56,10 @@ def test_char_wb_fit_counts_are_scikit_learns(corpus, ngram_range, lowercase):
     terms, counts = count_char_wb(docs, ngram_range, lowercase, np.float32)
     assert terms == cv.get_feature_names_out().tolist()
     _same(expected, counts)
+    # and in scikit-learn's own order of each row's entries (first sighting), where sums must match it
+    unsorted = CountVectorizer(analyzer="char_wb", ngram_range=ngram_range, lowercase=lowercase,
+                               dtype=np.float32).fit_transform(docs).tocsr()
+    _same(unsorted, count_char_wb(docs, ngram_range, lowercase, np.float32, seen_order=True)[1])
 
 
 @pytest.mark.parametrize("ngram_range", [(2, 3), (1, 2), (3, 3)])

@@ -201,7 +201,7 @@ def counts_char_wb_supported(vec: TfidfVectorizer) -> bool:
 
 
 def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: bool,
-                  dtype=np.float64) -> tuple[list[str], sp.csr_matrix]:
+                  dtype=np.float64, seen_order: bool = False) -> tuple[list[str], sp.csr_matrix]:
     """The sorted vocabulary and the count matrix that ``CountVectorizer(analyzer="char_wb")`` builds
     when it fits ``docs`` (before its document-frequency limits), with array operations.
 
@@ -212,6 +212,11 @@ def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: 
     character ids, laid out exactly as the padded words (" w1  w2 "); an n-gram is one integer code,
     kept where it stays inside its word; the vocabulary is the distinct codes, decoded and sorted as
     scikit-learn sorts its terms. ``tests/test_ngrams.py`` checks the result against scikit-learn.
+
+    Each row's entries are in column order, or with ``seen_order`` in the order scikit-learn stores
+    them: by when the corpus first showed each n-gram. The values are the same; sums over a row
+    (sparse products, later) add in that order, and float32 sums in another order can differ in
+    their last bits.
     """
     min_n, max_n = ngram_range
     padded = []
@@ -233,7 +238,8 @@ def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: 
     ids = np.cumsum(present, dtype=np.int64)            # 1-based: 0 is never a character
     units = ids[cps]
     base = len(chars) + 1
-    by_n: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # per n: distinct codes, each n-gram's one, its document
+    # per n: distinct codes, each n-gram's code, its document, each distinct code's first sighting
+    by_n: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for n in range(min_n, max_n + 1):
         m = max(total - n + 1, 0)
         inside = word_of[:m] == word_of[n - 1:]
@@ -241,9 +247,16 @@ def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: 
         for k in range(n):
             code = code * base + units[k:k + m][inside]
         inv, uniq = pd.factorize(code, sort=False)   # hashing: a sort of ten million codes cost seconds
-        by_n.append((np.asarray(uniq, dtype=np.int64), np.asarray(inv, dtype=np.int64), doc_of[:m][inside]))
+        inv = np.asarray(inv, dtype=np.int64)
+        at = np.flatnonzero(inside)
+        # where each distinct n-gram first occurs: scikit-learn's stream runs word by word, and in a
+        # word through the shorter n-grams first, so (word, n, position) orders first sightings
+        first = np.empty(len(uniq), dtype=np.int64)
+        first[inv[::-1]] = at[::-1]
+        seen = (word_of[first] * (max_n - min_n + 1) + (n - min_n)) * (total + 1) + first
+        by_n.append((np.asarray(uniq, dtype=np.int64), inv, doc_of[:m][inside], seen))
     terms: list[str] = []
-    for n, (uniq, _, _) in zip(range(min_n, max_n + 1), by_n):
+    for n, (uniq, _, _, _) in zip(range(min_n, max_n + 1), by_n):
         if not len(uniq):
             continue
         ids = np.empty((len(uniq), n), dtype=np.int64)   # each code's characters (1-based ids), first first
@@ -258,7 +271,7 @@ def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: 
     rank = np.empty(len(terms), dtype=np.int64)
     rank[np.asarray(order, dtype=np.int64)] = np.arange(len(terms), dtype=np.int64)
     rows, cols, first = [], [], 0
-    for uniq, inv, doc in by_n:
+    for uniq, inv, doc, _ in by_n:
         rows.append(doc)
         cols.append(rank[first + inv])
         first += len(uniq)
@@ -267,6 +280,13 @@ def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: 
     X = sp.coo_matrix((np.ones(len(r), dtype=dtype), (r, c)), shape=(len(padded), len(terms))).tocsr()
     X.sum_duplicates()
     X.sort_indices()
+    if seen_order and X.nnz:
+        seen_rank = np.empty(len(terms), dtype=np.int64)   # by column: its first sighting's rank
+        seen_rank[rank] = np.argsort(np.argsort(np.concatenate([b[3] for b in by_n]), kind="stable"), kind="stable")
+        row_of = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+        o = np.lexsort((seen_rank[X.indices], row_of))
+        X = sp.csr_matrix((X.data[o], X.indices[o], X.indptr), shape=X.shape)
+        X.has_sorted_indices = False
     return [terms[k] for k in order], X
 
 

@@ -404,11 +404,11 @@ def fit_tfidf(vec: TfidfVectorizer, docs: Sequence[str], workers: int = 1) -> sp
     matrix's entries and ``vec.transform`` are those of ``vec.fit_transform`` (bit for bit in float32,
     the builder's type; in float64 a row's norm may differ in the last bit, summed in another order).
 
-    One difference remains: each row's entries are stored in column order, where scikit-learn keeps
-    the order the n-grams were first seen in. The values are the same, but sparse products over them
-    (the candidate search, a component's similarities) add in another order and can move a cosine by
-    about 1e-6. Fits of 5,000 messages or more were already stored so (the forked path); smaller ones
-    now are too: full runs at 1,500 to 12,000 messages gave the same topics before and after.
+    The order of each row's entries is kept as the earlier code left it: in column order where it
+    counted in forked workers (5,000 messages or more, where it may fork), else as scikit-learn
+    stores them (by first sighting). Sparse products over the rows (the candidate search, a
+    component's similarities) add in that order, and float32 sums in another order moved a
+    similarity by about 1e-6 and one message of 20,000 to another topic in a store's re-clustering.
     """
     from triage.assess.ngrams import count_char_wb, counts_char_wb_supported
     from triage.parallel import can_fork, chunked_map
@@ -418,7 +418,9 @@ def fit_tfidf(vec: TfidfVectorizer, docs: Sequence[str], workers: int = 1) -> sp
     docs = list(docs)
     if counts_char_wb_supported(vec) and all(isinstance(d, str) for d in docs):
         vec._validate_params()   # scikit-learn's own refusal of a bad max_df or ngram_range
-        vocab, counts = count_char_wb(docs, vec.ngram_range, vec.lowercase, vec.dtype)
+        # rows in the order the earlier code left them (see the docstring): same sums, same topics
+        forked = workers > 1 and len(docs) >= PARALLEL_MIN_TEXTS and can_fork()
+        vocab, counts = count_char_wb(docs, vec.ngram_range, vec.lowercase, vec.dtype, seen_order=not forked)
         return _weigh_counts(vec, vocab, counts)
     if workers <= 1 or len(docs) < PARALLEL_MIN_TEXTS or not can_fork():
         return vec.fit_transform(docs)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from triage.assess.ngrams import (NgramCounter, char_ngram_counts, count_char_wb, counts_char_wb_supported,
-                                  fast_transformer, word_counts)
+from triage.assess.ngrams import NgramCounter, fast_transformer
+from triage.text.ngram_counts import char_ngram_counts, count_char_wb, counts_char_wb_supported, word_counts
 
 ODD = ["", "a", "İstanbul ＡＢＣ Abc", "  多个   空格\n\n换行\t制表", "😡😡😡 emoji", "x" * 7, "没有 见过 的 词",
        "〔手机号〕 联系", "\udcff坏字节"]

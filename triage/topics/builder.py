@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from triage.assess.ngrams import char_ngram_counts, word_counts
+from triage.text.ngram_counts import char_ngram_counts, word_counts
 from triage.topics.cluster import Points, Similarity, SimilarityConfig, cluster
 from triage.text.places import SITE_KINDS, PlaceExtractor
 from triage.text.normalise import PLACE_CODE_RE
@@ -401,8 +401,8 @@ def fit_tfidf(vec: TfidfVectorizer, docs: Sequence[str], workers: int = 1) -> sp
     analyzers, on large batches, are counted by forked workers, each with its own vocabulary, merged
     (sorted, as scikit-learn sorts them). Either way the document-frequency limits are applied as
     scikit-learn applies them and its own TfidfTransformer weighs the counts, so the vocabulary, the
-    matrix's entries and ``vec.transform`` are those of ``vec.fit_transform`` (bit for bit in float32,
-    the builder's type; in float64 a row's norm may differ in the last bit, summed in another order).
+    matrix's entries and ``vec.transform`` are those of ``vec.fit_transform`` (bit for bit; on the
+    forked path, in float64, a row's norm may differ in the last bit, summed in column order).
 
     The order of each row's entries is kept as the earlier code left it: in column order where it
     counted in forked workers (5,000 messages or more, where it may fork), else as scikit-learn
@@ -410,14 +410,14 @@ def fit_tfidf(vec: TfidfVectorizer, docs: Sequence[str], workers: int = 1) -> sp
     component's similarities) add in that order, and float32 sums in another order moved a
     similarity by about 1e-6 and one message of 20,000 to another topic in a store's re-clustering.
     """
-    from triage.assess.ngrams import count_char_wb, counts_char_wb_supported
+    from triage.text.ngram_counts import count_char_wb, counts_char_wb_supported
     from triage.parallel import can_fork, chunked_map
 
+    vec._validate_params()   # scikit-learn's own refusal of a bad max_df or ngram_range, on every path
     if isinstance(docs, str):
         raise ValueError("Iterable over raw text documents expected, string object received.")
     docs = list(docs)
     if counts_char_wb_supported(vec) and all(isinstance(d, str) for d in docs):
-        vec._validate_params()   # scikit-learn's own refusal of a bad max_df or ngram_range
         # rows in the order the earlier code left them (see the docstring): same sums, same topics
         forked = workers > 1 and len(docs) >= PARALLEL_MIN_TEXTS and can_fork()
         vocab, counts = count_char_wb(docs, vec.ngram_range, vec.lowercase, vec.dtype, seen_order=not forked)
@@ -582,6 +582,7 @@ def _drop_place(text: str, place: str) -> str:
     """``text`` without ``place`` and the words that hang on it (在 / 住在 … before, 的 / 这边 … after; 里
     after a place that had a word before it), left to right as ``re.sub`` would take out
     ``(?:住在|位于|家住|在)PLACE(?:的|这边|那边|那个|这个|里)?|PLACE(?:的|这边|那边|那个|这个)?``.
+    An empty place takes nothing out (the pattern would take out every 在 and 的).
 
     Without a pattern: compiling that pattern for every place (thousands of distinct places on a
     city's board, beyond the re module's cache) was 2 of the 14 s that describing its topics took.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -38,3 +39,17 @@ def chunked_map(fn: Callable[..., T], items: Sequence[Any], workers: int, *args:
         return [fn(ch, *args) for ch in chunks]
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
         return list(pool.map(fn, chunks, *([a] * len(chunks) for a in args)))
+
+
+def thread_map(fn: Callable[[Any], T], items: Sequence[Any], threads: int = 2) -> list[T]:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads (never more than the cores), in order.
+
+    For work that releases the GIL (scipy's sparse products, numpy on large arrays): the threads share
+    the process's memory, so nothing is copied or forked, and a service worker may use it too. An
+    exception in one item cancels the items not yet started and is raised here.
+    """
+    workers = max(1, min(threads, os.cpu_count() or 1))
+    if workers == 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))

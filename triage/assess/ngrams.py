@@ -186,4 +186,3 @@ class NgramCounter:
 def fast_transformer(vec: TfidfVectorizer):
     """``vec.transform`` or an equivalent :class:`NgramCounter` where one applies."""
     return NgramCounter(vec).transform if NgramCounter.supports(vec) else vec.transform
-

@@ -82,10 +82,9 @@ def count_char_wb(docs: Iterable[str], ngram_range: tuple[int, int], lowercase: 
         inv, uniq = pd.factorize(code, sort=False)   # hashing: a sort of ten million codes cost seconds
         inv = np.asarray(inv, dtype=np.int64)
         at = np.flatnonzero(inside)
-        # where each distinct n-gram first occurs: scikit-learn's stream runs word by word, and in a
-        # word through the shorter n-grams first, so (word, n, position) orders first sightings
-        # pd.factorize numbers codes as they first appear: a code's first place is where its number
-        # first exceeds every number before it
+        # where each distinct n-gram first occurs (pd.factorize numbers codes as they first appear:
+        # where a number first exceeds every one before it); scikit-learn's stream runs word by word,
+        # and in a word through the shorter n-grams first, so (word, n, position) orders first sightings
         if seen_order and len(inv):
             new_code = np.r_[True, inv[1:] > np.maximum.accumulate(inv)[:-1]]
             first = at[new_code]

@@ -397,7 +397,7 @@ def fit_tfidf(vec: TfidfVectorizer, docs: Sequence[str], workers: int = 1) -> sp
     """``vec.fit_transform(docs)``, with the n-gram counting done faster than scikit-learn's own.
 
     The topics' character n-grams (``char_wb``) are counted with array operations
-    (:func:`~triage.assess.ngrams.count_char_wb`: 5 s → about 1.4 s on a city's 5,000 messages); other
+    (:func:`~triage.text.ngram_counts.count_char_wb`: 5 s → about 1.4 s on a city's 5,000 messages); other
     analyzers, on large batches, are counted by forked workers, each with its own vocabulary, merged
     (sorted, as scikit-learn sorts them). Either way the document-frequency limits are applied as
     scikit-learn applies them and its own TfidfTransformer weighs the counts, so the vocabulary, the
@@ -486,9 +486,9 @@ def _voices(dv: sp.csr_matrix, groups: Sequence[np.ndarray], threshold: float, b
     scipy calls per topic (tens of thousands of topics at 100k messages). Batches run on ``threads``
     threads (scipy's sparse product releases the GIL); each batch's answer is its own.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from scipy.sparse.csgraph import connected_components
+
+    from triage.parallel import thread_map
 
     out = [1] * len(groups)
     multi = [g for g, idx in enumerate(groups) if len(idx) > 1]
@@ -515,14 +515,9 @@ def _voices(dv: sp.csr_matrix, groups: Sequence[np.ndarray], threshold: float, b
         distinct = np.unique(np.stack([owner, comp], axis=1), axis=0)[:, 0]  # (topic, voice) pairs
         return np.bincount(distinct, minlength=len(batch))
 
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, os.cpu_count() or 1))) as pool:
-        try:
-            for batch, counts in zip(batches, pool.map(count, batches)):
-                for b, cnt in enumerate(counts):
-                    out[batch[b]] = int(cnt)
-        except BaseException:   # a batch failed (memory): the queued ones need not run first
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    for batch, counts in zip(batches, thread_map(count, batches, threads)):
+        for b, cnt in enumerate(counts):
+            out[batch[b]] = int(cnt)
     return out
 
 

@@ -11,9 +11,7 @@ the chaining that plain components would suffer from.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
+from triage.parallel import thread_map
 from triage.text.places import SPECIFICITY, PlaceExtractor
 
 log = logging.getLogger(__name__)
@@ -237,14 +236,11 @@ class Similarity:
 def _gram(lx: sp.csr_matrix, threads: int = 2, min_rows: int = 512) -> np.ndarray:
     """``(lx @ lx.T).toarray()``, its row blocks on ``threads`` threads for a large component: scipy's
     sparse product releases the GIL, and each row's products are the same whoever computes them."""
-    workers = max(1, min(threads, os.cpu_count() or 1))
-    if workers == 1 or lx.shape[0] < min_rows:
+    if threads < 2 or lx.shape[0] < min_rows:
         return (lx @ lx.T).toarray()
     lt = lx.T.tocsr()
-    step = -(-lx.shape[0] // workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda s: (lx[s:s + step] @ lt).toarray(), range(0, lx.shape[0], step)))
-    return np.vstack(parts)
+    step = -(-lx.shape[0] // threads)
+    return np.vstack(thread_map(lambda s: (lx[s:s + step] @ lt).toarray(), range(0, lx.shape[0], step), threads))
 
 
 def scored_candidates(emb: np.ndarray, lex: sp.csr_matrix, k_sem: int, k_lex: int,
@@ -269,40 +265,34 @@ def scored_candidates(emb: np.ndarray, lex: sp.csr_matrix, k_sem: int, k_lex: in
     rows, cols, sems, lexs = [], [], [], []
     # two chunks in memory at once (about 0.6 GB more at 30,000 messages in one block). Halving the
     # chunks instead changed topics: BLAS's sums for a row depend on how many rows it multiplies
-    workers = max(1, min(threads, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for g in groups:
-            if len(g) < 2:
-                continue
-            ks, kl = min(k_sem, len(g) - 1), min(k_lex, len(g) - 1)
-            eg = emb[g]
-            lg = sp.csr_matrix(lex[g])
-            lt = lg.T.tocsr()
+    for g in groups:
+        if len(g) < 2:
+            continue
+        ks, kl = min(k_sem, len(g) - 1), min(k_lex, len(g) - 1)
+        eg = emb[g]
+        lg = sp.csr_matrix(lex[g])
+        lt = lg.T.tocsr()
 
-            def pick(s: int, g=g, eg=eg, lg=lg, lt=lt, ks=ks, kl=kl):
-                e = slice(s, min(s + chunk, len(g)))
-                sem = eg[e] @ eg.T
-                lx = (lg[e] @ lt).toarray()
-                np.fill_diagonal(sem[:, e], -np.inf)
-                np.fill_diagonal(lx[:, e], -np.inf)
-                picked = [np.argpartition(-sem, ks - 1, axis=1)[:, :ks]]
-                if kl > 0:
-                    picked.append(np.argpartition(-lx, kl - 1, axis=1)[:, :kl])
-                nb = np.concatenate(picked, axis=1)
-                return (np.repeat(g[e], nb.shape[1]), g[nb.ravel()], np.take_along_axis(sem, nb, axis=1).ravel(),
-                        np.take_along_axis(lx, nb, axis=1).ravel())
+        def pick(s: int, g=g, eg=eg, lg=lg, lt=lt, ks=ks, kl=kl):
+            e = slice(s, min(s + chunk, len(g)))
+            sem = eg[e] @ eg.T
+            lx = (lg[e] @ lt).toarray()
+            np.fill_diagonal(sem[:, e], -np.inf)
+            np.fill_diagonal(lx[:, e], -np.inf)
+            picked = [np.argpartition(-sem, ks - 1, axis=1)[:, :ks]]
+            if kl > 0:
+                picked.append(np.argpartition(-lx, kl - 1, axis=1)[:, :kl])
+            nb = np.concatenate(picked, axis=1)
+            return (np.repeat(g[e], nb.shape[1]), g[nb.ravel()], np.take_along_axis(sem, nb, axis=1).ravel(),
+                    np.take_along_axis(lx, nb, axis=1).ravel())
 
-            # chunks in threads: scipy's sparse product and numpy release the GIL, and the results are
-            # gathered in chunk order, so the candidates are those of one thread
-            try:
-                for r, c, se, lxs in pool.map(pick, range(0, len(g), chunk)):
-                    rows.append(r)
-                    cols.append(c)
-                    sems.append(se)
-                    lexs.append(lxs)
-            except BaseException:   # a chunk failed (memory): the queued ones need not run first
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        # chunks in threads: scipy's sparse product and numpy release the GIL, and the results come
+        # back in chunk order, so the candidates are those of one thread
+        for r, c, se, lxs in thread_map(pick, range(0, len(g), chunk), threads):
+            rows.append(r)
+            cols.append(c)
+            sems.append(se)
+            lexs.append(lxs)
     if not rows:
         z = np.zeros(0, int)
         return z, z, np.zeros(0), np.zeros(0)

@@ -75,6 +75,34 @@ def test_a_group_gives_the_same_topics_and_figures_as_one_at_a_time(make_office)
     assert any(len(t[0]) > 1 for t in _topics(group))   # the test means something: messages did join topics
 
 
+def test_a_group_counts_each_submitter_once_per_topic_as_one_at_a_time_does(make_office, monkeypatch):
+    """The voices of a group are looked up once for the group: a submitter who wrote to the topic
+    before, or earlier in the same group, is not a new voice; anonymous messages always are. (The
+    count is what a topic shows where its figures are not refreshed: above 300 members, between
+    its 5 % steps; here every refresh is skipped so that the count alone is seen.)"""
+    one, group = make_office(), make_office()
+    for office in (one, group):
+        monkeypatch.setattr(office.figures, "refresh", lambda *a, **k: None)
+    lamp = [TEXTS[0], TEXTS[3], TEXTS[7], TEXTS[1], TEXTS[3]]
+    # two stored messages first: below two there is no topic index, and a group's messages then each
+    # open a topic (one at a time, the second message already has an index to join)
+    first = [Intake(text=lamp[0], submitter="u1"), Intake(text=TEXTS[2], submitter="u3")]
+    later = [Intake(text=lamp[1], submitter="u1"), Intake(text=lamp[2], submitter="u2"),
+             Intake(text=lamp[3], submitter="u2"), Intake(text=lamp[4]), Intake(text=TEXTS[5], submitter="u1")]
+    for data in [*first, *later]:
+        one.intake.submit(data, auto_recluster=False)
+    for data in first:
+        group.intake.submit(data, auto_recluster=False)
+    outcomes = group.intake.submit_many([Submission(d) for d in later], auto_recluster=False)
+    assert all(isinstance(o, tuple) for o in outcomes)
+    assert _topics(group) == _topics(one)
+    with group.store.session() as s:
+        busiest = s.execute(select(Topic).order_by(Topic.size.desc()).limit(1)).scalar_one()
+        assert busiest.size >= 4   # the lamp messages share a topic: the counting was exercised
+        people = s.execute(select(Suggestion.submitter, Suggestion.id).where(Suggestion.topic_id == busiest.id)).all()
+        assert busiest.submitters == len({u or f"_{i}" for u, i in people})
+
+
 def test_a_refused_message_costs_only_itself_and_a_repeated_key_in_the_group_is_a_replay(make_office):
     office = make_office()
     outcomes = office.intake.submit_many([

@@ -103,6 +103,39 @@ def test_a_group_counts_each_submitter_once_per_topic_as_one_at_a_time_does(make
         assert busiest.submitters == len({u or f"_{i}" for u, i in people})
 
 
+def test_a_topic_whose_figures_fail_costs_only_its_own_refresh(make_office, monkeypatch, caplog):
+    """A group's topics are refreshed in one savepoint; where one refresh fails, the others are
+    still refreshed (each in its own savepoint then), the failure is logged once, and every
+    message of the group is stored."""
+    one, group = make_office(), make_office()
+    for office in (one, group):
+        for data in (Intake(text=TEXTS[0]), Intake(text=TEXTS[2])):
+            office.intake.submit(data, auto_recluster=False)
+    items = [Intake(text=t) for t in (TEXTS[3], TEXTS[4], TEXTS[6])]
+    for data in items:
+        one.intake.submit(data, auto_recluster=False)
+    real = group.figures.refresh
+
+    def fragile(s, t, *args, **kwargs):
+        real(s, t, *args, **kwargs)   # the topic's figures are changed, then the refresh fails
+        if any("厕所" in (m.text or "") for m in s.execute(select(Suggestion).where(Suggestion.topic_id == t.id)).scalars()):
+            raise ValueError("a bug in this topic's figures")
+
+    monkeypatch.setattr(group.figures, "refresh", fragile)
+    outcomes = group.intake.submit_many([Submission(d) for d in items], auto_recluster=False)
+    assert all(isinstance(o, tuple) and o[2] is False for o in outcomes)
+    failed = [r.getMessage() for r in caplog.records if "not refreshed" in r.getMessage()]
+    assert len(failed) == 1
+    toilet = outcomes[1][0].topic_id
+    assert failed[0].split()[1] == toilet
+    expected = {t[0]: t for t in _topics(one)}
+    for t in _topics(group):
+        if any("厕所" in text for text, _ in t[0]):
+            assert t[1] == 2 and t[3] != expected[t[0]][3]   # counted, but its heat not refreshed
+        else:
+            assert t == expected[t[0]]                        # refreshed as one at a time does
+
+
 def test_a_refused_message_costs_only_itself_and_a_repeated_key_in_the_group_is_a_replay(make_office):
     office = make_office()
     outcomes = office.intake.submit_many([

@@ -85,20 +85,36 @@ class TopicFigures(OfficeService):
         """The store's clock: its newest message's time (the same clock as a re-clustering)."""
         return pd.Timestamp(self.sane_time(s.execute(select(func.max(Suggestion.submitted_at))).scalar() or utcnow()))
 
-    def refresh_quietly(self, s: Session, t: Topic, index: TopicIndex | None, grew_from: int | None = None,
-                        now: pd.Timestamp | None = None) -> None:
-        """:meth:`refresh`, but a failure there never costs a citizen their submission: the
-        message is stored and the next re-clustering recomputes the topic.
-
-        ``grew_from`` is the topic's size before this batch of submissions (default: one less): a
-        large topic is refreshed when its growth crosses a multiple of its 5 % step, so a batch that
-        adds several members at once does not step over the multiple. ``now``: the store's clock
-        (:meth:`store_clock`), when the caller refreshes several topics at one clock."""
+    def due(self, t: Topic, grew_from: int | None = None) -> bool:
+        """Whether a topic that grew from ``grew_from`` members (default: one less) is refreshed now: a
+        large topic when its growth crosses a multiple of its 5 % step, so a batch that adds several
+        members at once does not step over the multiple."""
         size = t.size or 0
         before = size - 1 if grew_from is None else grew_from
         step = max(1, size // 20)
-        if size > self.REFRESH_EVERY_ABOVE and size // step == before // step:
-            return
+        return not (size > self.REFRESH_EVERY_ABOVE and size // step == before // step)
+
+    def refresh_many_quietly(self, s: Session, grown: list[tuple[Topic, int]], index: TopicIndex | None,
+                             now: pd.Timestamp | None = None) -> None:
+        """:meth:`refresh` of each (topic, size before) of a group that is :meth:`due`, at one clock
+        (``now``, :meth:`store_clock`), in one savepoint: a savepoint per topic cost about a tenth of
+        a group's write. Where any refresh fails, they are all rolled back and done again one
+        savepoint each (:meth:`refresh_quietly`), so a failure costs only its own topic."""
+        due = [t for t, before in grown if self.due(t, before)]
+        if len(due) > 1:
+            try:
+                with s.begin_nested():
+                    for t in due:
+                        self.refresh(s, t, index, now)
+                return
+            except Exception:  # noqa: BLE001 - one of them: found, and logged, one at a time below
+                pass
+        for t in due:
+            self.refresh_quietly(s, t, index, now)
+
+    def refresh_quietly(self, s: Session, t: Topic, index: TopicIndex | None, now: pd.Timestamp | None = None) -> None:
+        """:meth:`refresh`, but a failure there never costs a citizen their submission: the
+        message is stored and the next re-clustering recomputes the topic."""
         try:
             with s.begin_nested():
                 self.refresh(s, t, index, now)

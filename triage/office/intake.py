@@ -375,8 +375,7 @@ class IntakeDesk(OfficeService):
                 topic.submitters = (topic.submitters or 0) + voices.new(topic.id, row)
             topic.updated_at = utcnow()
         now = self.figures.store_clock(s) if grew else None
-        for topic, before in grew.values():
-            self.figures.refresh_quietly(s, topic, index, grew_from=before, now=now)
+        self.figures.refresh_many_quietly(s, list(grew.values()), index, now)
 
     def admissible_time(self, when: dt.datetime | None) -> dt.datetime:
         """The submission time as stored (naive UTC; now when not given), or InvalidRequest with why."""

@@ -8,6 +8,8 @@ database itself fails.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -88,7 +90,8 @@ def test_a_group_counts_each_submitter_once_per_topic_as_one_at_a_time_does(make
     # open a topic (one at a time, the second message already has an index to join)
     first = [Intake(text=lamp[0], submitter="u1"), Intake(text=TEXTS[2], submitter="u3")]
     later = [Intake(text=lamp[1], submitter="u1"), Intake(text=lamp[2], submitter="u2"),
-             Intake(text=lamp[3], submitter="u2"), Intake(text=lamp[4]), Intake(text=TEXTS[5], submitter="u1")]
+             Intake(text=lamp[3], submitter="u2"), Intake(text=lamp[4]), Intake(text=lamp[2]),
+             Intake(text=TEXTS[5], submitter="u1")]
     for data in [*first, *later]:
         one.intake.submit(data, auto_recluster=False)
     for data in first:
@@ -134,6 +137,50 @@ def test_a_topic_whose_figures_fail_costs_only_its_own_refresh(make_office, monk
             assert t[1] == 2 and t[3] != expected[t[0]][3]   # counted, but its heat not refreshed
         else:
             assert t == expected[t[0]]                        # refreshed as one at a time does
+
+
+def test_a_group_waits_for_another_worker_s_topic_counts_and_keeps_them(make_office, monkeypatch, request):
+    """PostgreSQL: another worker's uncommitted group holds two topics' rows; this group waits for it,
+    then adds to the counts it committed (the counts are written back as absolute values, so they
+    are read under the row lock, not before it)."""
+    if request.node.callspec.params["make_office"] != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite's writers take the whole file (BEGIN IMMEDIATE)")
+    import threading
+    import time
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    office = make_office()
+    for k, t in enumerate([TEXTS[0], TEXTS[2], TEXTS[3], TEXTS[4]]):
+        office.intake.submit(Intake(text=t, submitter=f"u{k}"), auto_recluster=False)
+    monkeypatch.setattr(office.figures, "refresh", lambda *a, **k: None)   # as above 300 members, between steps
+    with office.store.session() as s:
+        before = {t.id: (t.size, t.submitters, t.last_seen) for t in s.execute(select(Topic)).scalars()}
+    assert len(before) == 2
+    u = make_url(office.store.url)
+    other = psycopg.connect(f"dbname={u.database} user={u.username or 'postgres'} host={u.host} port={u.port or 5432}")
+    with other.cursor() as c:
+        for tid in sorted(before):
+            c.execute("UPDATE topics SET size = size + 10, submitters = submitters + 10, "
+                      "last_seen = last_seen + interval '1 hour' WHERE id = %s", (tid,))
+    done: dict = {}
+    th = threading.Thread(target=lambda: done.setdefault("o", office.intake.submit_many(
+        [Submission(Intake(text=TEXTS[3], submitter="a1")), Submission(Intake(text=TEXTS[4], submitter="a2"))],
+        auto_recluster=False)))
+    th.start()
+    time.sleep(1.0)
+    other.commit()
+    other.close()
+    th.join(30)
+    assert all(isinstance(o, tuple) for o in done["o"])
+    with office.store.session() as s:
+        joined = [s.get(Suggestion, o[0].id).topic_id for o in done["o"]]
+        after = {t.id: (t.size, t.submitters, t.last_seen) for t in s.execute(select(Topic)).scalars()}
+    for tid, (size, people, seen) in before.items():
+        n = joined.count(tid)
+        assert after[tid][:2] == (size + 10 + n, people + 10 + n)
+        assert after[tid][2] >= seen + dt.timedelta(hours=1)   # the other worker's time is kept
 
 
 def test_a_refused_message_costs_only_itself_and_a_repeated_key_in_the_group_is_a_replay(make_office):

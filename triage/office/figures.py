@@ -94,13 +94,20 @@ class TopicFigures(OfficeService):
         step = max(1, size // 20)
         return not (size > self.REFRESH_EVERY_ABOVE and size // step == before // step)
 
-    def refresh_many_quietly(self, s: Session, grown: list[tuple[Topic, int]], index: TopicIndex | None,
-                             now: pd.Timestamp | None = None) -> None:
+    def refresh_many_quietly(self, s: Session, grown: list[tuple[Topic, int]], index: TopicIndex | None) -> None:
         """:meth:`refresh` of each (topic, size before) of a group that is :meth:`due`, at one clock
-        (``now``, :meth:`store_clock`), in one savepoint: a savepoint per topic cost about a tenth of
-        a group's write. Where any refresh fails, they are all rolled back and done again one
+        (:meth:`store_clock`, read once), in one savepoint: a savepoint per topic cost about a tenth
+        of a group's write. Where any refresh fails, they are all rolled back and done again one
         savepoint each (:meth:`refresh_quietly`), so a failure costs only its own topic."""
         due = [t for t, before in grown if self.due(t, before)]
+        if not due:
+            return
+        now = None
+        try:   # in a savepoint, as each refresh read it: a failed read (a statement timeout) costs no submission
+            with s.begin_nested():
+                now = self.store_clock(s)
+        except Exception:  # noqa: BLE001 - each refresh reads the clock itself then
+            log.warning("the store's clock was not read for a group's refreshes; each refresh reads it", exc_info=True)
         if len(due) > 1:
             try:
                 with s.begin_nested():

@@ -357,8 +357,11 @@ class IntakeDesk(OfficeService):
             members.setdefault(p.tid, []).append(p)
         grew: dict[str, tuple[Topic, int]] = {}
         # one query for the group's topics and one for whether each submitter wrote to its topic
-        # before, not one of each per message
-        have = {t.id: t for t in s.execute(select(Topic).where(Topic.id.in_(sorted(members)))).scalars()}
+        # before, not one of each per message. The topics are locked as they are read (in id order,
+        # the order every writer takes them in): their counts are written back as absolute values,
+        # and on PostgreSQL another worker's group may have just changed them
+        have = {t.id: t for t in s.execute(select(Topic).where(Topic.id.in_(sorted(members)))
+                                           .order_by(Topic.id).with_for_update()).scalars()}
         voices = earlier_voices(s, [(p.tid, done[p.k][0]) for p in placed])
         for tid in sorted(members):
             topic = have.get(tid)
@@ -374,8 +377,7 @@ class IntakeDesk(OfficeService):
                 topic.first_seen = min(topic.first_seen or p.submitted, p.submitted)
                 topic.submitters = (topic.submitters or 0) + voices.new(topic.id, row)
             topic.updated_at = utcnow()
-        now = self.figures.store_clock(s) if grew else None
-        self.figures.refresh_many_quietly(s, list(grew.values()), index, now)
+        self.figures.refresh_many_quietly(s, list(grew.values()), index)
 
     def admissible_time(self, when: dt.datetime | None) -> dt.datetime:
         """The submission time as stored (naive UTC; now when not given), or InvalidRequest with why."""

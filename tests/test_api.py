@@ -796,6 +796,55 @@ def test_a_background_rebuild_absorbs_what_was_stored_while_it_ran(api) -> None:
     assert off.index.latest is early and off.index._index_gen == "gen-test" and tid in early.ids
 
 
+def test_a_rebuild_absorbs_outside_the_lock_then_what_came_since_under_it_each_message_once(api) -> None:
+    """The messages stored while the index was built are absorbed before the intake lock is taken;
+    under it, only those stored since, and none of them twice."""
+    off = api.rt.office
+    assert off.index._rebuilding.acquire(timeout=60)
+    off.index._rebuilding.release()
+    early, upto = off.index.build()
+    first = submit(api, "城北新区科技园到地铁站之间没有任何公交接驳，员工每天步行四十分钟", who="staff", submitter="late-a")
+    assert first.status_code == 201, first.text
+    real_build, real_absorb, passes = off.index.build, off.index._absorb_late, []
+
+    def held() -> bool:   # whether some thread holds the intake lock (an RLock: asked from another thread)
+        got: list[bool] = []
+
+        def probe() -> None:
+            got.append(off.index.lock.acquire(blocking=False))
+            if got[0]:
+                off.index.lock.release()
+
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        return not got[0]
+
+    def absorb(index, upto_, seen):
+        passes.append((held(), set(seen)))
+        got = real_absorb(index, upto_, seen)
+        if len(passes) == 1:   # between the two passes, another message arrives
+            later = submit(api, "城北新区科技园门口的公交站没有遮雨棚，下雨天员工只能淋雨", who="staff", submitter="late-b")
+            assert later.status_code == 201, later.text
+            passes.append(later.json()["topic_id"])
+        return got
+
+    off.index.build, off.index._absorb_late = (lambda: (early, upto)), absorb
+    try:
+        assert off.index._rebuilding.acquire(timeout=60)
+        off.index._rebuild("gen-test")
+    finally:
+        off.index.build, off.index._absorb_late = real_build, real_absorb
+    (unlocked, none_seen), later_tid, (locked, seen) = passes
+    assert not unlocked and not none_seen and locked and seen   # outside the lock first, then under it
+    tid = first.json()["topic_id"]
+    assert off.index.latest is early and tid in early.ids and later_tid in early.ids
+    with api.rt.store.session() as s:   # each message counted once in its topic
+        for t in {tid, later_tid}:
+            stored = s.execute(select(func.count()).select_from(Suggestion).where(Suggestion.topic_id == t)).scalar_one()
+            assert early.count[early.ids.index(t)] == stored
+
+
 def test_submissions_during_a_reclustering_keep_a_topic_and_sizes_add_up(api, monkeypatch) -> None:
     import triage.candidates as cand
     from triage.office.common import Intake

@@ -142,6 +142,38 @@ def test_absorbing_stored_messages_counts_them_and_opens_unknown_topics():
     assert tid == "T999999" and not new
 
 
+def test_absorbing_rows_together_gives_the_index_absorbing_them_one_by_one_gives():
+    """absorb vectorises its rows in one call: the index must come out as with one call per row."""
+    import copy
+
+    from triage.topics.builder import TopicIndex
+
+    rows = [{"text": t} for t in LAMPS] + [{"text": t, "domain": "交通运输"} for t in BUS]
+    b = build(rows)
+    together = TopicIndex(b)
+    lamp = b.topic_of_["m0"]
+    m = frame([{"text": t, "at": f"2026-10-0{k + 1}"} for k, t in
+               enumerate(["北辰社区楼道灯又坏了", "锦绣家园地下车库漏水严重", "北辰社区路灯晚上不亮", "锦绣家园车库又漏水了"])])
+    vecs = get_encoder("use").encode(m["text"].tolist())
+    places = [["北辰社区"], [], [], ["锦绣家园"]]
+    got = [(lamp if k % 2 == 0 else "T999999", m["tokens"][k], vecs[k], m["place"][k], m["submitted_at"][k], places[k],
+            k == 3) for k in range(4)]
+    one = copy.deepcopy(together)
+    together.absorb(got)
+    for row in got:
+        one.absorb([row])
+    assert together.ids == one.ids and together.place == one.place
+    assert np.array_equal(together.E, one.E) and np.array_equal(together.count, one.count)
+    assert np.array_equal(together.petitions, one.petitions)
+    assert len(together._joined) == len(one._joined) >= 2   # rows joined known and newly opened topics
+    for (k1, a), (k2, c) in zip(together._joined, one._joined):
+        assert k1 == k2 and (a != c).nnz == 0
+    x = frame([{"text": "北辰社区楼道灯一直不亮", "at": "2026-10-09"}])
+    e = get_encoder("use").encode(x["text"].tolist())[0]
+    assert (together.assign(x["text"][0], x["tokens"][0], e, None, x["submitted_at"][0])
+            == one.assign(x["text"][0], x["tokens"][0], e, None, x["submitted_at"][0]))
+
+
 def test_incremental_assignment_joins_the_right_topic_or_opens_a_new_one():
     from triage.topics.builder import TopicIndex
 

@@ -76,21 +76,37 @@ class TopicIndexKeeper(OfficeService):
     def _rebuild(self, gen: Any) -> None:
         try:
             index, upto = self.build()
+            # what was stored while the index was being built (by any worker) joins it before it
+            # serves: most of it here, outside the intake lock (absorbing a thousand messages under
+            # it stalled every submission of this worker for about a second), then, under the lock,
+            # what was stored since
+            seen = self._absorb_late(index, upto, set()) if index is not None else set()
             with self.lock:
                 if index is not None:
-                    # what was stored while the index was being built (by any worker) joins it now
-                    with self.store.session() as s:
-                        live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
-                        late = self.messages(s, (Suggestion.id > upto) & Suggestion.topic_id.in_(live))
-                    if len(late):
-                        emb = self.topic_embeddings(late)
-                        index.absorb(list(zip(late["topic_id"], late["tokens"], emb, late["place"],
-                                              late["submitted_at"], late["places"], late["scope"].eq("individual"))))
+                    self._absorb_late(index, upto, seen)
                 self._index, self._index_gen = index, gen
         except Exception:  # noqa: BLE001 - the old index keeps serving; the next check retries
             log.exception("rebuilding the topic index failed; the previous one stays in use")
         finally:
             self._rebuilding.release()
+
+    def _absorb_late(self, index: TopicIndex, upto: int, seen: set[int]) -> set[int]:
+        """Absorb into ``index`` the live messages stored after id ``upto`` that are not in ``seen``
+        (ids already absorbed); the ids absorbed so far. Ids, not a new bound: on PostgreSQL a
+        group with lower ids may commit after one with higher ids."""
+        with self.store.session() as s:
+            live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
+            after = (Suggestion.id > upto) & Suggestion.topic_id.in_(live)
+            if seen:   # the second pass: few new ones among those already absorbed
+                new = sorted(set(s.execute(select(Suggestion.id).where(after)).scalars()) - seen)
+                late = self.messages(s, Suggestion.id.in_(new))
+            else:
+                late = self.messages(s, after)
+        if len(late):
+            emb = self.topic_embeddings(late)
+            index.absorb(list(zip(late["topic_id"], late["tokens"], emb, late["place"],
+                                  late["submitted_at"], late["places"], late["scope"].eq("individual"))))
+        return seen | {int(i) for i in late["id"]}
 
     MESSAGE_COLUMNS = ("id", "text", "tokens", "submitted_at", "channel", "submitter", "support", "scope", "domain",
                         "places", "place", "topic_id", "title", "raw_text", "embedding", "head_embedding",

@@ -859,18 +859,23 @@ class TopicIndex:
         absorbed before it replaces the old one, so no topic of those seconds is forgotten. A topic
         the index does not know is opened under its stored id.
         """
+        rows = list(rows)
         pos = {t: i for i, t in enumerate(self.ids)}
-        for tid, tokens, emb, place, submitted_at, places, *rest in rows:
+        # pandas gives NaN for a missing place
+        places_of = [r[3] if isinstance(r[3], str) and r[3] else None for r in rows]
+        names_of = [[*r[5], *([p] if p else [])] for r, p in zip(rows, places_of)]
+        # every row's lexical vector in one vectoriser call (a call per row held the intake lock for
+        # about a second when a rebuilt index absorbed the thousand messages stored meanwhile)
+        lex = self.lexical([r[1] for r in rows], names_of) if rows else []
+        for (tid, _tokens, emb, _place, submitted_at, _places, *rest), place, names, lv in zip(rows, places_of, names_of, lex):
             petition = bool(rest[0]) if rest else False
-            place = place if isinstance(place, str) and place else None   # pandas gives NaN for a missing one
             day = (pd.Timestamp(submitted_at) - pd.Timestamp("1970-01-01")).total_seconds() / 86400.0
             e = np.asarray(emb, dtype=np.float32)
             if tid in pos:
-                self._join(pos[tid], e, day, self.lexical([tokens], [[*places, *([place] if place else [])]])[0], petition)
+                self._join(pos[tid], e, day, lv, petition)
                 continue
-            names = [*places, *([place] if place else [])]
             pos[tid] = len(self.ids)
-            self._open(tid, e, self.lexical([tokens], [names])[0], place, frozenset(names), day, petition)
+            self._open(tid, e, lv, place, frozenset(names), day, petition)
 
     def _join(self, k: int, e: np.ndarray, day: float, lv: sp.csr_matrix | None = None, petition: bool = False) -> None:
         if lv is not None:

@@ -183,6 +183,50 @@ def test_a_group_waits_for_another_worker_s_topic_counts_and_keeps_them(make_off
         assert after[tid][2] >= seen + dt.timedelta(hours=1)   # the other worker's time is kept
 
 
+def test_a_group_and_a_staff_merge_on_another_worker_do_not_deadlock(make_office, monkeypatch, request, caplog):
+    """PostgreSQL: a merge moves the lower topic's messages into the higher one (pointing them at it
+    takes a key-share lock on it), then updates both topics; meanwhile a group joining both locks
+    them in id order. The group's lock must not conflict with the key-share lock (FOR NO KEY UPDATE,
+    as an UPDATE takes), or the two deadlock and the group waits a second to be written again."""
+    if request.node.callspec.params["make_office"] != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite's writers take the whole file (BEGIN IMMEDIATE)")
+    import logging
+    import threading
+    import time
+
+    import triage.office.decisions as decisions
+    from triage.office.common import Actor
+
+    office = make_office()
+    staff = Office(office.store, office.triage, encoder=get_encoder("hashing"))   # a second worker
+    try:
+        for k, t in enumerate([TEXTS[0], TEXTS[2], TEXTS[3], TEXTS[4]]):
+            office.intake.submit(Intake(text=t, submitter=f"u{k}"), auto_recluster=False)
+        with office.store.session() as s:
+            lo, hi = sorted(s.execute(select(Topic.id)).scalars())
+        monkeypatch.setattr(office.figures, "refresh", lambda *a, **k: None)
+        real = decisions.submitters
+
+        def slow(*args, **kwargs):   # the merge has moved the messages (a key-share lock on hi); it waits here
+            time.sleep(1.5)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(decisions, "submitters", slow)
+        merged: dict = {}
+        th = threading.Thread(target=lambda: merged.setdefault(
+            "r", staff.decisions.decide(lo, "merge", Actor("staff", "staff"), "重复议题", into=hi)))
+        caplog.set_level(logging.INFO)
+        th.start()
+        time.sleep(0.5)
+        out = office.intake.submit_many([Submission(Intake(text=TEXTS[3], submitter="a1")),
+                                         Submission(Intake(text=TEXTS[4], submitter="a2"))], auto_recluster=False)
+        th.join(30)
+        assert all(isinstance(o, tuple) for o in out) and merged["r"]["action"] == "merge"
+        assert not [r for r in caplog.records if "deadlock" in r.getMessage()]
+    finally:
+        staff.close()
+
+
 def test_a_refused_message_costs_only_itself_and_a_repeated_key_in_the_group_is_a_replay(make_office):
     office = make_office()
     outcomes = office.intake.submit_many([

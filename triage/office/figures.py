@@ -102,6 +102,9 @@ class TopicFigures(OfficeService):
         due = [t for t, before in grown if self.due(t, before)]
         if not due:
             return
+        # the group's own writes first, outside the guarded read: a database error there is the
+        # group's (its caller retries or refuses it), not a clock that could not be read
+        s.flush()
         now = None
         try:   # in a savepoint, as each refresh read it: a failed read (a statement timeout) costs no submission
             with s.begin_nested():

@@ -99,7 +99,7 @@ class TopicIndexKeeper(OfficeService):
             after = (Suggestion.id > upto) & Suggestion.topic_id.in_(live)
             if seen:   # the second pass: few new ones among those already absorbed
                 new = sorted(set(s.execute(select(Suggestion.id).where(after)).scalars()) - seen)
-                late = self.messages(s, Suggestion.id.in_(new))
+                late = self.messages(s, after & Suggestion.id.in_(new))
             else:
                 late = self.messages(s, after)
         if len(late):

@@ -358,10 +358,12 @@ class IntakeDesk(OfficeService):
         grew: dict[str, tuple[Topic, int]] = {}
         # one query for the group's topics and one for whether each submitter wrote to its topic
         # before, not one of each per message. The topics are locked as they are read (in id order,
-        # the order every writer takes them in): their counts are written back as absolute values,
-        # and on PostgreSQL another worker's group may have just changed them
+        # as other groups and the re-ageing take them): their counts are written back as absolute
+        # values, and on PostgreSQL another worker's group may have just changed them. FOR NO KEY
+        # UPDATE, as an UPDATE locks: a plain FOR UPDATE also waits for the key-share lock that
+        # pointing a suggestion at a topic takes, and deadlocked with a staff merge
         have = {t.id: t for t in s.execute(select(Topic).where(Topic.id.in_(sorted(members)))
-                                           .order_by(Topic.id).with_for_update()).scalars()}
+                                           .order_by(Topic.id).with_for_update(key_share=True)).scalars()}
         voices = earlier_voices(s, [(p.tid, done[p.k][0]) for p in placed])
         for tid in sorted(members):
             topic = have.get(tid)

@@ -227,6 +227,27 @@ def test_a_group_and_a_staff_merge_on_another_worker_do_not_deadlock(make_office
         staff.close()
 
 
+def test_a_message_for_a_topic_staff_merged_joins_the_topic_it_went_into(make_office, monkeypatch):
+    """Until this worker's index is rebuilt after a merge, it still holds the merged topic: a message
+    it places there joins the topic that one went into, not a topic staff no longer see."""
+    from triage.office.common import Actor
+
+    office = make_office()
+    rows = [office.intake.submit(Intake(text=t, submitter=f"u{k}"), auto_recluster=False)[0]
+            for k, t in enumerate([TEXTS[0], TEXTS[2], TEXTS[4]])]
+    lamp, toilet = rows[0].topic_id, rows[1].topic_id
+    assert lamp != toilet and rows[2].topic_id == toilet
+    monkeypatch.setattr(office.index, "_rebuild", lambda gen: office.index._rebuilding.release())   # not landed yet
+    office.decisions.decide(lamp, "merge", Actor("staff", "staff"), "重复议题", into=toilet)
+    out = office.intake.submit_many([Submission(Intake(text=TEXTS[3], submitter="u9"))], auto_recluster=False)
+    assert out[0][0].topic_id == toilet
+    with office.store.session() as s:
+        t = s.get(Topic, toilet)
+        stored = s.execute(select(func.count()).select_from(Suggestion).where(Suggestion.topic_id == toilet)).scalar_one()
+        assert t.status == "candidate" and t.size == stored == 4
+        assert s.execute(select(func.count()).select_from(Suggestion).where(Suggestion.topic_id == lamp)).scalar_one() == 0
+
+
 def test_a_refused_message_costs_only_itself_and_a_repeated_key_in_the_group_is_a_replay(make_office):
     office = make_office()
     outcomes = office.intake.submit_many([

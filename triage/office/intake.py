@@ -240,17 +240,26 @@ class IntakeDesk(OfficeService):
                 log.exception("intake: a message could not be placed in a topic")
                 outcomes[p.k] = exc
         joined = {p.tid for p in placed if not p.is_new}
+        have: set[str] = set()
+        merged: dict[str, str | None] = {}   # a topic staff merged -> the live topic it went into
         if joined:
             with self.store.session() as s:
-                have = set(s.execute(select(Topic.id).where(Topic.id.in_(joined))).scalars())
-        else:
-            have = set()
+                for tid, status, into in s.execute(select(Topic.id, Topic.status, Topic.merged_into)
+                                                   .where(Topic.id.in_(joined))).all():
+                    if status == "merged":
+                        merged[tid] = self._merged_target(s, into)
+                    else:
+                        have.add(tid)
         opener: dict[str | None, _Placed] = {}   # the index's id of a topic this group opens -> its first message
         for p in placed:
             if p.tid in opener and p.tid is not None:   # joins a topic opened earlier in this group
                 p.same_as = opener[p.tid]
             elif p.is_new:
                 opener[p.tid if p.tid is not None else f"_{p.k}"] = p
+            elif merged.get(p.tid):
+                # staff merged it since this worker's index was built (its rebuild is on the way):
+                # the message joins the topic it was merged into, not a topic staff no longer see
+                p.tid = merged[p.tid]
             elif p.tid not in have:
                 successor = self.index.successor(p.tid)
                 if successor is None:   # its members were left without a topic: this one opens one
@@ -268,6 +277,20 @@ class IntakeDesk(OfficeService):
             if p.same_as is not None:
                 p.tid = p.same_as.tid
         return placed
+
+    @staticmethod
+    def _merged_target(s: Session, tid: str | None, hops: int = 20) -> str | None:
+        """The live topic at the end of a chain of staff merges that starts at ``tid`` (None: none)."""
+        for _ in range(hops):
+            if tid is None:
+                return None
+            row = s.execute(select(Topic.status, Topic.merged_into).where(Topic.id == tid)).first()
+            if row is None:
+                return None
+            if row.status != "merged":
+                return tid
+            tid = row.merged_into
+        return None
 
     def _write(self, index: TopicIndex | None, placed: list["_Placed"], outcomes: list,
                refused: dict[int, tuple[Exception | None, "_Placed"]]) -> None:

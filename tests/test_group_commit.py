@@ -239,13 +239,20 @@ def test_a_message_for_a_topic_staff_merged_joins_the_topic_it_went_into(make_of
     assert lamp != toilet and rows[2].topic_id == toilet
     monkeypatch.setattr(office.index, "_rebuild", lambda gen: office.index._rebuilding.release())   # not landed yet
     office.decisions.decide(lamp, "merge", Actor("staff", "staff"), "重复议题", into=toilet)
+    real, asked = office.intake._merged_target, []
+    monkeypatch.setattr(office.intake, "_merged_target", lambda s, tid: asked.append(tid) or real(s, tid))
     out = office.intake.submit_many([Submission(Intake(text=TEXTS[3], submitter="u9"))], auto_recluster=False)
+    assert asked == [toilet]   # the index did place it in the merged topic
     assert out[0][0].topic_id == toilet
     with office.store.session() as s:
         t = s.get(Topic, toilet)
         stored = s.execute(select(func.count()).select_from(Suggestion).where(Suggestion.topic_id == toilet)).scalar_one()
         assert t.status == "candidate" and t.size == stored == 4
         assert s.execute(select(func.count()).select_from(Suggestion).where(Suggestion.topic_id == lamp)).scalar_one() == 0
+    # a chain that ends at a rejected topic leads nowhere: the message opens a topic of its own
+    office.decisions.decide(toilet, "reject", Actor("staff", "staff"), "不属于协商范围")
+    again = office.intake.submit_many([Submission(Intake(text=TEXTS[7], submitter="u8"))], auto_recluster=False)
+    assert again[0][0].topic_id not in (lamp, toilet)
 
 
 def test_a_refused_message_costs_only_itself_and_a_repeated_key_in_the_group_is_a_replay(make_office):

@@ -226,7 +226,8 @@ class IntakeDesk(OfficeService):
         """Each message's topic in this worker's index (which this updates), and real ids for the
         topics the group opens: where the index's topic was dropped by a re-clustering whose index
         has not landed yet, its successor (rebuilding the index here, under the lock, stalled every
-        submission of this worker for the rebuild's length); where it has none, a new topic."""
+        submission of this worker for the rebuild's length); where it has none, a new topic. Where staff
+        merged the index's topic since, the topic it was merged into."""
         placed: list[_Placed] = []
         for p in ready:
             try:
@@ -280,7 +281,8 @@ class IntakeDesk(OfficeService):
 
     @staticmethod
     def _merged_target(s: Session, tid: str | None, hops: int = 20) -> str | None:
-        """The live topic at the end of a chain of staff merges that starts at ``tid`` (None: none)."""
+        """The live topic (candidate or accepted) at the end of a chain of staff merges that starts at
+        ``tid``; None where the chain ends elsewhere (a rejected topic, nowhere, a loop)."""
         for _ in range(hops):
             if tid is None:
                 return None
@@ -288,7 +290,7 @@ class IntakeDesk(OfficeService):
             if row is None:
                 return None
             if row.status != "merged":
-                return tid
+                return tid if row.status in ("candidate", "accepted") else None
             tid = row.merged_into
         return None
 

@@ -58,7 +58,9 @@ class Views(OfficeService):
     def _receipt_of(s: Session, row: Suggestion) -> dict[str, Any]:
         """One suggestion's status record (the caller has checked who may see it)."""
         topic = s.get(Topic, row.topic_id) if row.topic_id else None
-        while topic is not None and topic.status == "merged" and topic.merged_into:
+        for _ in range(20):   # a chain of merges; bounded: two workers merging opposite ways make a loop
+            if topic is None or topic.status != "merged" or not topic.merged_into:
+                break
             topic = s.get(Topic, topic.merged_into)
         out: dict[str, Any] = {"receipt": row.receipt, "submitted_at": row.submitted_at, "channel": row.channel,
                                "text": row.text, "status": "received", "status_text": "已受理",

@@ -77,9 +77,8 @@ class TopicIndexKeeper(OfficeService):
         try:
             index, upto = self.build()
             # what was stored while the index was being built (by any worker) joins it before it
-            # serves: most of it here, outside the intake lock (absorbing a thousand messages under
-            # it stalled every submission of this worker for about a second), then, under the lock,
-            # what was stored since
+            # serves: most of it here, outside the intake lock (which it would hold for as long as
+            # the absorbing takes), then, under the lock, what was stored since
             seen = self._absorb_late(index, upto, set()) if index is not None else set()
             with self.lock:
                 if index is not None:

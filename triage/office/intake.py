@@ -329,13 +329,7 @@ class IntakeDesk(OfficeService):
             fresh.append(p)
         try:
             with s.begin_nested():
-                rows = [self.suggestion_row(p.it.data, p.an, p.submitted, key=p.it.key, idem=p.idem, bh=p.bh)
-                        for p in fresh]
-                s.add_all(rows)
-                s.flush()
-                arows = [_assessment_row(row.id, p.an.assessment) for row, p in zip(rows, fresh)]
-                s.add_all(arows)
-                s.flush()
+                rows, arows = self._add_rows(s, fresh)
         except OperationalError:
             raise   # the database itself: the group's transaction is gone
         except Exception:  # noqa: BLE001 - one of them was refused: each in its own savepoint finds which
@@ -356,13 +350,8 @@ class IntakeDesk(OfficeService):
                 failed[p.k] = (None, p)
                 continue
             try:
-                with s.begin_nested():
-                    row = self.suggestion_row(p.it.data, p.an, p.submitted, key=p.it.key, idem=p.idem, bh=p.bh)
-                    s.add(row)
-                    s.flush()
-                    arow = _assessment_row(row.id, p.an.assessment)
-                    s.add(arow)
-                    s.flush()   # a refusal surfaces here, inside this message's savepoint
+                with s.begin_nested():   # a refusal surfaces in its flushes, inside this message's savepoint
+                    (row,), (arow,) = self._add_rows(s, [p])
             except OperationalError:
                 raise   # the database itself: the group's transaction is gone
             except Exception as exc:  # noqa: BLE001 - this message only (a key that raced, a bad value)
@@ -373,6 +362,17 @@ class IntakeDesk(OfficeService):
             if p.idem:
                 written.add(p.idem)
             done[p.k] = (row, arow)
+
+    def _add_rows(self, s: Session, ps: list["_Placed"]) -> tuple[list[Suggestion], list[Assessment]]:
+        """The stored rows of these messages and of their assessments, added and flushed (the
+        assessments need the rows' ids)."""
+        rows = [self.suggestion_row(p.it.data, p.an, p.submitted, key=p.it.key, idem=p.idem, bh=p.bh) for p in ps]
+        s.add_all(rows)
+        s.flush()
+        arows = [_assessment_row(row.id, p.an.assessment) for row, p in zip(rows, ps)]
+        s.add_all(arows)
+        s.flush()
+        return rows, arows
 
     def _update_topics(self, s: Session, index: TopicIndex | None, placed: list["_Placed"],
                        done: dict[int, tuple[Suggestion, Assessment]]) -> None:

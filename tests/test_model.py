@@ -209,3 +209,18 @@ def test_a_model_saved_under_other_library_versions_is_refused_with_what_to_do(t
     mm = {k: v for k, v in m.items() if k != "libraries"}          # a model from before the record
     (d / "manifest.json").write_text(json.dumps(mm, ensure_ascii=False), encoding="utf-8")
     assert ModelBundle.load(d).version == m["version"]
+
+
+def test_skops_trusts_the_same_estimators_when_imported_through_triage():
+    """triage.assess.persist imports skops with a pruned walk of scikit-learn (no PyTorch, no
+    ignored packages): skops's default trusted list must be exactly the one its own walk makes."""
+    import subprocess
+    import sys
+
+    show = "import json, skops.io._trusted_types as t; print(json.dumps(sorted(t.SKLEARN_ESTIMATOR_TYPE_NAMES)))"
+    plain = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, check=True).stdout
+    ours = subprocess.run([sys.executable, "-c", "import triage.assess.persist, sys\n" + show + "\n"
+                           "print('torch' in sys.modules)"], capture_output=True, text=True, check=True).stdout
+    names, torch_loaded = ours.splitlines()
+    assert names == plain.strip() and len(json.loads(names)) > 100
+    assert torch_loaded == "False"

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.metrics import accuracy_score, f1_score
 
 from triage import __version__
@@ -28,6 +27,7 @@ from triage.assess.classify import (FeatureConfig, FeatureSpace, TextClassifier,
                              folds, pipeline)
 from triage.errors import ModelError
 from triage.assess.features import CueMatcher, load_cues
+from triage.assess.persist import sio
 
 log = logging.getLogger(__name__)
 

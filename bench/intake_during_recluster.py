@@ -2,6 +2,7 @@
 
     python bench/intake_during_recluster.py                  # a store of 20,000 past messages
     python bench/intake_during_recluster.py --rows 100000    # issue 21's size (the import alone ~16 min)
+    python bench/intake_during_recluster.py --store S.db     # a copy of a store an earlier import made
 
 Issue 21 asks that a re-clustering at 100k stored messages "never blocks intake for more than its short
 bulk write". This measures it as an office would meet it:
@@ -70,19 +71,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=20000, help="past messages in the store")
     ap.add_argument("--requests", type=int, default=400, help="submissions in each quiet round")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--store", type=Path, default=None,
+                    help="an SQLite store a previous import made (copied, not changed): skips the import, so that "
+                         "two versions of the code can be compared on the same store in turn")
     args = ap.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="triage-recluster-bench-"))
     url = f"sqlite:///{home / 'store.db'}"
     env = {**os.environ, "TRIAGE_HOME": str(home), "TRIAGE_DATABASE_URL": url, "PYTHONHASHSEED": "0",
            "TRIAGE_RECLUSTER_EVERY": "1000000", "TRIAGE_RECLUSTER_QUIET_S": "0"}   # only the job re-clusters
     triage = [sys.executable, "-m", "triage.cli"]
-    csv = home / "history.csv"
-    history(args.rows, csv)
-    t0 = time.perf_counter()
-    subprocess.run([*triage, "import", str(csv), "--database", url], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    imported_s = round(time.perf_counter() - t0, 1)
-    print(json.dumps({"rows": args.rows, "import_s": imported_s}), flush=True)
+    imported_s = None
+    if args.store is not None:
+        import shutil
+
+        shutil.copyfile(args.store, home / "store.db")
+        print(json.dumps({"store": str(args.store), "import_s": None}), flush=True)
+    else:
+        csv = home / "history.csv"
+        history(args.rows, csv)
+        t0 = time.perf_counter()
+        subprocess.run([*triage, "import", str(csv), "--database", url], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        imported_s = round(time.perf_counter() - t0, 1)
+        print(json.dumps({"rows": args.rows, "import_s": imported_s}), flush=True)
 
     def key(role: str) -> str:
         return subprocess.run([*triage, "keys", "create", "--role", role, "--rate", "0", "--name", f"bench-{role}"],
@@ -146,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [r for r in accepted if r not in have]
     print(json.dumps({"accepted_2xx": len(accepted), "distinct": len(set(accepted)), "missing": len(missing)}))
     q = next(r for r in rows if r["phase"] == "quiet")
-    print(f"\nstore of {args.rows:,} past messages (import {imported_s} s), {args.workers} workers, 16 clients")
+    print(f"\nstore of {args.rows:,} past messages (import {imported_s if imported_s is not None else 'skipped: ' + str(args.store)} s), "
+          f"{args.workers} workers, 16 clients")
     print("| phase | requests | rows/s | p50 ms | p95 ms | p99 ms | max ms | p99 vs quiet |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

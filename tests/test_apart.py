@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from triage.apart import ApartError, run_apart
+from triage.pipeline import Triage
 
 
 def _count(n: int, progress) -> int:
@@ -70,24 +71,19 @@ def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the
             got = s.execute(select(Suggestion.id, Suggestion.topic_id).order_by(Suggestion.id)).all()
         return pd.Series({sid: tid for sid, tid in got})
 
-    def snapshot():
-        with office.store.session() as s:
-            return office.index.messages(s, Suggestion.id.is_not(None))
+    from triage.office.reclustering import cluster_snapshot, recluster_from_store_apart, undecided
 
-    msgs = snapshot()
-    previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
-    frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
-    stored = msgs[["text", "tokens", "domain", "scope"]]
-    known = office.index.known_embeddings(msgs)
-    from triage.office.reclustering import cluster_stored, cluster_stored_apart
-
-    here = cluster_stored(office.triage, office.encoder, frame, previous, stored, known)
+    with office.store.session() as s:
+        msgs = office.index.messages(s, undecided())
+    here = cluster_snapshot(office.triage, office.encoder, msgs)
     office.config.recluster_apart_from = 0
     apart = office.index.apart(len(msgs))
     assert apart is not None, "the shipped model and the default encoder can be loaded in a child"
-    there = run_apart(cluster_stored_apart, *apart, frame, previous, stored, known)
+    # the child reads the store itself: the same snapshot, the same topics
+    there = run_apart(recluster_from_store_apart, office.store.url, office.config, office.encoder.name, *apart)
     assert there["apart"] is True
-    assert there["topic_of"] == here["topic_of"]
+    assert there["topic_of"] == here["topic_of"] and there["before"] == here["before"]
+    assert there["previous"] == here["previous"] and there["missing"] == here["missing"]
     pd.testing.assert_frame_equal(there["topics"], here["topics"])
     assert there["scorecards"] == here["scorecards"]
 
@@ -121,7 +117,7 @@ def test_a_large_stores_topic_index_is_built_in_a_child_process_and_is_the_same_
     real = apart_mod.run_apart
     monkeypatch.setattr(apart_mod, "run_apart", lambda fn, *a, **kw: calls.append(fn.__name__) or real(fn, *a, **kw))
     there, upto2 = office.index.build()
-    assert calls == ["index_from_stored_apart"] and upto2 == upto
+    assert calls == ["index_from_store_apart"] and upto2 == upto
     assert there.ids == here.ids and there.count == here.count and there.place == here.place
     assert there.mentions == here.mentions and there.last_day == here.last_day
     np.testing.assert_array_equal(there.E, here.E)
@@ -239,3 +235,64 @@ def test_an_office_can_keep_re_clustering_in_the_worker(monkeypatch, tmp_path) -
         rt.close()
     monkeypatch.delenv("TRIAGE_RECLUSTER_APART_FROM")
     assert Settings.from_env().recluster_apart_from == 3000
+
+
+def test_a_store_in_memory_is_read_and_indexed_in_the_worker(monkeypatch, corpus) -> None:
+    """A child process reads the store itself, so a store only this process sees (SQLite in
+    memory) is read, indexed and re-clustered here, whatever its size."""
+    from triage.office.common import Intake
+    from triage.office.office import Office
+    from triage.store.database import Store
+
+    store = Store("sqlite://")
+    assert store.reachable_from_other_processes is False
+    office = Office(store, Triage.load())
+    office.config.recluster_apart_from = 0
+    for k, r in enumerate(corpus.sample(6, random_state=7).itertuples()):
+        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"m{k}"), auto_recluster=False)
+    import triage.apart as apart_mod
+
+    monkeypatch.setattr(apart_mod, "run_apart", lambda *a, **kw: pytest.fail("no child can read this store"))
+    index, upto = office.index.build()
+    assert index is not None and sum(index.count) == 6 and upto == 6
+    assert office.reclustering.run(None)["messages"] == 6
+
+
+def test_on_postgresql_the_child_reads_the_store_itself(tmp_path, corpus, monkeypatch) -> None:
+    """The child opens its own connection to the worker's PostgreSQL store: the same index as one
+    built in the worker, and a re-clustering that runs there and writes back here."""
+    import numpy as np
+
+    from service.runtime import Runtime, Settings
+    from triage.office.common import Intake
+    from triage.store.database import AuditEvent
+
+    from .conftest import _drop_postgres, _postgres_url
+
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database test): PostgreSQL tests skipped")
+    rt = Runtime(Settings(database_url=url, home=str(tmp_path), recluster_every=10_000, recluster_quiet_s=0))
+    try:
+        office = rt.office
+        for k, r in enumerate(corpus.sample(30, random_state=11).itertuples()):
+            office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"p{k}"), auto_recluster=False)
+        here, upto = office.index.build()
+        office.config.recluster_apart_from = 0
+        calls = []
+        import triage.apart as apart_mod
+
+        real = apart_mod.run_apart
+        monkeypatch.setattr(apart_mod, "run_apart", lambda fn, *a, **kw: calls.append(fn.__name__) or real(fn, *a, **kw))
+        there, upto2 = office.index.build()
+        assert calls == ["index_from_store_apart"] and upto2 == upto
+        assert there.ids == here.ids and there.count == here.count
+        np.testing.assert_array_equal(there.E, here.E)
+        assert office.clustering.recluster()["messages"] == 30
+        with office.store.session() as s:
+            audit = s.execute(select(AuditEvent).where(AuditEvent.action == "recluster")).scalars().all()[-1]
+        assert audit.detail["apart"] is True and calls[-1] == "recluster_from_store_apart"
+    finally:
+        rt.close()
+        rt.office.store.engine.dispose()
+        _drop_postgres(url)

@@ -100,6 +100,13 @@ def _naive(ts: dt.datetime | pd.Timestamp | None) -> dt.datetime | None:
     return ts.to_pydatetime()
 
 
+def sane_time(ts: dt.datetime | None, config: OfficeConfig) -> dt.datetime | None:
+    """A stored submission time clamped to what intake accepts (rows stored before the bound)."""
+    if ts is None:
+        return None
+    return min(max(ts, config.earliest), utcnow() + dt.timedelta(seconds=config.clock_skew_s))
+
+
 def shown_id(value: object) -> str:
     """An id fit to echo in an error message: only the shapes we issue. Anything else a caller typed
     (a phone number pasted into the wrong field) is not repeated back into messages and logs."""
@@ -201,9 +208,7 @@ class OfficeService:
 
     def sane_time(self, ts: dt.datetime | None) -> dt.datetime | None:
         """A stored submission time clamped to what intake accepts (rows stored before the bound)."""
-        if ts is None:
-            return None
-        return min(max(ts, self.config.earliest), utcnow() + dt.timedelta(seconds=self.config.clock_skew_s))
+        return sane_time(ts, self.config)
 
     def need_reason(self, reason: str | None) -> str:
         if not reason or len(reason.strip()) < self.config.min_reason_chars:

@@ -1,7 +1,7 @@
 """One re-clustering of the store: read the undecided messages, cluster them, write the topics back.
 
 The computation (:func:`cluster_stored`) needs no store, so that a large store's runs in a child
-process (:func:`cluster_stored_apart`); the write is a few bulk statements under the store's write
+process (:func:`recluster_from_store_apart`, which reads the messages itself); the write is a few bulk statements under the store's write
 hold, so intake waits well under a second. When to run, and who runs, is
 :class:`triage.office.clustering.ClusteringCoordinator`'s.
 """
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from triage.candidates import FROM_STORE
 from triage.office.common import Actor, OfficeService, _naive
-from triage.office.index import TopicIndexKeeper, _encoder_from
+from triage.office.index import TopicIndexKeeper, _encoder_from, stored_messages
 from triage.pipeline import Triage
 from triage.store.database import AuditEvent, Suggestion, Topic, utcnow
 
@@ -52,35 +52,35 @@ class Reclustering(OfficeService):
                           "seconds": round(time.perf_counter() - t0, 1)})
 
         with self.store.session() as s:
-            free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
-            msgs = self.index.messages(s, Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None))
-        report("读取留言", 1, len(msgs))
-        if msgs.empty:
+            count = s.scalar(select(func.count()).select_from(Suggestion).where(undecided())) or 0
+        if not count:
+            report("读取留言", 1, 0)
             report("无需写入（没有未决定的留言）", RECLUSTER_STEPS, 0)
             return {"messages": 0, "topics": 0}
-        previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
-        frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
-        stored = msgs[["text", "tokens", "domain", "scope"]]
-        known = self.index.known_embeddings(msgs)
         res = None
-        step = lambda p: report(p["stage"], p["step"] + 1, len(msgs))  # noqa: E731
-        apart = self.index.apart(len(msgs))
+        step = lambda p: report(p["stage"], p["step"] + 1, count)  # noqa: E731
+        apart = self.index.apart(count) if self.store.reachable_from_other_processes else None
         if apart is not None:
             from triage.apart import ApartError, run_apart
 
             try:
-                res = run_apart(cluster_stored_apart, *apart, frame, previous, stored, known, progress=step)
+                # the child reads the messages itself: reading, unpacking and sending 20,000 of them
+                # with their vectors took this worker's interpreter about 2 s while it served intake
+                res = run_apart(recluster_from_store_apart, self.store.url, self.config, self.encoder.name, *apart,
+                                progress=step)
             except (ApartError, OSError) as exc:   # a child that cannot start or fails: cluster here instead
                 if isinstance(exc, ApartError) and exc.killed:
                     raise   # the out-of-memory killer, most likely: here it would take the worker too
                 log.warning("re-clustering in a child process failed, so it runs in this worker: %s", exc)
         if res is None:
-            res = cluster_stored(self.triage, self.encoder, frame, previous, stored, known, progress=step)
-        from triage.embed.encoders import GIST_CHARS
-
-        # a message's topic embedding is its opening: a short text's own embedding, a long text's head
-        long_ = msgs["text"].str.len().to_numpy() > GIST_CHARS
-        missing = int(np.where(long_, msgs["head_embedding"].isna(), msgs["embedding"].isna()).sum())
+            with self.store.session() as s:
+                msgs = self.index.messages(s, undecided())
+            report("读取留言", 1, len(msgs))
+            res = cluster_snapshot(self.triage, self.encoder, msgs, progress=step)
+        before, previous, missing = res["before"], res["previous"], res["missing"]
+        if not before:
+            report("无需写入（没有未决定的留言）", RECLUSTER_STEPS, 0)
+            return {"messages": 0, "topics": 0}
         if missing:
             log.info("re-clustering embedded %d messages stored without embeddings", missing)
         topics = res["topics"]
@@ -97,7 +97,7 @@ class Reclustering(OfficeService):
                                                        Topic.pinned.is_(True) | (Topic.status != "candidate"))).scalars().all()
             if decided:   # staff acted on one of these topics meanwhile: their decision wins; run again soon
                 log.info("re-clustering discarded: %d of its topics were decided meanwhile", len(decided))
-                return {"messages": int(len(msgs)), "topics": 0, "skipped": "decided meanwhile"}
+                return {"messages": len(before), "topics": 0, "skipped": "decided meanwhile"}
             # a topic id the store does not know yet gets a store-wide number (ids are shared by workers)
             rename = {tid: (tid if tid in previous else f"T{self.store.next_value(s, 'topic'):06d}")
                       for tid in topics["topic_id"]}
@@ -106,7 +106,7 @@ class Reclustering(OfficeService):
             topic_of: dict[int, str | None] = {int(m): rename[t] for m, t in res["topic_of"].items()}
             # messages stored since the snapshot: in a topic that stays they stay (and count); in a
             # topic that goes they follow most of its members
-            snapshot = set(msgs["id"].astype(int))
+            snapshot = set(before)
             gone = set(dropped)
             late_to: dict[str, int] = {}
             for sid, tid in s.execute(select(Suggestion.id, Suggestion.topic_id).where(Suggestion.topic_id.is_not(None))):
@@ -118,7 +118,6 @@ class Reclustering(OfficeService):
                 if tid:
                     late_to[tid] = late_to.get(tid, 0) + 1
             self._write_topics(s, {rename[tid]: v for tid, v in values.items()}, late_to)
-            before = dict(zip(msgs["id"].astype(int), msgs["topic_id"]))
             moves = [{"id": sid, "topic_id": tid} for sid, tid in topic_of.items() if before.get(sid, "?") != tid]
             moves += [{"id": sid, "topic_id": None} for sid, tid in before.items()
                       if sid not in topic_of and tid in gone]
@@ -129,16 +128,16 @@ class Reclustering(OfficeService):
                 self.index.record_successors(s, {tid: self._most_joined(previous[tid], topic_of) for tid in dropped})
             s.add(AuditEvent(actor=actor.name if actor else "system", role=actor.role if actor else "",
                              action="recluster", target_type="topics", target_id="*",
-                             detail={"messages": len(msgs), "topics": len(topics), "seconds": res["seconds"],
+                             detail={"messages": len(before), "topics": len(topics), "seconds": res["seconds"],
                                      "moved": len(moves), "arrived_meanwhile": sum(late_to.values()),
                                      "without_embeddings": missing, "texts_embedded": res["misses"], "apart": res.get("apart", False)}))
             self.store.set_setting(s, "topics_generation", secrets.token_hex(8))
         write_s = time.perf_counter() - w0   # intake waits this long (the store's writes are held)
-        report("写入议题", RECLUSTER_STEPS, len(msgs))
+        report("写入议题", RECLUSTER_STEPS, len(before))
         self.index.follow_new_generation()   # rebuilt in the background
         log.info("re-clustering: %d messages, %d topics; clustering %.1f s, writing %.1f s",
-                 len(msgs), len(topics), sum(res["seconds"].values()), write_s)
-        return {"messages": int(len(msgs)), "topics": int(len(topics)), "seconds": res["seconds"],
+                 len(before), len(topics), sum(res["seconds"].values()), write_s)
+        return {"messages": len(before), "topics": int(len(topics)), "seconds": res["seconds"],
                 "write_seconds": round(write_s, 2)}
 
     @staticmethod
@@ -212,13 +211,49 @@ def cluster_stored(triage: Triage, encoder, frame: pd.DataFrame, previous: dict[
             "seconds": res.seconds, "misses": enc.misses}
 
 
-def cluster_stored_apart(model_dir: str, taxonomy: Any, encoder_spec: str, cache: str | None,
-                         frame: pd.DataFrame, previous: dict[str, list[str]], stored: pd.DataFrame,
-                         known: dict[str, np.ndarray], progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """:func:`cluster_stored` in a fresh process: the model and encoder loaded as the worker loaded them."""
-    out = cluster_stored(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), frame, previous,
-                         stored, known, progress=progress)
+def undecided():
+    """The messages a re-clustering reads: those of undecided, unpinned topics, and those without one."""
+    free = select(Topic.id).where(Topic.status == "candidate", Topic.pinned.is_(False))
+    return Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None)
+
+
+def cluster_snapshot(triage: Triage, encoder, msgs: pd.DataFrame,
+                     progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """:func:`cluster_stored` over messages as :func:`~triage.office.index.stored_messages` reads
+    them, with what the write needs of the snapshot: each message's topic before (``before``, by
+    id), each topic's members before (``previous``), and how many had no stored embedding."""
+    from triage.embed.encoders import GIST_CHARS
+
+    if msgs.empty:
+        return {"before": {}, "previous": {}, "missing": 0}
+    previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
+    frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
+    stored = msgs[["text", "tokens", "domain", "scope"]]
+    known = TopicIndexKeeper.known_embeddings(msgs)
+    # a message's topic embedding is its opening: a short text's own embedding, a long text's head
+    long_ = msgs["text"].str.len().to_numpy() > GIST_CHARS
+    missing = int(np.where(long_, msgs["head_embedding"].isna(), msgs["embedding"].isna()).sum())
+    res = cluster_stored(triage, encoder, frame, previous, stored, known, progress=progress)
+    res.update(before=dict(zip(msgs["id"].astype(int).tolist(), msgs["topic_id"])), previous=previous, missing=missing)
+    return res
+
+
+def recluster_from_store_apart(store_url: str, config: Any, encoder_name: str, model_dir: str, taxonomy: Any,
+                               encoder_spec: str, cache: str | None,
+                               progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """:func:`cluster_snapshot` in a fresh process that reads the store itself (its own connection,
+    read only), with the model and encoder loaded as the worker loaded them."""
+    from triage.store.database import Store
+
+    store = Store(store_url, migrate=False)
+    try:
+        with store.session() as s:
+            msgs = stored_messages(s, undecided(), encoder_name, config)
+    finally:
+        store.engine.dispose()
+    if progress is not None:
+        progress({"stage": "读取留言", "step": 0, "messages": len(msgs)})
+    out = cluster_snapshot(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), msgs,
+                           progress=progress)
     out["apart"] = True
     return out
-
-

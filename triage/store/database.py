@@ -367,6 +367,12 @@ class Store:
         return self.engine.dialect.name
 
     @property
+    def reachable_from_other_processes(self) -> bool:
+        """Whether another process opening :attr:`url` sees this store (not an in-memory SQLite one)."""
+        database = self.engine.url.database if self.dialect == "sqlite" else "server"
+        return bool(database) and database != ":memory:" and "mode=memory" not in self.url
+
+    @property
     def full_text(self) -> str | None:
         """Which full-text index answers text searches: "fts5", "tsvector", or None (substring scan:
         an SQLite built without FTS5, or a store not yet upgraded)."""

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.store is not None:
         import shutil
 
-        shutil.copyfile(args.store, home / "store.db")
+        for suffix in ("", "-wal"):   # with whatever its last writer left in the write-ahead log
+            if Path(f"{args.store}{suffix}").exists():
+                shutil.copyfile(f"{args.store}{suffix}", home / f"store.db{suffix}")
         print(json.dumps({"store": str(args.store), "import_s": None}), flush=True)
     else:
         csv = home / "history.csv"
@@ -157,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [r for r in accepted if r not in have]
     print(json.dumps({"accepted_2xx": len(accepted), "distinct": len(set(accepted)), "missing": len(missing)}))
     q = next(r for r in rows if r["phase"] == "quiet")
-    print(f"\nstore of {args.rows:,} past messages (import {imported_s if imported_s is not None else 'skipped: ' + str(args.store)} s), "
-          f"{args.workers} workers, 16 clients")
+    made = f"a copy of {args.store}" if args.store is not None else f"{args.rows:,} past messages (import {imported_s} s)"
+    print(f"\nstore of {made}, {args.workers} workers, 16 clients")
     print("| phase | requests | rows/s | p50 ms | p95 ms | p99 ms | max ms | p99 vs quiet |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from triage.apart import ApartError, run_apart
 from triage.pipeline import Triage
+from triage.store.database import Suggestion, Topic
 
 
 def _count(n: int, progress) -> int:
@@ -56,7 +57,44 @@ def office(tmp_path):
     rt.close()
 
 
-def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the_worker(office, corpus) -> None:
+def _decide_some(office) -> int:
+    """Staff's marks on a store, so that what a child reads is told apart from reading everything:
+    one topic accepted, one pinned, one rejected, and one message without a topic. How many stored
+    messages the re-clustering leaves alone (those of the three decided topics) is returned."""
+    from sqlalchemy import update
+
+    with office.store.session() as s:
+        sizes = s.execute(select(Suggestion.topic_id, func.count()).group_by(Suggestion.topic_id)
+                          .order_by(func.count().desc(), Suggestion.topic_id)).all()
+        (accepted, n1), (pinned, n2), (rejected, n3), (loose, _) = sizes[:4]
+        s.execute(update(Topic).where(Topic.id == accepted).values(status="accepted"))
+        s.execute(update(Topic).where(Topic.id == pinned).values(pinned=True))
+        s.execute(update(Topic).where(Topic.id == rejected).values(status="rejected"))
+        one = s.scalar(select(func.min(Suggestion.id)).where(Suggestion.topic_id == loose))
+        s.execute(update(Suggestion).where(Suggestion.id == one).values(topic_id=None))
+        s.commit()
+    return n1 + n2 + n3
+
+
+def _spy_run_apart(monkeypatch) -> list[str]:
+    """run_apart's calls, each followed by "ok" when the child returned (a failed child falls back to
+    the worker, whose result would be the same: the test must know the child did the work)."""
+    import triage.apart as apart_mod
+
+    real, calls = apart_mod.run_apart, []
+
+    def spy(fn, *a, **kw):
+        calls.append(fn.__name__)
+        out = real(fn, *a, **kw)
+        calls.append("ok")
+        return out
+
+    monkeypatch.setattr(apart_mod, "run_apart", spy)
+    return calls
+
+
+def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the_worker(office, corpus,
+                                                                                       monkeypatch) -> None:
     from triage.office.common import Intake
     from triage.store.database import AuditEvent, Suggestion
 
@@ -73,8 +111,10 @@ def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the
 
     from triage.office.reclustering import cluster_snapshot, recluster_from_store_apart, undecided
 
+    out_of_reach = _decide_some(office)
     with office.store.session() as s:
         msgs = office.index.messages(s, undecided())
+    assert len(msgs) == 60 - out_of_reach and msgs["topic_id"].isna().sum() == 1
     here = cluster_snapshot(office.triage, office.encoder, msgs)
     office.config.recluster_apart_from = 0
     apart = office.index.apart(len(msgs))
@@ -88,7 +128,9 @@ def test_a_large_store_re_clusters_in_a_child_process_exactly_as_it_would_in_the
     assert there["scorecards"] == here["scorecards"]
 
     # and through the office: the job's audit says where it ran, and every message keeps a topic
+    calls = _spy_run_apart(monkeypatch)
     office.clustering.recluster()
+    assert calls == ["recluster_from_store_apart", "ok"]
     with office.store.session() as s:
         audit = s.execute(select(AuditEvent).where(AuditEvent.action == "recluster")).scalars().all()[-1]
     assert audit.detail["apart"] is True
@@ -109,15 +151,16 @@ def test_a_large_stores_topic_index_is_built_in_a_child_process_and_is_the_same_
     rows = corpus.sample(40, random_state=5)
     for k, r in enumerate(rows.itertuples()):
         office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
+    _decide_some(office)   # a rejected topic's messages are not in the index
     here, upto = office.index.build()
     office.config.recluster_apart_from = 0
-    calls = []
-    import triage.apart as apart_mod
-
-    real = apart_mod.run_apart
-    monkeypatch.setattr(apart_mod, "run_apart", lambda fn, *a, **kw: calls.append(fn.__name__) or real(fn, *a, **kw))
+    calls = _spy_run_apart(monkeypatch)
     there, upto2 = office.index.build()
-    assert calls == ["index_from_store_apart"] and upto2 == upto
+    assert calls == ["index_from_store_apart", "ok"] and upto2 == upto
+    with office.store.session() as s:
+        live = s.scalar(select(func.count()).select_from(Suggestion).join(Topic, Suggestion.topic_id == Topic.id)
+                        .where(Topic.status.in_(("candidate", "accepted"))))
+    assert sum(here.count) == live < 40
     assert there.ids == here.ids and there.count == here.count and there.place == here.place
     assert there.mentions == here.mentions and there.last_day == here.last_day
     np.testing.assert_array_equal(there.E, here.E)
@@ -237,13 +280,17 @@ def test_an_office_can_keep_re_clustering_in_the_worker(monkeypatch, tmp_path) -
     assert Settings.from_env().recluster_apart_from == 3000
 
 
-def test_a_store_in_memory_is_read_and_indexed_in_the_worker(monkeypatch, corpus) -> None:
+def test_a_store_in_memory_is_read_and_indexed_in_the_worker(monkeypatch, corpus, tmp_path) -> None:
     """A child process reads the store itself, so a store only this process sees (SQLite in
     memory) is read, indexed and re-clustered here, whatever its size."""
     from triage.office.common import Intake
     from triage.office.office import Office
     from triage.store.database import Store
 
+    for url in ("sqlite:///:memory:", "sqlite:///file::memory:?cache=shared&uri=true",
+                "sqlite:///file:x?mode=memory&cache=shared&uri=true"):
+        assert Store(url, migrate=False).reachable_from_other_processes is False, url
+    assert Store(f"sqlite:///{tmp_path / 'f.db'}", migrate=False).reachable_from_other_processes is True
     store = Store("sqlite://")
     assert store.reachable_from_other_processes is False
     office = Office(store, Triage.load())
@@ -277,21 +324,18 @@ def test_on_postgresql_the_child_reads_the_store_itself(tmp_path, corpus, monkey
         office = rt.office
         for k, r in enumerate(corpus.sample(30, random_state=11).itertuples()):
             office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"p{k}"), auto_recluster=False)
+        out_of_reach = _decide_some(office)
         here, upto = office.index.build()
         office.config.recluster_apart_from = 0
-        calls = []
-        import triage.apart as apart_mod
-
-        real = apart_mod.run_apart
-        monkeypatch.setattr(apart_mod, "run_apart", lambda fn, *a, **kw: calls.append(fn.__name__) or real(fn, *a, **kw))
+        calls = _spy_run_apart(monkeypatch)
         there, upto2 = office.index.build()
-        assert calls == ["index_from_store_apart"] and upto2 == upto
-        assert there.ids == here.ids and there.count == here.count
+        assert calls == ["index_from_store_apart", "ok"] and upto2 == upto
+        assert there.ids == here.ids and there.count == here.count and sum(there.count) < 30
         np.testing.assert_array_equal(there.E, here.E)
-        assert office.clustering.recluster()["messages"] == 30
+        assert office.clustering.recluster()["messages"] == 30 - out_of_reach
         with office.store.session() as s:
             audit = s.execute(select(AuditEvent).where(AuditEvent.action == "recluster")).scalars().all()[-1]
-        assert audit.detail["apart"] is True and calls[-1] == "recluster_from_store_apart"
+        assert audit.detail["apart"] is True and calls[-2:] == ["recluster_from_store_apart", "ok"]
     finally:
         rt.close()
         rt.office.store.engine.dispose()

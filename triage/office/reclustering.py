@@ -58,7 +58,7 @@ class Reclustering(OfficeService):
             report("无需写入（没有未决定的留言）", RECLUSTER_STEPS, 0)
             return {"messages": 0, "topics": 0}
         res = None
-        step = lambda p: report(p["stage"], p["step"] + 1, count)  # noqa: E731
+        step = lambda p: report(p["stage"], p["step"] + 1, p.get("messages", count))  # noqa: E731
         apart = self.index.apart(count) if self.store.reachable_from_other_processes else None
         if apart is not None:
             from triage.apart import ApartError, run_apart
@@ -76,7 +76,9 @@ class Reclustering(OfficeService):
             with self.store.session() as s:
                 msgs = self.index.messages(s, undecided())
             report("读取留言", 1, len(msgs))
-            res = cluster_snapshot(self.triage, self.encoder, msgs, progress=step)
+            read = len(msgs)
+            res = cluster_snapshot(self.triage, self.encoder, msgs,
+                                   progress=lambda p: report(p["stage"], p["step"] + 1, read))
         before, previous, missing = res["before"], res["previous"], res["missing"]
         if not before:
             report("无需写入（没有未决定的留言）", RECLUSTER_STEPS, 0)
@@ -198,8 +200,8 @@ def cluster_stored(triage: Triage, encoder, frame: pd.DataFrame, previous: dict[
                    progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """One re-clustering's computation (no store): topics, scorecards and each message's topic.
 
-    The service runs it in a child process on a large store (:func:`cluster_stored_apart`), so the
-    result is plain data rather than the builder itself.
+    The service runs it in a child process on a large store (:func:`recluster_from_store_apart`), so
+    the result is plain data rather than the builder itself.
     """
     from triage.candidates import build_candidates
     from triage.embed.encoders import prefilled
@@ -234,7 +236,8 @@ def cluster_snapshot(triage: Triage, encoder, msgs: pd.DataFrame,
     long_ = msgs["text"].str.len().to_numpy() > GIST_CHARS
     missing = int(np.where(long_, msgs["head_embedding"].isna(), msgs["embedding"].isna()).sum())
     res = cluster_stored(triage, encoder, frame, previous, stored, known, progress=progress)
-    res.update(before=dict(zip(msgs["id"].astype(int).tolist(), msgs["topic_id"])), previous=previous, missing=missing)
+    topic_before = [t if isinstance(t, str) else None for t in msgs["topic_id"]]   # None, not pandas' NaN
+    res.update(before=dict(zip(msgs["id"].astype(int).tolist(), topic_before)), previous=previous, missing=missing)
     return res
 
 
@@ -253,7 +256,10 @@ def recluster_from_store_apart(store_url: str, config: Any, encoder_name: str, m
         store.engine.dispose()
     if progress is not None:
         progress({"stage": "读取留言", "step": 0, "messages": len(msgs)})
-    out = cluster_snapshot(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), msgs,
-                           progress=progress)
+    if msgs.empty:   # all decided since the count: nothing to load the model for
+        return {"before": {}, "previous": {}, "missing": 0, "apart": True}
+    read = len(msgs)
+    tell = None if progress is None else (lambda p: progress({"messages": read, **p}))
+    out = cluster_snapshot(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), msgs, progress=tell)
     out["apart"] = True
     return out

@@ -370,7 +370,7 @@ class Store:
     def reachable_from_other_processes(self) -> bool:
         """Whether another process opening :attr:`url` sees this store (not an in-memory SQLite one)."""
         database = self.engine.url.database if self.dialect == "sqlite" else "server"
-        return bool(database) and database != ":memory:" and "mode=memory" not in self.url
+        return bool(database) and ":memory:" not in database and "mode=memory" not in self.url
 
     @property
     def full_text(self) -> str | None:

@@ -35,10 +35,13 @@ def validate_text(raw: object, max_chars: int = MAX_CHARS) -> str | None:
         return f"文本不是文字（{type(raw).__name__}）/ not text"
     if len(raw) > max_chars:
         return f"文本过长（{len(raw)} 字符，上限 {max_chars}）/ text too long"
-    meaningful = sum(1 for c in raw if c.isalpha())
-    if meaningful < MIN_CHARS:
-        return "文本为空或不含文字 / empty or no words" if raw.strip() else "文本为空 / empty text"
-    return None
+    meaningful = 0
+    for c in raw:   # stops at the MIN_CHARS-th letter: counting every one was a fifth of classifying
+        if c.isalpha():
+            meaningful += 1
+            if meaningful >= MIN_CHARS:
+                return None
+    return "文本为空或不含文字 / empty or no words" if raw.strip() else "文本为空 / empty text"
 
 
 #: the loaded pipeline, visible to forked workers of :meth:`Triage._assess_parallel` (set only while
@@ -187,15 +190,16 @@ class Triage:
         dev = b.domain.evidence(X, list(dlab), b.names) if evidence else [[] for _ in range(n)]
         sev = (explain_scope(b.scope, b.cues, X, frame["text"].tolist(), list(slab), b.names)
                if (evidence and b.scope is not None) else None)
+        texts, pii = frame["text"].tolist(), frame["pii"].tolist()
         for i in range(n):
             scope = None if slab[i] is None else str(slab[i])
             yield Assessment(
-                text=frame["text"].iat[i],
+                text=texts[i],
                 domain=str(dlab[i]), domain_confidence=round(float(dconf[i]), 4), domain_evidence=dev[i],
                 scope=scope, scope_confidence=round(float(sconf[i]), 4),
                 scope_cues=sev[i].cues if sev else {}, scope_evidence=sev[i].terms if sev else [],
                 route=self.router.route(str(dlab[i]), scope, None if plab[i] is None else str(plab[i]), float(pconf[i])),
-                pii_kinds=list(frame["pii"].iat[i]), model_version=self.version,
+                pii_kinds=list(pii[i]), model_version=self.version,
             )
 
     def assess_frame(self, frame: pd.DataFrame, text_columns: Sequence[str], evidence: bool = False,

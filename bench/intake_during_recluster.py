@@ -84,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.store is not None:
         import shutil
 
-        for suffix in ("", "-wal"):   # with whatever its last writer left in the write-ahead log
-            if Path(f"{args.store}{suffix}").exists():
-                shutil.copyfile(f"{args.store}{suffix}", home / f"store.db{suffix}")
+        if not args.store.is_file():
+            raise SystemExit(f"--store {args.store}: 没有这个文件 / no such store file")
+        shutil.copyfile(args.store, home / "store.db")
+        if Path(f"{args.store}-wal").exists():   # whatever its last writer left in the write-ahead log
+            shutil.copyfile(f"{args.store}-wal", home / "store.db-wal")
         print(json.dumps({"store": str(args.store), "import_s": None}), flush=True)
     else:
         csv = home / "history.csv"

@@ -259,7 +259,7 @@ def recluster_from_store_apart(store_url: str, config: Any, encoder_name: str, m
     if msgs.empty:   # all decided since the count: nothing to load the model for
         return {"before": {}, "previous": {}, "missing": 0, "apart": True}
     read = len(msgs)
-    tell = None if progress is None else (lambda p: progress({"messages": read, **p}))
+    tell = None if progress is None else (lambda p: progress({**p, "messages": read}))
     out = cluster_snapshot(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), msgs, progress=tell)
     out["apart"] = True
     return out

@@ -411,3 +411,72 @@ def test_requests_that_arrive_while_a_group_is_written_form_the_next_group():
     assert sizes == [1, 4]
     assert first == ["ok:a"] and [r[0] for r in rest][0::2] == ["ok:b", "ok:c"]
     assert isinstance(rest[1][0], ValueError)   # each caller gets its own outcome, the error only its own
+
+
+def test_a_re_clustering_write_and_a_re_ageing_do_not_deadlock(make_office, monkeypatch, request, corpus):
+    """PostgreSQL: another worker's re-ageing holds a topic row (it locks rows in id order) and then
+    updates a higher one; meanwhile the re-clustering writes its topics. Written in the clustering's
+    order, the write held the higher row and waited for the lower: a deadlock, and PostgreSQL aborted
+    one of the two. Locking the rows in id order first, the write waits and both finish."""
+    if request.node.callspec.params["make_office"] != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite's writers take the whole file (BEGIN IMMEDIATE)")
+    import threading
+    import time
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    import triage.office.reclustering as rc
+
+    office = make_office()
+    for k, r in enumerate(corpus.sample(40, random_state=2).itertuples()):
+        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
+    order: dict = {}
+    real_snapshot = rc.cluster_snapshot
+
+    def snapshot(*args, **kwargs):   # the order the write updates the topics that stay: the clustering's
+        res = real_snapshot(*args, **kwargs)
+        order["ids"] = [t for t in res["topics"]["topic_id"] if t in res["previous"]]
+        return res
+
+    monkeypatch.setattr(rc, "cluster_snapshot", snapshot)
+    u = make_url(office.store.url)
+    dsn = f"dbname={u.database} user={u.username or 'postgres'} host={u.host} port={u.port or 5432}"
+    locked, other = threading.Event(), {}
+
+    def reageing(low: str, high: str) -> None:
+        try:
+            with psycopg.connect(dsn) as c:
+                c.execute("SELECT id FROM topics WHERE id = %s FOR NO KEY UPDATE", (low,))
+                locked.set()
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:   # until the re-clustering waits for a row
+                    with psycopg.connect(dsn, autocommit=True) as w:
+                        if w.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                     "AND wait_event_type = 'Lock'", (u.database,)).fetchone()[0]:
+                            break
+                    time.sleep(0.05)
+                c.execute("UPDATE topics SET heat = heat WHERE id = %s", (high,))
+            other["done"] = True
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            other["error"] = exc
+            locked.set()
+
+    real_hold = office.store.hold_writes
+
+    def hold(s):
+        real_hold(s)
+        ids = order["ids"]
+        # a topic the write reaches before a lower one: the pair a deadlock needs
+        high, low = next((b, a) for i, b in enumerate(ids) for a in ids[i + 1:] if a < b)
+        threading.Thread(target=reageing, args=(low, high), daemon=True).start()
+        locked.wait(10)
+
+    monkeypatch.setattr(office.store, "hold_writes", hold)
+    result = office.reclustering.run(None)
+    for _ in range(200):
+        if other:
+            break
+        time.sleep(0.1)
+    assert other == {"done": True}, other
+    assert result["topics"] > 0 and "skipped" not in result

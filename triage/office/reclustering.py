@@ -119,6 +119,13 @@ class Reclustering(OfficeService):
                     topic_of[sid] = tid
                 if tid:
                     late_to[tid] = late_to.get(tid, 0) + 1
+            # every topic row this write changes or drops, locked first and in id order, as intake's
+            # groups and the re-ageing take them: updated in the clustering's order, a row locked
+            # ahead of a lower one deadlocked with a re-ageing on PostgreSQL (SQLite: no row locks)
+            touched = sorted({*rename.values(), *dropped})
+            for k in range(0, len(touched), 5000):
+                s.execute(select(Topic.id).where(Topic.id.in_(touched[k:k + 5000])).order_by(Topic.id)
+                          .with_for_update())
             self._write_topics(s, {rename[tid]: v for tid, v in values.items()}, late_to)
             moves = [{"id": sid, "topic_id": tid} for sid, tid in topic_of.items() if before.get(sid, "?") != tid]
             moves += [{"id": sid, "topic_id": None} for sid, tid in before.items()

@@ -480,3 +480,64 @@ def test_a_re_clustering_write_and_a_re_ageing_do_not_deadlock(make_office, monk
         time.sleep(0.1)
     assert other == {"done": True}, other
     assert result["topics"] > 0 and "skipped" not in result
+
+
+def test_a_staff_decision_committed_during_a_re_clustering_write_is_not_overwritten(make_office, monkeypatch,
+                                                                                      request, corpus):
+    """PostgreSQL: another worker's staff reroute a topic just as the re-clustering's write begins.
+    The write checks for decisions under the topics' row locks, so the reroute waits for it and then
+    stands; checked without locks, the reroute committed first and the write put the clustering's
+    route back over it."""
+    if request.node.callspec.params["make_office"] != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite's writers take the whole file (BEGIN IMMEDIATE)")
+    import threading
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    import triage.office.reclustering as rc
+
+    office = make_office()
+    for k, r in enumerate(corpus.sample(40, random_state=2).itertuples()):
+        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
+    kept: dict = {}
+    real_snapshot = rc.cluster_snapshot
+
+    def snapshot(*args, **kwargs):
+        res = real_snapshot(*args, **kwargs)
+        kept["id"] = next(t for t in res["topics"]["topic_id"] if t in res["previous"])
+        return res
+
+    monkeypatch.setattr(rc, "cluster_snapshot", snapshot)
+    u = make_url(office.store.url)
+    dsn = f"dbname={u.database} user={u.username or 'postgres'} host={u.host} port={u.port or 5432}"
+    staff_thread: list[threading.Thread] = []
+
+    def reroute() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("UPDATE topics SET route_kind = 'department', committee = NULL, department = '住建局', "
+                      "route_reason = 'staff reroute' WHERE id = %s", (kept["id"],))
+
+    real_hold = office.store.hold_writes
+
+    def hold(s):
+        real_hold(s)
+        real_execute = s.execute
+
+        def execute(statement, *args, **kwargs):   # the first statement after the hold: the decision check
+            out = real_execute(statement, *args, **kwargs)
+            if not staff_thread:
+                staff_thread.append(threading.Thread(target=reroute, daemon=True))
+                staff_thread[0].start()
+                staff_thread[0].join(2)   # done at once unless a row lock makes it wait for the write
+            return out
+
+        monkeypatch.setattr(s, "execute", execute)
+
+    monkeypatch.setattr(office.store, "hold_writes", hold)
+    result = office.reclustering.run(None)
+    staff_thread[0].join(20)
+    assert not staff_thread[0].is_alive() and "skipped" not in result
+    with office.store.session() as s:
+        t = s.get(Topic, kept["id"])
+        assert (t.department, t.route_reason) == ("住建局", "staff reroute")

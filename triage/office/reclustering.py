@@ -95,8 +95,16 @@ class Reclustering(OfficeService):
             # no other worker may store a suggestion, so that every message of a topic about to go
             # is seen and moved; the writes below are bulk statements, so this lasts well under a second.
             self.store.hold_writes(s)
-            decided = s.execute(select(Topic.id).where(Topic.id.in_(list(previous)),
-                                                       Topic.pinned.is_(True) | (Topic.status != "candidate"))).scalars().all()
+            # every stored topic this write may change or drop (all are among `previous`), locked in id
+            # order as intake's groups and the re-ageing take them, and checked for staff decisions under
+            # that lock: updated in the clustering's order, a row locked ahead of a lower one deadlocked
+            # with a re-ageing on PostgreSQL, and a decision another worker committed after an unlocked
+            # check was overwritten (SQLite: its write lock, taken above, already covers both)
+            ids, decided = sorted(previous), []
+            for k in range(0, len(ids), 5000):
+                rows = s.execute(select(Topic.id, Topic.pinned, Topic.status).where(Topic.id.in_(ids[k:k + 5000]))
+                                 .order_by(Topic.id).with_for_update())
+                decided += [tid for tid, pinned, status in rows if pinned or status != "candidate"]
             if decided:   # staff acted on one of these topics meanwhile: their decision wins; run again soon
                 log.info("re-clustering discarded: %d of its topics were decided meanwhile", len(decided))
                 return {"messages": len(before), "topics": 0, "skipped": "decided meanwhile"}
@@ -119,13 +127,6 @@ class Reclustering(OfficeService):
                     topic_of[sid] = tid
                 if tid:
                     late_to[tid] = late_to.get(tid, 0) + 1
-            # every topic row this write changes or drops, locked first and in id order, as intake's
-            # groups and the re-ageing take them: updated in the clustering's order, a row locked
-            # ahead of a lower one deadlocked with a re-ageing on PostgreSQL (SQLite: no row locks)
-            touched = sorted({*rename.values(), *dropped})
-            for k in range(0, len(touched), 5000):
-                s.execute(select(Topic.id).where(Topic.id.in_(touched[k:k + 5000])).order_by(Topic.id)
-                          .with_for_update())
             self._write_topics(s, {rename[tid]: v for tid, v in values.items()}, late_to)
             moves = [{"id": sid, "topic_id": tid} for sid, tid in topic_of.items() if before.get(sid, "?") != tid]
             moves += [{"id": sid, "topic_id": None} for sid, tid in before.items()

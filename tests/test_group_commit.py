@@ -413,6 +413,30 @@ def test_requests_that_arrive_while_a_group_is_written_form_the_next_group():
     assert isinstance(rest[1][0], ValueError)   # each caller gets its own outcome, the error only its own
 
 
+def _office_before_a_re_clustering(make_office, monkeypatch, corpus) -> tuple[Office, dict, str]:
+    """A PostgreSQL office with 40 corpus messages in their intake topics; the dict gets, once the
+    re-clustering has computed its topics, the ids of the stored ones it keeps in the order its write
+    reaches them (``kept``); and a libpq connection string for "another worker"."""
+    from sqlalchemy.engine import make_url
+
+    import triage.office.reclustering as rc
+
+    office = make_office()
+    for k, r in enumerate(corpus.sample(40, random_state=2).itertuples()):
+        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
+    seen: dict = {}
+    real_snapshot = rc.cluster_snapshot
+
+    def snapshot(*args, **kwargs):
+        res = real_snapshot(*args, **kwargs)
+        seen["kept"] = [t for t in res["topics"]["topic_id"] if t in res["previous"]]
+        return res
+
+    monkeypatch.setattr(rc, "cluster_snapshot", snapshot)
+    u = make_url(office.store.url)
+    return office, seen, f"dbname={u.database} user={u.username or 'postgres'} host={u.host} port={u.port or 5432}"
+
+
 def test_a_re_clustering_write_and_a_re_ageing_do_not_deadlock(make_office, monkeypatch, request, corpus):
     """PostgreSQL: another worker's re-ageing holds a topic row (it locks rows in id order) and then
     updates a higher one; meanwhile the re-clustering writes its topics. Written in the clustering's
@@ -424,24 +448,8 @@ def test_a_re_clustering_write_and_a_re_ageing_do_not_deadlock(make_office, monk
     import time
 
     import psycopg
-    from sqlalchemy.engine import make_url
 
-    import triage.office.reclustering as rc
-
-    office = make_office()
-    for k, r in enumerate(corpus.sample(40, random_state=2).itertuples()):
-        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
-    order: dict = {}
-    real_snapshot = rc.cluster_snapshot
-
-    def snapshot(*args, **kwargs):   # the order the write updates the topics that stay: the clustering's
-        res = real_snapshot(*args, **kwargs)
-        order["ids"] = [t for t in res["topics"]["topic_id"] if t in res["previous"]]
-        return res
-
-    monkeypatch.setattr(rc, "cluster_snapshot", snapshot)
-    u = make_url(office.store.url)
-    dsn = f"dbname={u.database} user={u.username or 'postgres'} host={u.host} port={u.port or 5432}"
+    office, order, dsn = _office_before_a_re_clustering(make_office, monkeypatch, corpus)
     locked, other = threading.Event(), {}
 
     def reageing(low: str, high: str) -> None:
@@ -452,8 +460,8 @@ def test_a_re_clustering_write_and_a_re_ageing_do_not_deadlock(make_office, monk
                 deadline = time.monotonic() + 20
                 while time.monotonic() < deadline:   # until the re-clustering waits for a row
                     with psycopg.connect(dsn, autocommit=True) as w:
-                        if w.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                     "AND wait_event_type = 'Lock'", (u.database,)).fetchone()[0]:
+                        if w.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'").fetchone()[0]:
                             break
                     time.sleep(0.05)
                 c.execute("UPDATE topics SET heat = heat WHERE id = %s", (high,))
@@ -466,7 +474,7 @@ def test_a_re_clustering_write_and_a_re_ageing_do_not_deadlock(make_office, monk
 
     def hold(s):
         real_hold(s)
-        ids = order["ids"]
+        ids = order["kept"]
         # a topic the write reaches before a lower one: the pair a deadlock needs
         high, low = next((b, a) for i, b in enumerate(ids) for a in ids[i + 1:] if a < b)
         threading.Thread(target=reageing, args=(low, high), daemon=True).start()
@@ -493,30 +501,14 @@ def test_a_staff_decision_committed_during_a_re_clustering_write_is_not_overwrit
     import threading
 
     import psycopg
-    from sqlalchemy.engine import make_url
 
-    import triage.office.reclustering as rc
-
-    office = make_office()
-    for k, r in enumerate(corpus.sample(40, random_state=2).itertuples()):
-        office.intake.submit(Intake(text=r.text, title=r.title, submitter=f"c{k}"), auto_recluster=False)
-    kept: dict = {}
-    real_snapshot = rc.cluster_snapshot
-
-    def snapshot(*args, **kwargs):
-        res = real_snapshot(*args, **kwargs)
-        kept["id"] = next(t for t in res["topics"]["topic_id"] if t in res["previous"])
-        return res
-
-    monkeypatch.setattr(rc, "cluster_snapshot", snapshot)
-    u = make_url(office.store.url)
-    dsn = f"dbname={u.database} user={u.username or 'postgres'} host={u.host} port={u.port or 5432}"
+    office, seen, dsn = _office_before_a_re_clustering(make_office, monkeypatch, corpus)
     staff_thread: list[threading.Thread] = []
 
     def reroute() -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute("UPDATE topics SET route_kind = 'department', committee = NULL, department = '住建局', "
-                      "route_reason = 'staff reroute' WHERE id = %s", (kept["id"],))
+                      "route_reason = 'staff reroute' WHERE id = %s", (seen["kept"][0],))
 
     real_hold = office.store.hold_writes
 
@@ -539,5 +531,5 @@ def test_a_staff_decision_committed_during_a_re_clustering_write_is_not_overwrit
     staff_thread[0].join(20)
     assert not staff_thread[0].is_alive() and "skipped" not in result
     with office.store.session() as s:
-        t = s.get(Topic, kept["id"])
+        t = s.get(Topic, seen["kept"][0])
         assert (t.department, t.route_reason) == ("住建局", "staff reroute")

@@ -54,6 +54,23 @@ def stored_messages(s: Session, where, encoder_name: str, config: Any) -> pd.Dat
         index=pd.RangeIndex(len(rows)))
 
 
+def in_live_topic():
+    """The messages of live topics (candidate or accepted): the ones a topic index holds."""
+    return Suggestion.topic_id.in_(select(Topic.id).where(Topic.status.in_(("candidate", "accepted"))))
+
+
+def stored_messages_apart(store_url: str, where, encoder_name: str, config: Any) -> pd.DataFrame:
+    """:func:`stored_messages` in a child process, over its own connection to the worker's store."""
+    from triage.store.database import Store
+
+    store = Store(store_url, migrate=False)
+    try:
+        with store.session() as s:
+            return stored_messages(s, where, encoder_name, config)
+    finally:
+        store.engine.dispose()
+
+
 class TopicIndexKeeper(OfficeService):
     """The incremental index of one worker, its generation, and the successors of dropped topics."""
 
@@ -121,8 +138,7 @@ class TopicIndexKeeper(OfficeService):
         (ids already absorbed); the ids absorbed so far. Ids, not a new bound: on PostgreSQL a
         group with lower ids may commit after one with higher ids."""
         with self.store.session() as s:
-            live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
-            after = (Suggestion.id > upto) & Suggestion.topic_id.in_(live)
+            after = (Suggestion.id > upto) & in_live_topic()
             if seen:   # the second pass: few new ones among those already absorbed
                 new = sorted(set(s.execute(select(Suggestion.id).where(after)).scalars()) - seen)
                 late = self.messages(s, after & Suggestion.id.in_(new))
@@ -198,9 +214,8 @@ class TopicIndexKeeper(OfficeService):
         re-clustering is), which reads the messages itself: the submissions this worker takes
         meanwhile wait neither on the build nor on reading, unpacking and sending 20,000 and more
         stored messages with their vectors (about 1.7 s of this worker's interpreter at 20,000)."""
-        live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
         with self.store.session() as s:
-            count = s.scalar(select(func.count()).select_from(Suggestion).where(Suggestion.topic_id.in_(live))) or 0
+            count = s.scalar(select(func.count()).select_from(Suggestion).where(in_live_topic())) or 0
         encoder = self.encoder_apart() if self.goes_apart(count) and self.store.reachable_from_other_processes else None
         if encoder is not None:
             from triage.apart import ApartError, run_apart
@@ -210,7 +225,7 @@ class TopicIndexKeeper(OfficeService):
             except (ApartError, OSError) as exc:
                 log.warning("building the topic index in a child process failed, so it is built here: %s", exc)
         with self.store.session() as s:
-            msgs = self.messages(s, Suggestion.topic_id.in_(live))
+            msgs = self.messages(s, in_live_topic())
         return index_from_stored_rows(msgs, self.encoder, self.places)
 
     def successor(self, tid: str) -> str | None:
@@ -287,15 +302,7 @@ def index_from_store_apart(store_url: str, config: Any, encoder_name: str, encod
                            progress: Callable[[dict], None] | None = None) -> tuple[TopicIndex | None, int]:
     """The worker's index built in a fresh process from the store itself (its own connection, read
     only): the live messages as the worker would read them, the worker's encoder."""
-    from triage.store.database import Store
-
-    store = Store(store_url, migrate=False)
-    try:
-        live = select(Topic.id).where(Topic.status.in_(("candidate", "accepted")))
-        with store.session() as s:
-            msgs = stored_messages(s, Suggestion.topic_id.in_(live), encoder_name, config)
-    finally:
-        store.engine.dispose()
+    msgs = stored_messages_apart(store_url, in_live_topic(), encoder_name, config)
     return index_from_stored_rows(msgs, _encoder_from(encoder_spec, cache), PlaceExtractor())
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from triage.candidates import FROM_STORE
 from triage.office.common import Actor, OfficeService, _naive
-from triage.office.index import TopicIndexKeeper, _encoder_from, stored_messages
+from triage.office.index import TopicIndexKeeper, _encoder_from, stored_messages_apart
 from triage.pipeline import Triage
 from triage.store.database import AuditEvent, Suggestion, Topic, utcnow
 
@@ -227,6 +227,11 @@ def undecided():
     return Suggestion.topic_id.in_(free) | Suggestion.topic_id.is_(None)
 
 
+def _empty_snapshot() -> dict[str, Any]:
+    """What :func:`cluster_snapshot` gives for no messages: nothing before, nothing to write."""
+    return {"before": {}, "previous": {}, "missing": 0}
+
+
 def cluster_snapshot(triage: Triage, encoder, msgs: pd.DataFrame,
                      progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """:func:`cluster_stored` over messages as :func:`~triage.office.index.stored_messages` reads
@@ -235,7 +240,7 @@ def cluster_snapshot(triage: Triage, encoder, msgs: pd.DataFrame,
     from triage.embed.encoders import GIST_CHARS
 
     if msgs.empty:
-        return {"before": {}, "previous": {}, "missing": 0}
+        return _empty_snapshot()
     previous = {tid: g["id"].tolist() for tid, g in msgs.groupby("topic_id")}
     frame = msgs[["id", "title", "raw_text", "submitted_at", "channel", "submitter", "support"]]
     stored = msgs[["text", "tokens", "domain", "scope"]]
@@ -254,18 +259,11 @@ def recluster_from_store_apart(store_url: str, config: Any, encoder_name: str, m
                                progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """:func:`cluster_snapshot` in a fresh process that reads the store itself (its own connection,
     read only), with the model and encoder loaded as the worker loaded them."""
-    from triage.store.database import Store
-
-    store = Store(store_url, migrate=False)
-    try:
-        with store.session() as s:
-            msgs = stored_messages(s, undecided(), encoder_name, config)
-    finally:
-        store.engine.dispose()
+    msgs = stored_messages_apart(store_url, undecided(), encoder_name, config)
     if progress is not None:
         progress({"stage": "读取留言", "step": 0, "messages": len(msgs)})
     if msgs.empty:   # all decided since the count: nothing to load the model for
-        return {"before": {}, "previous": {}, "missing": 0, "apart": True}
+        return {**_empty_snapshot(), "apart": True}
     read = len(msgs)
     tell = None if progress is None else (lambda p: progress({**p, "messages": read}))
     out = cluster_snapshot(Triage.load(model_dir, taxonomy), _encoder_from(encoder_spec, cache), msgs, progress=tell)
